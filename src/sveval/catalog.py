@@ -1,0 +1,167 @@
+"""The registries (measures, areas, interventions) and checks of evaluations against them."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sveval.errors import SpecError
+from sveval.spec import (
+    AreaRegistry,
+    AreaSpec,
+    EvaluationSpec,
+    InterventionRegistry,
+    InterventionSpec,
+    MeasureRegistry,
+    MeasureSpec,
+    load_model,
+)
+
+
+def _suggest(value: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(value, allowed, n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Measures, areas and interventions, loaded from ``parameters/``."""
+
+    measures: dict[str, MeasureSpec]
+    areas: dict[str, AreaSpec]
+    groups: dict[str, list[str]]
+    interventions: dict[str, InterventionSpec]
+    partnership: str
+    parameters_dir: Path
+
+    @classmethod
+    def load(cls, parameters_dir: Path | str) -> Catalog:
+        pdir = Path(parameters_dir)
+        m = load_model(MeasureRegistry, pdir / "measures.yaml")
+        a = load_model(AreaRegistry, pdir / "areas.yaml")
+        i = load_model(InterventionRegistry, pdir / "interventions.yaml")
+        measures = _unique(pdir / "measures.yaml", "measures", [x.id for x in m.measures], m.measures)
+        areas = _unique(pdir / "areas.yaml", "areas", [x.code for x in a.areas], a.areas)
+        interventions = _unique(
+            pdir / "interventions.yaml", "interventions", [x.id for x in i.interventions], i.interventions
+        )
+        cat = cls(measures, areas, dict(a.groups), interventions, a.partnership, pdir)
+        cat._check_references()
+        return cat
+
+    # -- lookups ------------------------------------------------------------------------------------
+    @property
+    def partnership_areas(self) -> list[str]:
+        return sorted(c for c, a in self.areas.items() if a.role == "partnership")
+
+    @property
+    def comparison_areas(self) -> list[str]:
+        return sorted(c for c, a in self.areas.items() if a.role == "comparison")
+
+    def area_name(self, code: str) -> str:
+        a = self.areas.get(code)
+        return a.name if a else code
+
+    def areas_label(self, codes: list[str]) -> str:
+        names = [self.area_name(c) for c in codes]
+        if set(codes) == set(self.partnership_areas) and len(codes) > 1:
+            return self.partnership
+        return " and ".join(names) if len(names) <= 2 else ", ".join(names[:-1]) + " and " + names[-1]
+
+    def headline_measures(self) -> list[MeasureSpec]:
+        return [m for m in self.measures.values() if m.headline]
+
+    # -- checks -------------------------------------------------------------------------------------
+    def _check_references(self) -> None:
+        problems = []
+        for gname, codes in self.groups.items():
+            for c in codes:
+                if c not in self.areas:
+                    problems.append((f"groups.{gname}", c, "not an area code in this file"))
+        if problems:
+            raise SpecError(self.parameters_dir / "areas.yaml", problems)
+        problems = []
+        for k, iv in enumerate(self.interventions.values()):
+            for c in iv.areas:
+                if c not in self.areas:
+                    problems.append(
+                        (f"interventions.{k}.areas", c, "unknown area code; see parameters/areas.yaml")
+                    )
+            for mid in iv.measures:
+                if mid not in self.measures:
+                    problems.append(
+                        (f"interventions.{k}.measures", mid,
+                         "unknown measure; allowed: " + ", ".join(sorted(self.measures)) + _suggest(mid, list(self.measures)))
+                    )
+        if problems:
+            raise SpecError(self.parameters_dir / "interventions.yaml", problems)
+        problems = []
+        for k, ms in enumerate(self.measures.values()):
+            if ms.parent and ms.parent not in self.measures:
+                problems.append((f"measures.{k}.parent", ms.parent, "unknown parent measure"))
+        if problems:
+            raise SpecError(self.parameters_dir / "measures.yaml", problems)
+
+    def check_evaluation(self, spec: EvaluationSpec, path: Path) -> None:
+        """Refuse references to unknown measures, interventions and areas (before any data is read)."""
+        problems = []
+        if spec.measure not in self.measures:
+            problems.append(
+                ("measure", spec.measure,
+                 "unknown measure; allowed: " + ", ".join(sorted(self.measures)) + "." + _suggest(spec.measure, list(self.measures)))
+            )
+        if spec.intervention not in self.interventions:
+            problems.append(
+                ("intervention", spec.intervention,
+                 "unknown intervention; allowed: " + ", ".join(sorted(self.interventions)) + "."
+                 + _suggest(spec.intervention, list(self.interventions)))
+            )
+        for i, c in enumerate(spec.areas):
+            if c not in self.areas:
+                problems.append((f"areas.{i}", c, "unknown area code; allowed: " + ", ".join(sorted(self.areas))))
+        if spec.comparison is not None:
+            for i, c in enumerate(spec.comparison.areas):
+                if c not in self.areas:
+                    problems.append(
+                        (f"comparison.areas.{i}", c, "unknown area code; allowed: " + ", ".join(sorted(self.areas)))
+                    )
+                elif c in spec.areas:
+                    problems.append((f"comparison.areas.{i}", c, "a treated area cannot also be a comparison"))
+            g = spec.comparison.group
+            if g is not None and g not in self.groups:
+                problems.append(
+                    ("comparison.group", g, "unknown group; allowed: " + ", ".join(sorted(self.groups)) + _suggest(g, list(self.groups)))
+                )
+        if problems:
+            raise SpecError(path, problems)
+
+    def resolve_comparison(self, spec: EvaluationSpec) -> list[str]:
+        """Comparison area codes for an evaluation (empty when it has none or uses LSOAs)."""
+        comp = spec.comparison
+        if comp is None:
+            return []
+        if comp.areas:
+            codes = list(comp.areas)
+        elif comp.group:
+            codes = list(self.groups[comp.group])
+        elif comp.rule == "all_comparison_areas":
+            codes = self.comparison_areas
+        else:
+            codes = []
+        codes = [c for c in codes if c not in spec.areas]
+        if comp.exclude_vru:
+            codes = [c for c in codes if not self.areas[c].vru]
+        return sorted(dict.fromkeys(codes))
+
+
+def _unique(path: Path, section: str, keys: list[str], items: list) -> dict:
+    seen: dict = {}
+    problems = []
+    for k, (key, item) in enumerate(zip(keys, items, strict=True)):
+        if key in seen:
+            problems.append((f"{section}.{k}", key, "duplicate id; each must be unique"))
+        seen[key] = item
+    if problems:
+        raise SpecError(path, problems)
+    return seen

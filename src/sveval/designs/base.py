@@ -1,0 +1,326 @@
+"""The result object shared by every design, and small helpers around it.
+
+Every design (ITS, controlled ITS, DiD, event study, staggered DiD, synthetic control) returns a
+:class:`Result`. The notebook narrative, the runner's result JSON, the site and the returns read
+only this object, so a new design needs nothing but a function that builds one.
+
+Conventions (``../shared/design.md``):
+
+* frozen dataclasses; JSON is written from them (:meth:`Result.to_dict`), never from ad-hoc dicts;
+* every effect carries its ``scale`` (``rate_ratio``, ``difference``, ``percent_change``) and the
+  direction in which the measure improves;
+* ``series`` is the frame behind the main figure (observed vs counterfactual with its interval).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Scale = Literal["rate_ratio", "difference", "percent_change"]
+Direction = Literal["lower", "higher"]
+
+SCALES: tuple[str, ...] = ("rate_ratio", "difference", "percent_change")
+
+
+def _clean(value: Any) -> Any:
+    """Make a value JSON-safe and deterministic (NaN/inf -> None, numpy -> python)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return float(f"{value:.10g}")
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d")
+    return value
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One estimated effect.
+
+    ``estimate``, ``ci_low`` and ``ci_high`` are on ``scale``: a rate ratio of 0.8 means a 20% fall;
+    a difference is in the measure's units (count per month, or rate). ``better_if`` says whether
+    lower or higher values of the measure are an improvement (for violence, ``lower``).
+    """
+
+    name: str
+    scale: Scale
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None = None
+    better_if: Direction = "lower"
+    description: str = ""
+    ci_level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"Effect scale must be one of {SCALES}, got {self.scale!r}")
+
+    @property
+    def null_value(self) -> float:
+        return 1.0 if self.scale == "rate_ratio" else 0.0
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval excludes the null value."""
+        lo, hi = self.ci_low, self.ci_high
+        if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+            return False
+        return not (lo <= self.null_value <= hi)
+
+    @property
+    def improved(self) -> bool | None:
+        """True if the interval lies wholly on the improving side, False if wholly on the worse side."""
+        if not self.significant:
+            return None
+        below = self.ci_high < self.null_value
+        return below if self.better_if == "lower" else not below
+
+    def percent(self) -> tuple[float, float, float]:
+        """Estimate and interval as percent change (only for rate ratios and percent changes)."""
+        if self.scale == "rate_ratio":
+            return tuple(100.0 * (v - 1.0) for v in (self.estimate, self.ci_low, self.ci_high))
+        if self.scale == "percent_change":
+            return (self.estimate, self.ci_low, self.ci_high)
+        raise ValueError("percent() needs a rate_ratio or percent_change effect")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["significant"] = self.significant
+        return _clean(d)
+
+
+@dataclass(frozen=True)
+class Prevented:
+    """Offences (or events) prevented over the post period: counterfactual minus observed.
+
+    Positive means fewer events than expected without the intervention.
+    """
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    period_start: str = ""
+    period_end: str = ""
+    months: int = 0
+    unit: str = "events"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+@dataclass(frozen=True)
+class Check:
+    """A diagnostic or robustness check with a uniform shape.
+
+    ``passed`` is True/False where the check has a verdict, None where it is descriptive only.
+    ``data`` holds small JSON-safe details (e.g. the placebo estimates) for tables and figures.
+    """
+
+    name: str
+    description: str
+    statistic: float | None = None
+    p_value: float | None = None
+    passed: bool | None = None
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+@dataclass(frozen=True)
+class Power:
+    """Power and minimum detectable effect for the available (or planned) post period.
+
+    ``mde`` is the smallest proportional fall (0.2 = 20%) detectable with ``target_power`` at
+    ``alpha``; ``power_at`` maps proportional falls to simulated power.
+    """
+
+    mde: float | None
+    target_power: float = 0.8
+    alpha: float = 0.05
+    post_months: int = 0
+    power_at: dict[str, float] = field(default_factory=dict)
+    n_sim: int = 0
+    underpowered: bool = False
+    threshold: float = 0.3
+    method: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """What every design returns.
+
+    Attributes
+    ----------
+    design : short design key (``its``, ``cits``, ``did``, ``twfe``, ``event_study``, ``staggered``,
+        ``synth``)
+    method : one-line description of the model and inference (shown in reports)
+    effects : the estimated effects; the first is the headline effect
+    prevented : events prevented over the post period, if the design can say
+    series : frame behind the main figure; columns ``period`` (YYYY-MM), ``observed``, ``fitted``,
+        ``counterfactual``, ``cf_low``, ``cf_high``, ``post`` (bool) and optionally ``group``
+    diagnostics : checks (autocorrelation, overdispersion, placebo, pre-trends, ...)
+    power : power / MDE, if computed
+    warnings : plain-English warnings for the report
+    n_obs : number of observations used in the fit
+    details : small JSON-safe extras (coefficients table, model options)
+    tables : named frames for reports (e.g. ``coefficients``, ``event_study``); not in the JSON
+    """
+
+    design: str
+    method: str
+    effects: tuple[Effect, ...]
+    prevented: Prevented | None = None
+    series: pd.DataFrame | None = None
+    diagnostics: tuple[Check, ...] = ()
+    power: Power | None = None
+    warnings: tuple[str, ...] = ()
+    n_obs: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    # -- access -----------------------------------------------------------------------------------
+    @property
+    def headline(self) -> Effect:
+        if not self.effects:
+            raise ValueError("result has no effects")
+        return self.effects[0]
+
+    def effect(self, name: str) -> Effect:
+        for e in self.effects:
+            if e.name == name:
+                return e
+        raise KeyError(f"no effect named {name!r}; have {[e.name for e in self.effects]}")
+
+    def check(self, name: str) -> Check:
+        for c in self.diagnostics:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check named {name!r}; have {[c.name for c in self.diagnostics]}")
+
+    def with_updates(self, **changes: Any) -> Result:
+        """A copy with some fields replaced (results are immutable)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Result(**current)
+
+    # -- CausalPy-style outputs ---------------------------------------------------------------------
+    def summary(self) -> pd.DataFrame:
+        """Effects as a table (one row per effect)."""
+        rows = [
+            {
+                "effect": e.name,
+                "scale": e.scale,
+                "estimate": e.estimate,
+                "ci_low": e.ci_low,
+                "ci_high": e.ci_high,
+                "p_value": e.p_value,
+            }
+            for e in self.effects
+        ]
+        return pd.DataFrame(rows)
+
+    def effect_summary(self, measure_name: str = "the measure") -> tuple[pd.DataFrame, str]:
+        """The effects table and a plain-English paragraph."""
+        return self.summary(), plain_english(self, measure_name)
+
+    def get_plot_data(self) -> pd.DataFrame:
+        """The frame behind :meth:`plot`."""
+        if self.series is None:
+            raise ValueError("this result carries no series")
+        return self.series.copy()
+
+    def plot(self, title: str | None = None, **kwargs: Any):
+        """Observed vs counterfactual with its band; returns ``(fig, ax)``."""
+        from sveval import plots
+
+        return plots.observed_vs_counterfactual(self, title=title, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (without record-level data: only aggregates and estimates)."""
+        out: dict[str, Any] = {
+            "design": self.design,
+            "method": self.method,
+            "effects": [e.to_dict() for e in self.effects],
+            "prevented": self.prevented.to_dict() if self.prevented else None,
+            "diagnostics": [c.to_dict() for c in self.diagnostics],
+            "power": self.power.to_dict() if self.power else None,
+            "warnings": list(self.warnings),
+            "n_obs": int(self.n_obs),
+            "details": _clean(self.details),
+        }
+        if self.series is not None:
+            s = self.series.copy()
+            for col in s.columns:
+                if pd.api.types.is_bool_dtype(s[col]):
+                    s[col] = s[col].astype(bool)
+            out["series"] = _clean(s.to_dict(orient="list"))
+        return out
+
+
+def fmt_effect(e: Effect, digits: int = 1) -> str:
+    """Human-readable effect with interval, e.g. ``-18.2% (95% CI -29.0% to -5.8%)``."""
+    level = int(round(e.ci_level * 100))
+    if e.scale in ("rate_ratio", "percent_change"):
+        est, lo, hi = e.percent()
+        return f"{est:+.{digits}f}% ({level}% CI {lo:+.{digits}f}% to {hi:+.{digits}f}%)"
+    return f"{e.estimate:+.{digits + 1}f} ({level}% CI {e.ci_low:+.{digits + 1}f} to {e.ci_high:+.{digits + 1}f})"
+
+
+def plain_english(result: Result, measure_name: str = "the measure") -> str:
+    """A short plain-English reading of a result, honest about uncertainty and power."""
+    e = result.headline
+    parts: list[str] = []
+    if e.scale in ("rate_ratio", "percent_change"):
+        est, lo, hi = e.percent()
+        direction = "lower" if est < 0 else "higher"
+        parts.append(
+            f"After the intervention, {measure_name} was an estimated {abs(est):.0f}% {direction} "
+            f"than expected had it not happened (95% confidence interval {lo:+.0f}% to {hi:+.0f}%)."
+        )
+    else:
+        direction = "lower" if e.estimate < 0 else "higher"
+        parts.append(
+            f"After the intervention, {measure_name} was an estimated {abs(e.estimate):.2f} "
+            f"{direction} than expected had it not happened (95% confidence interval "
+            f"{e.ci_low:+.2f} to {e.ci_high:+.2f})."
+        )
+    if e.improved is True:
+        parts.append("The interval excludes no change: the data support a reduction.")
+    elif e.improved is False:
+        parts.append("The interval excludes no change: the measure got worse, not better.")
+    else:
+        if result.power is not None and result.power.underpowered:
+            parts.append(
+                "The interval includes no change, and the evaluation is underpowered "
+                f"(it could only reliably detect a fall of {100 * (result.power.mde or float('nan')):.0f}% "
+                "or more), so this is not evidence that the intervention had no effect."
+            )
+        else:
+            parts.append(
+                "The interval includes no change, so the data cannot rule out that the "
+                "intervention made no difference."
+            )
+    p = result.prevented
+    if p is not None:
+        parts.append(
+            f"That is about {p.estimate:.0f} {p.unit} prevented over {p.months} months "
+            f"(95% CI {p.ci_low:.0f} to {p.ci_high:.0f}); negative numbers mean more than expected."
+        )
+    return " ".join(parts)

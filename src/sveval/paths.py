@@ -1,0 +1,65 @@
+"""Where things live: the project root and its standard folders.
+
+The project root is the nearest folder (from the current directory upwards) holding a
+``parameters/`` folder, or ``$SVEVAL_ROOT`` when set. Example data is generated outside git into
+``<root>/data/example`` unless ``$SVEVAL_DATA_DIR`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_root(start: Path | None = None) -> Path:
+    env = os.environ.get("SVEVAL_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "parameters").is_dir() and (d / "evaluations").is_dir():
+            return d
+    return here
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @classmethod
+    def discover(cls, start: Path | None = None) -> ProjectPaths:
+        return cls(find_root(start))
+
+    @property
+    def parameters(self) -> Path:
+        return self.root / "parameters"
+
+    @property
+    def evaluation_specs(self) -> Path:
+        return self.parameters / "evaluations"
+
+    @property
+    def tracking_specs(self) -> Path:
+        return self.parameters / "tracking"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "evaluations"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def report_evaluations(self) -> Path:
+        return self.reports / "evaluations"
+
+    @property
+    def example_data(self) -> Path:
+        env = os.environ.get("SVEVAL_DATA_DIR")
+        return Path(env).resolve() if env else self.root / "data" / "example"
+
+    @property
+    def outputs(self) -> Path:
+        return self.root / "outputs"

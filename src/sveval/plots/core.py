@@ -1,0 +1,62 @@
+"""Figures shared by every design."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sveval.designs.base import Result
+
+PALETTE = {"observed": "#1b4f72", "fitted": "#2e86c1", "counterfactual": "#d35400", "band": "#f0b27a"}
+
+
+def _dates(periods: pd.Series) -> pd.Series:
+    return pd.to_datetime(periods.astype(str) + "-01")
+
+
+def observed_vs_counterfactual(
+    result: Result, title: str | None = None, ylabel: str = "Count per month", ax: Any = None
+):
+    """Observed series, model fit, and the counterfactual with its interval after the start.
+
+    Returns ``(fig, ax)``. The frame behind it is ``result.get_plot_data()``.
+    """
+    sns.set_theme(style="whitegrid", context="notebook")
+    df = result.get_plot_data()
+    if "group" in df.columns:
+        df = df[df["group"].isin(["treated"])] if (df["group"] == "treated").any() else df
+    x = _dates(df["period"])
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(10, 4.8))
+    else:
+        fig = ax.figure
+    sns.scatterplot(x=x, y=df["observed"], ax=ax, s=18, color=PALETTE["observed"], label="Observed", zorder=3)
+    if "fitted" in df.columns:
+        sns.lineplot(x=x, y=df["fitted"], ax=ax, color=PALETTE["fitted"], label="Model fit", lw=1.6)
+    post = df["post"].astype(bool) if "post" in df.columns else pd.Series(False, index=df.index)
+    if post.any() and "counterfactual" in df.columns:
+        xp = x[post]
+        ax.fill_between(
+            xp, df.loc[post, "cf_low"], df.loc[post, "cf_high"], color=PALETTE["band"], alpha=0.45,
+            label="Counterfactual 95% interval", lw=0,
+        )
+        sns.lineplot(
+            x=xp, y=df.loc[post, "counterfactual"], ax=ax, color=PALETTE["counterfactual"],
+            linestyle="--", label="Counterfactual (no intervention)", lw=1.8,
+        )
+        ax.axvline(xp.iloc[0], color="grey", lw=1, linestyle=":")
+    ax.set_xlabel("")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0 if (df["observed"].min() >= 0) else None)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=9, frameon=True)
+    fig.tight_layout()
+    return fig, ax

@@ -1,0 +1,439 @@
+"""Pydantic models of every parameter file, and loading with precise errors.
+
+Files:
+
+* ``parameters/measures.yaml``      -> :class:`MeasureRegistry`
+* ``parameters/areas.yaml``         -> :class:`AreaRegistry`
+* ``parameters/interventions.yaml`` -> :class:`InterventionRegistry`
+* ``parameters/evaluations/<id>.yaml`` -> :class:`EvaluationSpec`
+
+Every model forbids unknown keys, so a typo in a key is refused with the allowed keys listed.
+Structural checks live here; checks that need the registries or the data (unknown measure, date
+outside the data, pre-period too short) live in :mod:`sveval.catalog`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sveval.errors import MISSING, SpecError
+
+PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+FY_RE = re.compile(r"^(\d{4})/(\d{2})$")
+
+
+def parse_period(value: Any) -> str:
+    """Normalise a monthly period to ``YYYY-MM`` (accepts ``YYYY-MM`` strings or dates)."""
+    if hasattr(value, "year") and hasattr(value, "month"):
+        return f"{value.year:04d}-{value.month:02d}"
+    if not isinstance(value, str) or not PERIOD_RE.match(value.strip()):
+        raise ValueError(f"expected a month as 'YYYY-MM' (e.g. '2023-04'), got {value!r}")
+    return value.strip()
+
+
+def period_index(period: str) -> int:
+    """Months since year 0: ``period_index('2023-04') - period_index('2023-01') == 3``."""
+    y, m = period.split("-")
+    return int(y) * 12 + int(m) - 1
+
+
+def period_from_index(i: int) -> str:
+    return f"{i // 12:04d}-{i % 12 + 1:02d}"
+
+
+def add_months(period: str, n: int) -> str:
+    return period_from_index(period_index(period) + n)
+
+
+def months_between(start: str, end: str) -> int:
+    """Number of months from ``start`` to ``end`` inclusive."""
+    return period_index(end) - period_index(start) + 1
+
+
+Period = Annotated[str, Field(description="month as YYYY-MM")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _period_validator(*names: str):
+    return field_validator(*names, mode="before")(lambda cls, v: None if v is None else parse_period(v))
+
+
+# ------------------------------------------------------------------------------------------------
+# Registries
+# ------------------------------------------------------------------------------------------------
+SourceKind = Literal[
+    "force_extract", "police_uk", "hospital", "homicide_index", "youth_justice", "aggregate"
+]
+PopulationBand = Literal["all", "0-24", "10-17", "18-35", "0-17"]
+
+
+class MeasureSpec(_Strict):
+    """One outcome measure. ``filter`` is a DuckDB SQL condition over the source's records."""
+
+    id: str
+    name: str
+    short_name: str | None = None
+    description: str
+    kind: Literal["count", "rate", "continuous"] = "count"
+    source: SourceKind
+    filter: str | None = Field(
+        default=None, description="SQL WHERE condition selecting records (record-level sources)"
+    )
+    age_max: int | None = Field(default=None, description="victim age limit, inclusive (splits)")
+    parent: str | None = Field(default=None, description="measure this one splits (e.g. under-25s)")
+    headline: bool = False
+    priorities: list[int] = Field(default_factory=list)
+    population_band: PopulationBand = "all"
+    rate_per: int = 100_000
+    disclosure: Literal["hospital", "police", "none"] = "police"
+    better_if: Literal["lower", "higher"] = "lower"
+    cost_category: str | None = Field(default=None, description="row of the costs-of-crime table")
+    breaks: list[dict[str, str]] = Field(
+        default_factory=list, description="known recording breaks: {period: YYYY-MM, name: ...}"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not ID_RE.match(v):
+            raise ValueError("ids use lower-case letters, digits, '_' and '-'")
+        return v
+
+    @field_validator("priorities")
+    @classmethod
+    def _prio(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if p not in (1, 2, 3, 4)]
+        if bad:
+            raise ValueError(f"priorities are 1-4 (the partnership's four priorities), got {bad}")
+        return v
+
+
+class MeasureRegistry(_Strict):
+    measures: list[MeasureSpec]
+
+
+class AreaSpec(_Strict):
+    code: str
+    name: str
+    role: Literal["partnership", "comparison"]
+    force: str | None = None
+    region: str | None = None
+    vru: bool = Field(default=False, description="a Violence Reduction Unit area (contaminated)")
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        if not re.match(r"^[EWSN]\d{8}$", v):
+            raise ValueError("area codes are 9-character ONS codes such as 'E06000047'")
+        return v
+
+
+class AreaRegistry(_Strict):
+    partnership: str = Field(description="the partnership's name")
+    partnership_code: str | None = None
+    areas: list[AreaSpec]
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="named lists of area codes (e.g. most_similar)"
+    )
+
+
+class InterventionSpec(_Strict):
+    id: str
+    title: str
+    description: str = ""
+    priority: int
+    areas: list[str]
+    lsoas: list[str] = Field(default_factory=list)
+    start: str
+    end: str | None = None
+    phase_in_months: int = 0
+    cost_gbp: float | None = Field(default=None, ge=0)
+    cost_price_year: str | None = None
+    funder: str | None = None
+    measures: list[str] = Field(default_factory=list)
+
+    _p = _period_validator("start", "end")
+
+    @field_validator("priority")
+    @classmethod
+    def _prio(cls, v: int) -> int:
+        if v not in (1, 2, 3, 4):
+            raise ValueError("priority must be 1-4 (the partnership's four priorities)")
+        return v
+
+
+class InterventionRegistry(_Strict):
+    interventions: list[InterventionSpec]
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation parameter files
+# ------------------------------------------------------------------------------------------------
+class DataSpec(_Strict):
+    """Where the data comes from: the built-in example, or a long CSV of the user's own.
+
+    A long CSV has columns ``period`` (YYYY-MM), ``area_code``, ``measure``, ``count`` and
+    optionally ``population``. Relative paths are relative to the parameter file.
+    """
+
+    source: Literal["example", "csv"] = "example"
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataSpec:
+        if self.source == "csv" and not self.path:
+            raise ValueError("data.source 'csv' needs data.path: a long CSV file")
+        if self.source == "example" and self.path:
+            raise ValueError("data.path is only used with data.source 'csv'")
+        return self
+
+
+class PeriodSpec(_Strict):
+    start: str | None = None
+    end: str | None = None
+    _p = _period_validator("start", "end")
+
+
+class BreakSpec(_Strict):
+    period: str
+    name: str
+    _p = _period_validator("period")
+
+
+class ComparisonSpec(_Strict):
+    """The comparison group: named areas, a named group from the areas registry, or a rule."""
+
+    areas: list[str] = Field(default_factory=list)
+    group: str | None = Field(default=None, description="a group in areas.yaml, e.g. most_similar")
+    rule: Literal["all_comparison_areas", "untreated_lsoas_same_areas"] | None = None
+    exclude_vru: bool = Field(default=False, description="drop Violence Reduction Unit areas")
+    lsoas: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one(self) -> ComparisonSpec:
+        given = sum(bool(x) for x in (self.areas or self.lsoas, self.group, self.rule))
+        if given == 0:
+            raise ValueError("give comparison 'areas' (or 'lsoas'), a 'group', or a 'rule'")
+        if given > 1:
+            raise ValueError("give only one of comparison 'areas'/'lsoas', 'group' or 'rule'")
+        return self
+
+
+ITSModel = Literal["auto", "poisson", "quasipoisson", "negbin", "ols", "newey_west", "gls_ar", "arima"]
+
+
+class ITSOptions(_Strict):
+    """Options of the interrupted time series design (``design: its``)."""
+
+    model: ITSModel = Field(
+        default="auto",
+        description="auto picks by measure kind: counts -> quasipoisson with AR-aware inference; "
+        "rates/continuous -> gls_ar",
+    )
+    seasonality: Literal["fourier", "month", "none"] = "fourier"
+    fourier_terms: int = Field(default=2, ge=1, le=6)
+    slope_change: bool = True
+    phase_in_months: int = Field(default=0, ge=0, le=36)
+    lag_months: int = Field(default=0, ge=0, le=24)
+    covid: Literal["indicator", "exclude", "none"] = "indicator"
+    covid_start: str = "2020-03"
+    covid_end: str = "2021-06"
+    breaks: list[BreakSpec] = Field(default_factory=list)
+    change_points: list[str] = Field(
+        default_factory=list, description="further intervention dates in the same series"
+    )
+    ar_order: int = Field(default=1, ge=0, le=3)
+    population_offset: bool = True
+    placebo: bool = True
+    sensitivity_months: int = Field(default=3, ge=0, le=12)
+    power_sims: int = Field(default=500, ge=0, le=20000)
+    mde_threshold: float = Field(default=0.30, gt=0, lt=1)
+    _p = _period_validator("covid_start", "covid_end")
+
+    @field_validator("change_points", mode="before")
+    @classmethod
+    def _cps(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [parse_period(x) for x in v]
+        return v
+
+
+class DiDOptions(_Strict):
+    """Options of the difference-in-differences family (``design: did``)."""
+
+    estimator: Literal["2x2", "twfe", "poisson_fe", "event_study", "staggered"] = "twfe"
+    unit: Literal["area", "lsoa"] = "area"
+    control_group: Literal["never_treated", "not_yet_treated"] = "never_treated"
+    cluster: Literal["unit"] = "unit"
+    inference: Literal["auto", "cluster", "wild_bootstrap"] = "auto"
+    bootstrap_draws: int = Field(default=999, ge=99, le=99999)
+    event_window: tuple[int, int] = (-12, 12)
+    randomisation_draws: int = Field(default=200, ge=0, le=5000)
+    covid: Literal["indicator", "exclude", "none"] = "none"
+    covid_start: str = "2020-03"
+    covid_end: str = "2021-06"
+    _p = _period_validator("covid_start", "covid_end")
+
+
+class SynthOptions(_Strict):
+    """Options of the synthetic control design (``design: synth``)."""
+
+    outcome: Literal["rate", "count"] = "rate"
+    placebo: bool = True
+    min_pre_fit_r2: float = Field(default=0.5, ge=0, le=1)
+
+
+class EvaluationSpec(_Strict):
+    """One evaluation: ``parameters/evaluations/<id>.yaml``."""
+
+    id: str
+    title: str
+    description: str = ""
+    intervention: str
+    measure: str
+    areas: list[str] = Field(min_length=1, description="treated area codes")
+    design: Literal["its", "did", "synth"]
+    intervention_start: str | None = Field(
+        default=None, description="defaults to the intervention's start in the registry"
+    )
+    period: PeriodSpec = Field(default_factory=PeriodSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    comparison: ComparisonSpec | None = None
+    min_pre_months: int = Field(default=24, ge=6)
+    its: ITSOptions = Field(default_factory=ITSOptions)
+    did: DiDOptions = Field(default_factory=DiDOptions)
+    synth: SynthOptions = Field(default_factory=SynthOptions)
+    _p = _period_validator("intervention_start")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not ID_RE.match(v):
+            raise ValueError("ids use lower-case letters, digits, '_' and '-' (file-name safe)")
+        return v
+
+    @model_validator(mode="after")
+    def _design_needs(self) -> EvaluationSpec:
+        if self.design in ("did", "synth") and self.comparison is None:
+            raise ValueError(f"design '{self.design}' needs a 'comparison' group")
+        if self.period.start and self.period.end:
+            if period_index(self.period.end) <= period_index(self.period.start):
+                raise ValueError("period.end must be after period.start")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading with precise errors
+# ------------------------------------------------------------------------------------------------
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Keys allowed at the parent of ``loc`` (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        f = current.model_fields.get(part)
+        if f is None:
+            return None
+        ann = f.annotation
+        current = _unwrap_model(ann)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _unwrap_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _problems_from(err: ValidationError, model: type[BaseModel], data: Any) -> list[tuple[str, Any, str]]:
+    problems: list[tuple[str, Any, str]] = []
+    for e in err.errors():
+        loc = tuple(e.get("loc", ()))
+        field = ".".join(str(p) for p in loc) or "<file>"
+        value = e.get("input", MISSING)
+        etype = e.get("type", "")
+        msg = e.get("msg", "invalid")
+        if etype == "extra_forbidden":
+            allowed = _allowed_keys(model, loc) or []
+            key = str(loc[-1]) if loc else ""
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            msg = f"unknown key.{hint} Allowed keys here: {', '.join(allowed)}"
+            value = MISSING
+        elif etype == "missing":
+            msg = "required field is missing"
+            value = MISSING
+        elif etype == "literal_error":
+            expected = e.get("ctx", {}).get("expected", "")
+            msg = f"not an allowed value; expected one of {expected}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if isinstance(value, dict):
+            value = MISSING
+        problems.append((field, value, msg))
+    return problems
+
+
+def read_yaml(path: Path | str) -> Any:
+    """Read a YAML file; missing files and YAML syntax errors become :class:`SpecError`."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(path, [("<file>", MISSING, "file not found")])
+    if path.is_dir():
+        raise SpecError(path, [("<file>", MISSING, "is a directory, expected a YAML file")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, [("<file>", MISSING, f"not UTF-8 text ({exc.reason})")]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(path, [("<file>", MISSING, f"invalid YAML at {where}: {problem}")]) from None
+
+
+def load_model(model: type[BaseModel], path: Path | str, data: Any | None = None) -> Any:
+    """Validate a YAML file against ``model``; raise :class:`SpecError` listing every problem."""
+    path = Path(path)
+    if data is None:
+        data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(
+            path, [("<file>", MISSING, f"expected a mapping of keys to values, got {type(data).__name__}")]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(path, _problems_from(err, model, data)) from None
+
+
+def load_evaluation(path: Path | str) -> EvaluationSpec:
+    """Load and structurally validate one evaluation parameter file."""
+    path = Path(path)
+    spec = load_model(EvaluationSpec, path)
+    stem = path.stem
+    if spec.id != stem:
+        raise SpecError(
+            path, [("id", spec.id, f"must match the file name '{stem}' (one file per evaluation)")]
+        )
+    return spec
