@@ -28,7 +28,7 @@ import pandas as pd
 import sveval
 from sveval.catalog import Catalog
 from sveval.designs.base import Result
-from sveval.errors import DataError, SpecError
+from sveval.errors import MISSING, DataError, SpecError
 from sveval.paths import ProjectPaths
 from sveval.spec import (
     EvaluationSpec,
@@ -36,6 +36,7 @@ from sveval.spec import (
     MeasureSpec,
     add_months,
     load_evaluation,
+    load_model,
     months_between,
     period_index,
 )
@@ -129,6 +130,37 @@ def prepare(spec_path: Path | str, root: Path | None = None, catalog: Catalog | 
     """Validate an evaluation parameter file against the registries and the data; load the data."""
     spec_path = Path(spec_path).resolve()
     spec = load_evaluation(spec_path)
+    return prepare_spec(spec, spec_path, root=root, catalog=catalog)
+
+
+def prepare_notebook(spec_path: str, namespace: dict[str, Any], root: str = "") -> EvaluationContext:
+    """Entry point of the evaluation notebooks.
+
+    Works both ways papermill can be called: ``-p spec_path parameters/evaluations/<id>.yaml``
+    (the runner's way), or ``-f parameters/evaluations/<id>.yaml``, which injects the parameter
+    file's keys as notebook variables; those are read back from ``namespace`` (the notebook's
+    ``globals()``) and validated exactly like a file.
+    """
+    root_path = Path(root) if root else None
+    if spec_path:
+        return prepare(spec_path, root=root_path)
+    fields = {k: namespace[k] for k in EvaluationSpec.model_fields if k in namespace}
+    if not fields:
+        raise SpecError(
+            None,
+            [("spec_path", MISSING, "no evaluation given: run papermill with -p spec_path "
+              "parameters/evaluations/<id>.yaml, or with -f parameters/evaluations/<id>.yaml")],
+        )
+    paths = ProjectPaths(root_path) if root_path else ProjectPaths.discover()
+    pseudo = paths.evaluation_specs / f"{fields.get('id', 'papermill-parameters')}.yaml"
+    spec = load_model(EvaluationSpec, pseudo, data=fields)
+    return prepare_spec(spec, pseudo, root=paths.root)
+
+
+def prepare_spec(
+    spec: EvaluationSpec, spec_path: Path, root: Path | None = None, catalog: Catalog | None = None
+) -> EvaluationContext:
+    """Validate a loaded spec against the registries and the data; load the data."""
     paths = ProjectPaths(root) if root else ProjectPaths.discover(spec_path.parent)
     catalog = catalog or Catalog.load(paths.parameters)
     catalog.check_evaluation(spec, spec_path)

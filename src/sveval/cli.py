@@ -1,0 +1,226 @@
+"""The ``sveval`` command.
+
+::
+
+    sveval validate [FILES... | --all]     check parameter files against schema, registries and data
+    sveval run [FILES... | --all]          execute evaluation notebooks into reports/evaluations/
+    sveval track [FILES... | --all]        execute outcome-tracking reports into reports/tracking/
+    sveval returns --year 2025/26          write the Home Office returns workbook and CSVs
+    sveval publish                         write the Quarto site project and render it
+    sveval pipeline                        all of the above on the built-in example
+    sveval example [--force]               generate the built-in illustrative example data
+    sveval plan ...                        months after launch until an effect is detectable
+
+Errors that sveval raises on purpose are printed without a traceback; the exit code is 0 on
+success, 1 when an evaluation or step failed, 2 for invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from sveval.errors import SpecError, SvevalError
+from sveval.paths import ProjectPaths
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _paths(args: argparse.Namespace) -> ProjectPaths:
+    return ProjectPaths(Path(args.root).resolve()) if getattr(args, "root", None) else ProjectPaths.discover()
+
+
+def _specs(args: argparse.Namespace, folder: Path) -> list[Path] | None:
+    if args.files and args.all:
+        raise SvevalError("give parameter files or --all, not both")
+    if not args.files and not args.all:
+        raise SvevalError(f"give one or more parameter files, or --all for every file in {folder}")
+    if args.all:
+        return None
+    missing = [f for f in args.files if not Path(f).exists()]
+    if missing:
+        raise SpecError(missing[0], [("<file>", None, "file not found")])
+    return [Path(f) for f in args.files]
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from sveval.runner import discover_specs, validate_all
+
+    paths = _paths(args)
+    specs = _specs(args, paths.evaluation_specs) or discover_specs(paths)
+    contexts, errors = validate_all([Path(p).resolve() for p in specs], paths)
+    for ctx in contexts.values():
+        print(f"ok       {ctx.spec_path.name}: {ctx.spec.design} on {ctx.measure.id} in {ctx.area_label}, "
+              f"{ctx.start}..{ctx.end}, start {ctx.intervention_start}")
+    for msg in errors.values():
+        print(msg, file=sys.stderr)
+    return EXIT_INVALID if errors else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sveval.runner import run
+
+    paths = _paths(args)
+    specs = _specs(args, paths.evaluation_specs)
+    report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going)
+    counts = report.counts()
+    print("summary: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if any(o.status == "invalid" for o in report.outcomes):
+        return EXIT_INVALID
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from sveval.site import publish
+
+    paths = _paths(args)
+    rep = publish(paths.reports, quarto=None if args.no_quarto else "auto")
+    print(getattr(rep, "message", None) or f"site written to {paths.reports / '_site'}")
+    return EXIT_OK
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from sveval.tracking import run_tracking
+
+    paths = _paths(args)
+    specs = _specs(args, paths.tracking_specs)
+    ok = run_tracking(specs, root=paths.root, force=getattr(args, "force", False))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_returns(args: argparse.Namespace) -> int:
+    from sveval.returns import build_returns
+
+    paths = _paths(args)
+    rep = build_returns(paths.root, year=args.year, quarter=args.quarter,
+                        out_dir=Path(args.out) if args.out else None)
+    print(getattr(rep, "message", None) or f"returns written: {rep}")
+    return EXIT_OK
+
+
+def cmd_example(args: argparse.Namespace) -> int:
+    from sveval.data.example import ensure_example
+
+    paths = _paths(args)
+    t0 = time.perf_counter()
+    out = ensure_example(paths.example_data, force=args.force)
+    print(f"illustrative example data ready in {out} ({time.perf_counter() - t0:.1f} s)")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from sveval.power import plan_from_cli
+
+    return plan_from_cli(args)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Example data -> every evaluation -> tracking -> returns -> site."""
+    paths = _paths(args)
+    status = EXIT_OK
+    steps = []
+    t_all = time.perf_counter()
+
+    def step(name, fn):
+        nonlocal status
+        t0 = time.perf_counter()
+        print(f"== {name}")
+        try:
+            rc = fn()
+        except SvevalError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rc = EXIT_FAILED
+        steps.append((name, rc, time.perf_counter() - t0))
+        status = max(status, rc)
+
+    ns = argparse.Namespace(root=str(paths.root), files=[], all=True, force=args.force, workers=None,
+                            keep_going=True, no_quarto=args.no_quarto, year=args.year, quarter=None, out=None)
+    step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
+    step("evaluations", lambda: cmd_run(ns))
+    if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
+        step("outcome tracking", lambda: cmd_track(ns))
+    step("Home Office returns", lambda: cmd_returns(ns))
+    step("publish site", lambda: cmd_publish(ns))
+    print("\n".join(f"{'ok    ' if rc == 0 else 'FAILED'} {name} ({sec:.1f} s)" for name, rc, sec in steps))
+    print(f"total {time.perf_counter() - t_all:.1f} s; site: {paths.reports / '_site' / 'index.html'}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sveval import __version__
+
+    p = argparse.ArgumentParser(prog="sveval", description="Evaluate what works against serious violence.")
+    p.add_argument("--version", action="version", version=f"sveval {__version__}")
+    p.add_argument("--root", help="project folder (default: found from the current directory)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def files_args(sp):
+        sp.add_argument("files", nargs="*", help="parameter files")
+        sp.add_argument("--all", action="store_true", help="every parameter file")
+
+    sp = sub.add_parser("validate", help="check evaluation parameter files")
+    files_args(sp)
+    sp.set_defaults(fn=cmd_validate)
+
+    sp = sub.add_parser("run", help="execute evaluations with papermill")
+    files_args(sp)
+    sp.add_argument("--force", action="store_true", help="rerun even if unchanged")
+    sp.add_argument("--workers", type=int, default=None, help="parallel notebooks (capped at cores)")
+    sp.add_argument("--keep-going", action="store_true", help="run valid files even if some are invalid")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("track", help="execute outcome-tracking reports")
+    files_args(sp)
+    sp.add_argument("--force", action="store_true")
+    sp.set_defaults(fn=cmd_track)
+
+    sp = sub.add_parser("returns", help="write the Home Office returns workbook")
+    sp.add_argument("--year", default="2025/26", help="financial year, e.g. 2025/26")
+    sp.add_argument("--quarter", default=None, help="quarter within the year: Q1..Q4")
+    sp.add_argument("--out", default=None, help="output folder (default outputs/returns/<year>)")
+    sp.set_defaults(fn=cmd_returns)
+
+    sp = sub.add_parser("publish", help="write and render the Quarto site")
+    sp.add_argument("--no-quarto", action="store_true", help="use the fallback renderer even if Quarto exists")
+    sp.set_defaults(fn=cmd_publish)
+
+    sp = sub.add_parser("example", help="generate the built-in illustrative example data")
+    sp.add_argument("--force", action="store_true", help="regenerate even if present")
+    sp.set_defaults(fn=cmd_example)
+
+    sp = sub.add_parser("pipeline", help="example data, evaluations, tracking, returns and site")
+    sp.add_argument("--force", action="store_true", help="rerun evaluations even if unchanged")
+    sp.add_argument("--no-quarto", action="store_true")
+    sp.add_argument("--year", default="2025/26")
+    sp.set_defaults(fn=cmd_pipeline)
+
+    sp = sub.add_parser("plan", help="power planning: months after launch until an effect is detectable")
+    sp.add_argument("spec", help="evaluation parameter file (its pre-period is used)")
+    sp.add_argument("--effect", type=float, default=0.2, help="proportional fall to detect (0.2 = 20%%)")
+    sp.add_argument("--power", type=float, default=0.8)
+    sp.add_argument("--max-months", type=int, default=60)
+    sp.add_argument("--json", action="store_true", help="print JSON")
+    sp.set_defaults(fn=cmd_plan)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except SpecError as exc:
+        print(f"error: invalid parameters\n{exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except SvevalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # pragma: no cover
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,52 @@
+"""Shared fixtures: the built-in example generated once per test session, and a throw-away
+project folder (a copy of parameters/ and evaluations/ whose data/example points at it)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("SVEVAL_ARTIFACTS", REPO / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def example_data(tmp_path_factory) -> Path:
+    """The illustrative example, generated once per session (deterministic)."""
+    from sveval.data.example import ensure_example
+
+    return ensure_example(tmp_path_factory.mktemp("example") / "example")
+
+
+def make_project(dest: Path, example_data: Path) -> Path:
+    """A project folder with the repository's parameters and notebooks and the session's data."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "parameters", dest / "parameters")
+    shutil.copytree(REPO / "evaluations", dest / "evaluations")
+    (dest / "reports").mkdir()
+    for static in (REPO / "reports").glob("*"):
+        if static.is_file():
+            shutil.copy2(static, dest / "reports" / static.name)
+    (dest / "data").mkdir()
+    (dest / "data" / "example").symlink_to(example_data, target_is_directory=True)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path, example_data) -> Path:
+    """A fresh, writable project folder for one test."""
+    return make_project(tmp_path / "project", example_data)
