@@ -75,9 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from sveval.site import publish
 
+    from sveval.catalog import Catalog
+
     paths = _paths(args)
-    rep = publish(paths.reports, quarto=None if args.no_quarto else "auto")
-    print(getattr(rep, "message", None) or f"site written to {paths.reports / '_site'}")
+    catalog = Catalog.load(paths.parameters)
+    rep = publish(paths.reports, catalog=catalog, quarto=None if args.no_quarto else "auto")
+    print(rep.message)
+    for w in rep.warnings:
+        print(f"warning: {w}")
     return EXIT_OK
 
 

@@ -1,0 +1,428 @@
+"""Reading what the site publishes: result JSON, executed notebooks, and their plain-English reading.
+
+The site never recomputes anything. It reads ``reports/evaluations/<id>.json`` (written by
+:func:`sveval.evaluate.save` or, for a failed run, by :mod:`sveval.runner`) and the executed
+notebook beside it, and turns the numbers into short text with the same helpers the notebooks use
+(:func:`sveval.designs.base.fmt_effect`, :func:`sveval.designs.base.plain_english`).
+
+Only model estimates are read for display (effects, prevented events, power); the observed
+``series`` in the JSON is never shown by the site.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from sveval.designs.base import Effect, Power, Prevented, Result, fmt_effect, plain_english
+from sveval.errors import PublishError
+
+DESIGN_NAMES: dict[str, str] = {
+    "its": "Interrupted time series",
+    "cits": "Controlled interrupted time series",
+    "did": "Difference-in-differences",
+    "twfe": "Two-way fixed effects DiD",
+    "event_study": "Event study",
+    "staggered": "Staggered difference-in-differences",
+    "synth": "Synthetic control",
+}
+
+
+def design_name(key: str | None) -> str:
+    """Readable name of a design key (``its`` -> ``Interrupted time series``)."""
+    if not key:
+        return "Not recorded"
+    return DESIGN_NAMES.get(key, key.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One evaluation as the site sees it: its result JSON and (if present) its executed notebook.
+
+    Attributes
+    ----------
+    id : evaluation id (the JSON file's stem)
+    data : the parsed result JSON
+    json_path : where the JSON was read from
+    notebook_path : the executed notebook, or None when there is none
+    notebook_error : the first error output in the notebook (``ename: evalue``), if any
+    """
+
+    id: str
+    data: dict[str, Any]
+    json_path: Path
+    notebook_path: Path | None = None
+    notebook_error: str | None = None
+
+    # -- identification -----------------------------------------------------------------------------
+    @property
+    def title(self) -> str:
+        return str(self.data.get("title") or self.id)
+
+    @property
+    def failed(self) -> bool:
+        return self.data.get("status") == "failed" or (
+            self.data.get("status") != "completed" and self.notebook_error is not None
+        )
+
+    @property
+    def error(self) -> str:
+        return str(self.data.get("error") or self.notebook_error or "no error message was recorded")
+
+    @property
+    def page(self) -> str | None:
+        """Source path of the evaluation's page inside the Quarto project, if it has one."""
+        return f"evaluations/{self.id}.ipynb" if self.notebook_path is not None else None
+
+    @property
+    def measure_name(self) -> str:
+        return str(self.data.get("measure_name") or self.data.get("measure") or "the measure")
+
+    @property
+    def area_name(self) -> str:
+        name = self.data.get("area_name")
+        if name:
+            return str(name)
+        area = self.data.get("area") or []
+        return ", ".join(area) if isinstance(area, list) else str(area)
+
+    @property
+    def design(self) -> str:
+        return design_name(self.data.get("design"))
+
+    @property
+    def description(self) -> str:
+        """One sentence for the page's front matter."""
+        text = str(self.data.get("description") or "").strip()
+        if text:
+            return " ".join(text.split())
+        what = self.data.get("intervention_title") or self.data.get("intervention") or "the intervention"
+        return f"{self.design} evaluation of {what}: {self.measure_name} in {self.area_name}."
+
+    # -- estimates ----------------------------------------------------------------------------------
+    @property
+    def effects(self) -> list[Effect]:
+        return [_effect(d, self.json_path) for d in self.data.get("effects") or []]
+
+    @property
+    def headline(self) -> Effect | None:
+        effects = self.effects
+        return effects[0] if effects else None
+
+    def result(self) -> Result | None:
+        """A :class:`~sveval.designs.base.Result` rebuilt from the JSON's estimates (no series)."""
+        effects = self.effects
+        if not effects:
+            return None
+        return Result(
+            design=str(self.data.get("design") or ""),
+            method=str(self.data.get("method") or ""),
+            effects=tuple(effects),
+            prevented=_from_dict(Prevented, self.data.get("prevented")),
+            power=_from_dict(Power, self.data.get("power")),
+            warnings=tuple(self.data.get("warnings") or ()),
+            n_obs=int(self.data.get("n_obs") or 0),
+        )
+
+
+def _effect(d: dict[str, Any], path: Path) -> Effect:
+    known = {f.name for f in fields(Effect)}
+    try:
+        return Effect(**{k: v for k, v in d.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise PublishError(f"{path}: effect {d.get('name', '?')!r} is malformed: {exc}") from exc
+
+
+def _from_dict(cls: type, d: Any) -> Any:
+    """Build a frozen result dataclass from JSON, or None when missing or incomplete."""
+    if not isinstance(d, dict):
+        return None
+    known = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in d.items() if k in known}
+    if cls is Prevented and any(kwargs.get(k) is None for k in ("estimate", "ci_low", "ci_high")):
+        return None
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Text
+# ------------------------------------------------------------------------------------------------
+def _finite(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and v == v for v in values)
+
+
+def effect_text(e: Effect | None) -> str:
+    """Effect with its interval; rate ratios shown as % change (as :func:`fmt_effect`)."""
+    if e is None:
+        return "No estimate"
+    if _finite(e.estimate, e.ci_low, e.ci_high):
+        return fmt_effect(e)
+    if _finite(e.estimate):
+        if e.scale == "rate_ratio":
+            return f"{100 * (e.estimate - 1):+.1f}% (interval not available)"
+        return f"{e.estimate:+.2f} (interval not available)"
+    return "No estimate"
+
+
+def short_verdict(rec: EvaluationRecord) -> str:
+    """A few words for the index table: what the headline interval says."""
+    if rec.failed:
+        return "Failed: no result"
+    res = rec.result()
+    if res is None:
+        return "No estimate"
+    e = res.headline
+    if not _finite(e.estimate, e.ci_low, e.ci_high):
+        return "No interval: inconclusive"
+    if e.improved is True:
+        return "Improvement: the interval excludes no change"
+    if e.improved is False:
+        return "Worse: the interval excludes no change"
+    if res.power is not None and res.power.underpowered:
+        return "No clear change (underpowered)"
+    return "No clear change"
+
+
+def _lower_first(name: str) -> str:
+    if len(name) > 1 and name[0].isupper() and not name[1].isupper():
+        return name[0].lower() + name[1:]
+    return name
+
+
+def verdict_text(rec: EvaluationRecord) -> str:
+    """The plain-English reading of the headline result (from :func:`plain_english`)."""
+    if rec.failed:
+        return f"This evaluation failed and produced no estimate. The error was: {rec.error}"
+    res = rec.result()
+    if res is None:
+        return "The evaluation recorded no effect estimate."
+    if not _finite(res.headline.estimate, res.headline.ci_low, res.headline.ci_high):
+        return "The headline effect has no confidence interval, so the result is inconclusive."
+    return plain_english(res, _lower_first(rec.measure_name))
+
+
+def evidence_text(evidence: Any, *, long: bool = False) -> str:
+    """``evidence`` {level, label, short, reason} (from :mod:`sveval.evidence`) as text.
+
+    Short form: ``Level 2 (limited)``; long form: the label and the reason.
+    """
+    if not isinstance(evidence, dict) or not evidence:
+        return "Not assessed"
+    level, label = evidence.get("level"), str(evidence.get("label") or "").strip()
+    if level is not None and not label.lower().startswith("level"):
+        label = f"Level {level}: {label}" if label else f"Level {level}"
+    if not long:
+        head = f"Level {level}" if level is not None else label
+        return f"{head} ({evidence['short']})" if evidence.get("short") else (head or "Not assessed")
+    reason = str(evidence.get("reason") or "").strip()
+    return f"{label}. {reason}".strip() if reason else (label or "Not assessed")
+
+
+def _gbp(v: Any) -> str:
+    return f"£{v:,.0f}" if _finite(v) else "-"
+
+
+def value_for_money_text(vfm: Any, *, long: bool = False, reason: Any = None) -> str:
+    """``value_for_money`` (from :mod:`sveval.value`) as text.
+
+    Reads ``bcr`` with ``bcr_ci_low``/``bcr_ci_high``, ``benefit_gbp`` with its interval,
+    ``cost_gbp``, ``price_year`` and ``caveats``; ``reason`` (the record's
+    ``value_for_money_reason``) explains a missing assessment. A plain string is shown as it is.
+    """
+    if isinstance(vfm, str) and vfm.strip():
+        return vfm.strip()
+    if not isinstance(vfm, dict) or not vfm:
+        if long and reason:
+            return f"Not estimated: {reason}"
+        return "Not estimated"
+    bcr, lo, hi = vfm.get("bcr"), vfm.get("bcr_ci_low"), vfm.get("bcr_ci_high")
+    year = vfm.get("price_year")
+    if not long:
+        if _finite(bcr):
+            text = f"Benefit-cost ratio {bcr:.2f}"
+            return text + (f" (95% CI {lo:.2f} to {hi:.2f})" if _finite(lo, hi) else "")
+        if _finite(vfm.get("benefit_gbp")):
+            return f"Benefit {_gbp(vfm['benefit_gbp'])}; no cost recorded"
+        return "Not estimated"
+    parts = []
+    if _finite(vfm.get("benefit_gbp")):
+        parts.append(
+            f"Estimated benefit {_gbp(vfm['benefit_gbp'])} (95% CI {_gbp(vfm.get('benefit_ci_low'))} to "
+            f"{_gbp(vfm.get('benefit_ci_high'))})" + (f" at {year} prices" if year else "")
+        )
+    if _finite(vfm.get("cost_gbp")):
+        parts.append(f"against a cost of {_gbp(vfm['cost_gbp'])}")
+    text = ", ".join(parts)
+    if _finite(bcr):
+        text += f": benefit-cost ratio {bcr:.2f}" + (f" (95% CI {lo:.2f} to {hi:.2f})" if _finite(lo, hi) else "")
+    text = (text + ".") if text else "Not estimated."
+    caveats = [str(c) for c in vfm.get("caveats") or [] if c]
+    return text + (" " + " ".join(caveats) if caveats else "")
+
+
+def power_text(power: Any) -> str:
+    if not isinstance(power, dict) or power.get("mde") is None:
+        return "Not computed"
+    text = f"Could detect a fall of {100 * power['mde']:.0f}% or more"
+    tp = power.get("target_power")
+    if _finite(tp):
+        text += f" with {100 * tp:.0f}% power"
+    if power.get("underpowered"):
+        text += " (underpowered)"
+    return text
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+# ------------------------------------------------------------------------------------------------
+def notebook_error(nb: nbformat.NotebookNode) -> str | None:
+    """The first error output of an executed notebook (``ename: evalue``), or None."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) or []:
+            if out.get("output_type") == "error":
+                return f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip()
+    return None
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read a notebook, raising :class:`PublishError` naming the file when it cannot be read."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError, json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
+        raise PublishError(f"{path}: not a readable Jupyter notebook ({exc})") from exc
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """Read one result JSON, raising :class:`PublishError` naming the file and what is wrong."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PublishError(f"{path}: cannot read the result JSON ({exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PublishError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "re-run the evaluation to rewrite it"
+        ) from exc
+    if not isinstance(data, dict):
+        raise PublishError(f"{path}: expected a JSON object (a result record), got {type(data).__name__}")
+    rid = data.get("id")
+    if rid is not None and str(rid) != path.stem:
+        raise PublishError(
+            f"{path}: field 'id' is {rid!r} but the file is named '{path.name}'; "
+            f"expected the file to be '{rid}.json'"
+        )
+    status = data.get("status", "completed")
+    if status not in ("completed", "failed"):
+        raise PublishError(f"{path}: field 'status' is {status!r}; expected 'completed' or 'failed'")
+    if status == "completed" and not isinstance(data.get("effects"), list):
+        raise PublishError(f"{path}: field 'effects' is missing or not a list (a completed result needs it)")
+    return data
+
+
+def load_evaluations(evaluations_dir: Path) -> tuple[list[EvaluationRecord], list[str]]:
+    """Every evaluation in ``evaluations_dir``, sorted by id, and warnings about orphan files.
+
+    A notebook without a result JSON is listed as failed (the run stopped before writing it). A
+    JSON without a notebook is listed without a page.
+    """
+    warnings: list[str] = []
+    jsons = {p.stem: p for p in sorted(evaluations_dir.glob("*.json"))}
+    notebooks = {p.stem: p for p in sorted(evaluations_dir.glob("*.ipynb"))}
+    records: list[EvaluationRecord] = []
+    for eid in sorted(set(jsons) | set(notebooks)):
+        nb_path = notebooks.get(eid)
+        nb_err = notebook_error(read_notebook(nb_path)) if nb_path else None
+        if eid in jsons:
+            data = read_record(jsons[eid])
+            data.setdefault("id", eid)
+            if nb_path is None:
+                warnings.append(f"{jsons[eid]}: no executed notebook beside it; listed without a page")
+            elif data.get("status") == "completed" and nb_err:
+                warnings.append(f"{nb_path}: notebook has an error output ({nb_err}) but its JSON says completed")
+        else:
+            warnings.append(f"{nb_path}: no result JSON beside it; listed as failed")
+            data = {"id": eid, "title": eid, "status": "failed",
+                    "error": nb_err or "the notebook wrote no result JSON", "effects": []}
+        records.append(EvaluationRecord(eid, data, jsons.get(eid, evaluations_dir / f"{eid}.json"), nb_path, nb_err))
+    return records, warnings
+
+
+@dataclass(frozen=True)
+class TrackingPage:
+    """An executed tracking notebook (``reports/tracking/<name>.ipynb``)."""
+
+    name: str
+    notebook_path: Path
+    title: str
+    description: str
+    error: str | None = None
+
+    @property
+    def page(self) -> str:
+        return f"tracking/{self.name}.ipynb"
+
+
+_H1 = re.compile(r"^\s*#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def _first_markdown(nb: nbformat.NotebookNode) -> tuple[str | None, str | None]:
+    """Title (first level-1 heading) and first paragraph of the notebook's markdown."""
+    title = para = None
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        src = cell.source
+        if title is None:
+            m = _H1.search(src)
+            if m:
+                title = m.group(1).strip()
+        if para is None:
+            for block in re.split(r"\n\s*\n", src):
+                b = block.strip()
+                if b and not b.startswith(("#", "<", "|", "-", "*", "!", "`")):
+                    para = " ".join(b.split())
+                    break
+        if title and para:
+            break
+    return title, para
+
+
+def load_tracking(tracking_dir: Path, existing_front_matter: Any) -> list[TrackingPage]:
+    """Executed tracking notebooks, titled from their front matter or first heading."""
+    pages = []
+    for path in sorted(tracking_dir.glob("*.ipynb")) if tracking_dir.is_dir() else []:
+        nb = read_notebook(path)
+        fm = existing_front_matter(nb) or {}
+        h1, para = _first_markdown(nb)
+        nice = path.stem.replace("_", " ").replace("-", " ").strip().capitalize()
+        title = str(fm.get("title") or h1 or nice)
+        desc = str(fm.get("description") or para or f"Outcome tracking: {title}.")
+        pages.append(TrackingPage(path.stem, path, title, desc, notebook_error(nb)))
+    return pages
+
+
+@dataclass
+class SiteContent:
+    """Everything the pages are built from."""
+
+    evaluations: list[EvaluationRecord]
+    tracking: list[TrackingPage] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[EvaluationRecord]:
+        return [r for r in self.evaluations if not r.failed]
+
+    @property
+    def failed(self) -> list[EvaluationRecord]:
+        return [r for r in self.evaluations if r.failed]

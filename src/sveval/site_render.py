@@ -1,0 +1,231 @@
+"""Rendering the Quarto project: with Quarto when installed, else with sveval's fallback renderer.
+
+Neither renderer executes code. Quarto reads the executed notebooks as they are
+(``execute: enabled: false`` in ``_quarto.yml`` and in each notebook's front matter). The fallback
+renderer turns notebooks into HTML with nbconvert (inputs excluded, outputs as stored) and the
+generated Markdown pages with mistune (the Markdown library nbconvert itself uses), puts the same
+navigation bar on every page, keeps every link relative (so the site works from ``file://`` and any
+static server), and labels every page with :data:`sveval.site.FALLBACK_BANNER`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import mistune
+import nbformat
+import yaml
+from markupsafe import Markup, escape
+from mistune.toc import add_toc_hook
+from nbconvert import HTMLExporter
+from nbconvert.preprocessors import TagRemovePreprocessor
+
+from sveval.errors import PublishError
+
+QUARTO_TIMEOUT_S = 1800
+
+
+# ------------------------------------------------------------------------------------------------
+# Quarto
+# ------------------------------------------------------------------------------------------------
+def render_quarto(project: Path, quarto_bin: str) -> list[str]:
+    """Run ``quarto render <project>``; return its warnings, raise :class:`PublishError` on failure."""
+    try:
+        proc = subprocess.run(
+            [quarto_bin, "render", str(project)],
+            capture_output=True, text=True, timeout=QUARTO_TIMEOUT_S, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PublishError(f"quarto render failed to run ({quarto_bin}): {exc}") from exc
+    log = (proc.stderr or "") + (proc.stdout or "")
+    if proc.returncode != 0:
+        tail = "\n".join(log.strip().splitlines()[-30:])
+        raise PublishError(f"quarto render exited with status {proc.returncode}; the site was left unchanged:\n{tail}")
+    return [line.strip() for line in log.splitlines() if line.strip().startswith("WARN")]
+
+
+# ------------------------------------------------------------------------------------------------
+# Fallback: Markdown
+# ------------------------------------------------------------------------------------------------
+def heading_id(text: str) -> str:
+    """Pandoc-style identifier: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"<[^>]+>", "", text).lower()
+    text = re.sub(r"[^\w\s.-]", "", text)
+    text = re.sub(r"\s+", "-", text.strip())
+    return text.lstrip("0123456789.-") or "section"
+
+
+def _markdown() -> mistune.Markdown:
+    md = mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])
+    seen: dict[str, int] = {}
+
+    def hid(token: dict[str, Any], index: int) -> str:
+        base = heading_id(token.get("text") or "".join(c.get("raw", "") for c in token.get("children", [])))
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        return base if n == 0 else f"{base}-{n}"
+
+    add_toc_hook(md, min_level=1, max_level=4, heading_id=hid)
+    return md
+
+
+_FENCE_OPEN = re.compile(r"^:::+\s*\{?\s*\.?([A-Za-z][\w-]*)[^}]*\}?\s*$")
+_FENCE_CLOSE = re.compile(r"^:::+\s*$")
+
+
+def markdown_to_html(text: str) -> str:
+    """Markdown (with Pandoc ``::: {.class}`` divs, one level deep) to HTML."""
+    md = _markdown()
+    out: list[str] = []
+    buf: list[str] = []
+    div: str | None = None
+    inner: list[str] = []
+    fence_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fence_code = not fence_code
+        if not fence_code and div is None and _FENCE_OPEN.match(line) and not _FENCE_CLOSE.match(line):
+            out.append(md("\n".join(buf)))
+            buf, div, inner = [], _FENCE_OPEN.match(line).group(1), []
+            continue
+        if not fence_code and div is not None and _FENCE_CLOSE.match(line):
+            kind = div.replace("callout-", "")
+            out.append(f'<div class="callout {div} callout-{kind}">\n{md(chr(10).join(inner))}</div>')
+            div = None
+            continue
+        (inner if div is not None else buf).append(line)
+    if div is not None:  # unclosed div: render its content rather than lose it
+        buf += inner
+    out.append(md("\n".join(buf)))
+    return "\n".join(out)
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """``(front matter, body)`` of a Markdown page that starts with a ``---`` YAML block."""
+    if not text.startswith("---"):
+        return {}, text
+    _, fm, body = text.split("---", 2)
+    data = yaml.safe_load(fm) or {}
+    return (data if isinstance(data, dict) else {}), body
+
+
+_HREF = re.compile(r'(href|src)="([^"#:?]+?)\.(qmd|ipynb|md)(#[^"]*)?"')
+
+
+def rewrite_links(html: str) -> str:
+    """Point relative links at source files (``x.qmd``, ``x.ipynb``) to their pages (``x.html``)."""
+    return _HREF.sub(lambda m: f'{m.group(1)}="{m.group(2)}.html{m.group(4) or ""}"', html)
+
+
+# ------------------------------------------------------------------------------------------------
+# Fallback: notebooks
+# ------------------------------------------------------------------------------------------------
+def _notebook_exporter() -> HTMLExporter:
+    exporter = HTMLExporter(
+        template_name="basic",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        exclude_raw=True,
+    )
+    tags = TagRemovePreprocessor(
+        remove_cell_tags={"remove-cell", "remove_cell"},
+        remove_all_outputs_tags={"remove-output", "remove_output"},
+        enabled=True,
+    )
+    exporter.register_preprocessor(tags, enabled=True)
+    return exporter
+
+
+def notebook_to_html(nb: nbformat.NotebookNode) -> str:
+    """Outputs and Markdown of an executed notebook as an HTML fragment; code hidden, nothing run."""
+    nb = nbformat.from_dict(nb)
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "raw" and c.source.lstrip().startswith("---"))]
+    body, _ = _notebook_exporter().from_notebook_node(nb)
+    body = re.sub(r'<a class="anchor-link" href="#[^"]*">\xb6</a>', "", body)
+    return body
+
+
+# ------------------------------------------------------------------------------------------------
+# Fallback: the site
+# ------------------------------------------------------------------------------------------------
+def banner_html(text: str) -> Markup:
+    """The banner text with its `code` spans as <code> (everything else escaped)."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
+def _nav(items: Sequence[Mapping[str, Any]], prefix: str, current: str) -> list[dict[str, Any]]:
+    def link(href: str) -> str:
+        path, _, frag = href.partition("#")
+        return prefix + str(Path(path).with_suffix(".html").as_posix()) + (f"#{frag}" if frag else "")
+
+    nav = []
+    for item in items:
+        if "menu" in item:
+            entries = [{"text": m["text"], "href": link(m["href"]), "active": m["href"] == current} for m in item["menu"]]
+            nav.append({"text": item["text"], "menu": entries, "active": any(e["active"] for e in entries)})
+        else:
+            nav.append({"text": item["text"], "href": link(item["href"]), "active": item["href"] == current})
+    return nav
+
+
+def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any]) -> list[str]:
+    """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto."""
+    from sveval.site import FALLBACK_BANNER, template_text
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("sveval", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+    )
+    template = env.get_template("fallback_page.html.j2")
+    site = project / "_site"
+    if site.exists():
+        shutil.rmtree(site)
+    site.mkdir(parents=True)
+    shutil.copy2(project / "styles.css", site / "styles.css")
+    (site / "sveval-fallback.css").write_text(template_text("fallback.css"), encoding="utf-8")
+    website = config["website"]
+    warnings: list[str] = []
+    for page in pages:
+        src = project / page.source
+        if page.kind == "notebook":
+            try:
+                nb = nbformat.read(src, as_version=4)
+            except (OSError, ValueError) as exc:
+                raise PublishError(f"{src}: cannot be read for rendering ({exc})") from exc
+            body = notebook_to_html(nb)
+            kind = "notebook"
+        else:
+            _, text = split_front_matter(src.read_text(encoding="utf-8"))
+            body = markdown_to_html(text)
+            kind = "page"
+        depth = len(Path(page.source).parts) - 1
+        prefix = "../" * depth
+        html = template.render(
+            site_title=website["title"],
+            title=page.title,
+            description=page.description,
+            body=rewrite_links(body),
+            kind=kind,
+            root=prefix,
+            home=prefix + "index.html",
+            nav=_nav(website["navbar"]["left"], prefix, page.source),
+            banner_html=banner_html(FALLBACK_BANNER),
+            footer_left=website.get("page-footer", {}).get("left", ""),
+            footer_right="Published with sveval (fallback renderer)",
+        )
+        out = site / page.output
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html, encoding="utf-8")
+    warnings.append(
+        "Quarto is not installed: the site was rendered by sveval's fallback renderer; "
+        "run `quarto render reports` for the Quarto site"
+    )
+    return warnings
