@@ -303,8 +303,31 @@ def result_record(ctx: EvaluationContext, result: Result) -> dict[str, Any]:
     }
     body.pop("design", None)
     record.update(body)
+    record["measure_disclosure"] = ctx.measure.disclosure
     record["provenance"] = provenance(ctx)
-    return record
+    return assess_and_control(record, ctx)
+
+
+def assess_and_control(record: dict[str, Any], ctx: EvaluationContext) -> dict[str, Any]:
+    """Add evidence strength and value for money, then apply disclosure control.
+
+    The result JSON is what gets published, so disclosure control is applied here, once: observed
+    hospital counts in ``series`` are suppressed/rounded by the rules in
+    ``parameters/disclosure.yaml``; model estimates are exempt.
+    """
+    from sveval import disclosure, evidence, value
+
+    record["evidence"] = evidence.assess(record)
+    vfm, reason = value.assess_with_reason(
+        record, ctx.intervention, ctx.measure, parameters_dir=ctx.paths.parameters
+    )
+    record["value_for_money"] = vfm
+    record["value_for_money_reason"] = reason
+    rules = disclosure.load_rules(ctx.paths.parameters)
+    controlled = disclosure.control_record(record, rules)
+    # keep the provenance (and the key order) last
+    controlled["provenance"] = controlled.pop("provenance")
+    return controlled
 
 
 def save(ctx: EvaluationContext, result: Result, path: Path | str) -> dict[str, Any]:

@@ -47,6 +47,24 @@ def overview(ctx: Any) -> str:
     return "\n".join(lines)
 
 
+def published_series(record: dict[str, Any]) -> pd.DataFrame:
+    """The disclosure-controlled series of a result JSON as a frame (for the published figure)."""
+    series = record.get("series") or {}
+    df = pd.DataFrame(series)
+    for col in ("observed", "fitted", "counterfactual", "cf_low", "cf_high"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def disclosure_note(record: dict[str, Any]) -> str:
+    dc = record.get("disclosure_control") or {}
+    if dc.get("suppressed_points") or (dc.get("controlled") and dc.get("class") == "hospital"):
+        return (f"Observed values are shown after disclosure control ({dc.get('rule', '')}); "
+                f"{dc.get('suppressed_points', 0)} suppressed month(s) are not drawn. Model estimates are exempt.")
+    return ""
+
+
 def effect_label(e: Effect) -> str:
     return EFFECT_LABELS.get(e.name, e.name.replace("_", " ").capitalize())
 

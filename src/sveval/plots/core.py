@@ -22,14 +22,20 @@ def _dates(periods: pd.Series) -> pd.Series:
 
 
 def observed_vs_counterfactual(
-    result: Result, title: str | None = None, ylabel: str = "Count per month", ax: Any = None
+    result: Result | None,
+    title: str | None = None,
+    ylabel: str = "Count per month",
+    ax: Any = None,
+    data: pd.DataFrame | None = None,
 ):
     """Observed series, model fit, and the counterfactual with its interval after the start.
 
-    Returns ``(fig, ax)``. The frame behind it is ``result.get_plot_data()``.
+    Returns ``(fig, ax)``. The frame behind it is ``result.get_plot_data()``, or ``data`` when
+    given (e.g. the disclosure-controlled series of a published result, where suppressed
+    observed values are missing and so not drawn).
     """
     sns.set_theme(style="whitegrid", context="notebook")
-    df = result.get_plot_data()
+    df = data.copy() if data is not None else result.get_plot_data()
     if "group" in df.columns:
         df = df[df["group"].isin(["treated"])] if (df["group"] == "treated").any() else df
     x = _dates(df["period"])
@@ -54,7 +60,8 @@ def observed_vs_counterfactual(
         ax.axvline(xp.iloc[0], color="grey", lw=1, linestyle=":")
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0 if (df["observed"].min() >= 0) else None)
+    if df["observed"].notna().any() and df["observed"].min() >= 0:
+        ax.set_ylim(bottom=0)
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", fontsize=9, frameon=True)

@@ -1,0 +1,515 @@
+"""Disclosure control: suppression and rounding rules per data source, applied at publishing.
+
+Rules live in ``parameters/disclosure.yaml`` (one rule per disclosure class; a measure names its
+class in ``measures.yaml`` as ``disclosure: hospital | police | none``). The default rules follow
+NHS Digital's Hospital Episode Statistics analysis guide: counts 1-7 shown as ``*``, other counts
+rounded to the nearest 5 (0 stays 0), secondary suppression so that no suppressed cell can be
+recovered from a published total; police counts unrounded; model estimates exempt.
+
+Everything that leaves for the site or the returns passes through this module once:
+
+* :func:`apply_to_frame` controls a table (counts, the rates derived from them, secondary
+  suppression within groups that sum to a published total);
+* :func:`control_record` controls a result JSON (observed hospital counts in its ``series``;
+  record-level fields removed);
+* :func:`scan_published` checks published files afterwards and lists every finding.
+
+Published tables describe themselves so they can be scanned: a ``disclosure`` column holds each
+row's class and an ``area_type`` column marks the partnership total (``partnership``) and its
+component areas (``area``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sveval.errors import DisclosureError, SpecError
+from sveval.spec import load_model
+
+SUPPRESSED = "*"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceRule(_Strict):
+    """Control applied to counts of one disclosure class."""
+
+    description: str = ""
+    exempt: bool = Field(default=False, description="no control (model estimates)")
+    suppress_min: int | None = Field(default=None, ge=0, description="smallest count suppressed")
+    suppress_max: int | None = Field(default=None, ge=0, description="largest count suppressed")
+    symbol: str = SUPPRESSED
+    round_to: int = Field(default=1, ge=1, description="round other counts to a multiple of this")
+    secondary: bool = Field(default=False, description="secondary suppression within totals")
+
+    @model_validator(mode="after")
+    def _range(self) -> SourceRule:
+        if (self.suppress_min is None) != (self.suppress_max is None):
+            raise ValueError("give both suppress_min and suppress_max, or neither")
+        if self.suppress_min is not None and self.suppress_max < self.suppress_min:
+            raise ValueError("suppress_max must be at least suppress_min")
+        return self
+
+    def suppresses(self, value: float) -> bool:
+        if self.exempt or self.suppress_min is None or value is None or not np.isfinite(value):
+            return False
+        return self.suppress_min <= value <= self.suppress_max
+
+    def round(self, value: float) -> float:
+        """Round half up to a multiple of ``round_to`` (0 stays 0)."""
+        if self.exempt or self.round_to == 1 or value is None or not np.isfinite(value):
+            return value
+        return float(math.floor(value / self.round_to + 0.5) * self.round_to)
+
+
+class DisclosureRules(_Strict):
+    """``parameters/disclosure.yaml``."""
+
+    source: str = Field(description="where the rules come from")
+    rules: dict[str, SourceRule]
+    record_level_fields: list[str] = Field(
+        default_factory=list, description="fields that must never appear in published output"
+    )
+    count_columns: list[str] = Field(
+        default_factory=lambda: ["count"], description="column names holding counts (for scans)"
+    )
+    record_count_keys: list[str] = Field(
+        default_factory=lambda: ["observed"],
+        description="series columns of a result JSON that hold observed counts",
+    )
+
+    @model_validator(mode="after")
+    def _classes(self) -> DisclosureRules:
+        missing = [k for k in ("hospital", "police", "none") if k not in self.rules]
+        if missing:
+            raise ValueError(f"rules must define the classes {missing} (used by measures.yaml)")
+        return self
+
+    def rule(self, source: str) -> SourceRule:
+        if source not in self.rules:
+            raise KeyError(f"no disclosure rule '{source}'; defined: {', '.join(sorted(self.rules))}")
+        return self.rules[source]
+
+
+def load_rules(parameters_dir: Path | str) -> DisclosureRules:
+    """Load ``<parameters_dir>/disclosure.yaml`` (precise :class:`SpecError` on problems)."""
+    return load_model(DisclosureRules, Path(parameters_dir) / "disclosure.yaml")
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables
+# ------------------------------------------------------------------------------------------------
+def _rule_per_row(df: pd.DataFrame, source: str, rules: DisclosureRules) -> list[SourceRule]:
+    if source in rules.rules:
+        return [rules.rules[source]] * len(df)
+    if source in df.columns:
+        bad = sorted(set(df[source].astype(str)) - set(rules.rules))
+        if bad:
+            raise SpecError(
+                None, [(f"column '{source}'", bad, "unknown disclosure class; defined: " + ", ".join(sorted(rules.rules)))]
+            )
+        return [rules.rules[str(v)] for v in df[source]]
+    raise KeyError(f"source '{source}' is neither a disclosure rule ({', '.join(sorted(rules.rules))}) nor a column")
+
+
+def apply_to_frame(
+    df: pd.DataFrame,
+    source: str,
+    rules: DisclosureRules,
+    count_columns: Sequence[str] = ("count",),
+    *,
+    rate_columns: dict[str, str] | None = None,
+    group_by: Sequence[str] | None = None,
+    part_column: str = "area_type",
+    total_value: str = "partnership",
+    part_value: str = "area",
+) -> pd.DataFrame:
+    """Apply disclosure control to a table.
+
+    Parameters
+    ----------
+    df : the table (unchanged; a controlled copy is returned)
+    source : a disclosure class (``hospital``, ``police``, ``none``, ``model``) applied to every row,
+        or the name of a column of ``df`` holding each row's class
+    rules : from :func:`load_rules`
+    count_columns : columns holding counts; controlled values become whole numbers or ``*``
+    rate_columns : ``{rate_column: count_column}``; a rate is suppressed with its count and
+        otherwise recomputed from the rounded count (``rate * rounded / raw``)
+    group_by : columns identifying cells that add up to a total (for example ``["measure",
+        "period"]``); within each group, rows whose ``part_column`` equals ``total_value`` are the
+        total and the others its parts. When exactly one part is suppressed and the total is not,
+        the smallest other part is suppressed too (or the total when there is no other part).
+    part_column, total_value, part_value : how the total row and its parts are recognised (rows
+        with other values, such as comparison areas, are not part of the sum)
+
+    Returns
+    -------
+    DataFrame with the count (and rate) columns as object columns of numbers and ``*``.
+
+    Examples
+    --------
+    >>> rules = DisclosureRules(source="t", rules={"hospital": SourceRule(suppress_min=1,
+    ...     suppress_max=7, round_to=5), "police": SourceRule(), "none": SourceRule(exempt=True)})
+    >>> apply_to_frame(pd.DataFrame({"count": [0, 3, 12]}), "hospital", rules)["count"].tolist()
+    [0, '*', 10]
+    """
+    missing = [c for c in list(count_columns) + list((rate_columns or {}).keys()) if c not in df.columns]
+    if missing:
+        raise KeyError(f"columns {missing} not in the table (have {list(df.columns)})")
+    out = df.copy().reset_index(drop=True)
+    row_rules = _rule_per_row(out, source, rules)
+    suppressed = {c: np.zeros(len(out), dtype=bool) for c in count_columns}
+    raw = {c: pd.to_numeric(out[c], errors="coerce").to_numpy(dtype=float) for c in count_columns}
+    for c in count_columns:
+        for i, r in enumerate(row_rules):
+            suppressed[c][i] = r.suppresses(raw[c][i])
+    if group_by:
+        _secondary(out, row_rules, raw, suppressed, list(group_by), part_column, total_value, part_value)
+    for c in count_columns:
+        vals: list[Any] = []
+        for i, r in enumerate(row_rules):
+            v = raw[c][i]
+            if suppressed[c][i]:
+                vals.append(r.symbol)
+            elif not np.isfinite(v):
+                vals.append(None)
+            else:
+                rv = r.round(v)
+                vals.append(int(rv) if float(rv).is_integer() else rv)
+        out[c] = pd.Series(vals, index=out.index, dtype=object)
+    for rc, cc in (rate_columns or {}).items():
+        rate = pd.to_numeric(df[rc].reset_index(drop=True), errors="coerce").to_numpy(dtype=float)
+        vals = []
+        for i, r in enumerate(row_rules):
+            if suppressed[cc][i]:
+                vals.append(r.symbol)
+            elif r.exempt or r.round_to == 1 or not np.isfinite(rate[i]):
+                vals.append(None if not np.isfinite(rate[i]) else float(rate[i]))
+            else:
+                x = raw[cc][i]
+                vals.append(0.0 if x == 0 else float(rate[i] * r.round(x) / x))
+        out[rc] = pd.Series(vals, index=out.index, dtype=object)
+    return out
+
+
+def _secondary(out, row_rules, raw, suppressed, group_by, part_column, total_value, part_value) -> None:
+    if part_column not in out.columns:
+        raise KeyError(f"secondary suppression needs the column '{part_column}'")
+    missing = [g for g in group_by if g not in out.columns]
+    if missing:
+        raise KeyError(f"group_by columns {missing} not in the table")
+    keys = out[group_by].astype(str).agg("\x1f".join, axis=1)
+    for _, idx in out.groupby(keys, sort=False).groups.items():
+        idx = list(idx)
+        if not any(row_rules[i].secondary for i in idx):
+            continue
+        total = [i for i in idx if out.at[i, part_column] == total_value]
+        parts = [i for i in idx if out.at[i, part_column] == part_value]
+        if not total:
+            continue
+        for c, sup in suppressed.items():
+            changed = True
+            while changed:
+                changed = False
+                if any(sup[t] for t in total):
+                    # a suppressed total is recoverable when every part is published
+                    if parts and not any(sup[p] for p in parts) and any(raw[c][p] > 0 for p in parts):
+                        cand = min((p for p in parts if raw[c][p] > 0), key=lambda p: raw[c][p])
+                        sup[cand] = True
+                        changed = True
+                    continue
+                hidden = [p for p in parts if sup[p]]
+                if len(hidden) == 1:
+                    others = [p for p in parts if not sup[p] and np.isfinite(raw[c][p]) and raw[c][p] > 0]
+                    if others:
+                        sup[min(others, key=lambda p: raw[c][p])] = True
+                    else:
+                        for t in total:
+                            sup[t] = True
+                    changed = True
+
+
+# ------------------------------------------------------------------------------------------------
+# Result JSON
+# ------------------------------------------------------------------------------------------------
+def _strip_fields(obj: Any, banned: set[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_fields(v, banned) for k, v in obj.items() if str(k).lower() not in banned}
+    if isinstance(obj, list):
+        return [_strip_fields(v, banned) for v in obj]
+    return obj
+
+
+def record_class(record: dict[str, Any]) -> str:
+    """Disclosure class of a result JSON: its ``disclosure`` key, else from ``measure_source``."""
+    cls = record.get("measure_disclosure") or (record.get("disclosure") if isinstance(record.get("disclosure"), str) else None)
+    if cls:
+        return str(cls)
+    return "hospital" if record.get("measure_source") == "hospital" else "police"
+
+
+def control_record(record: dict[str, Any], rules: DisclosureRules) -> dict[str, Any]:
+    """A disclosure-controlled copy of a result JSON document.
+
+    Observed counts in ``series`` (columns named in ``rules.record_count_keys``) are controlled by
+    the measure's class; suppressed values become ``None`` (a gap in figures) and the positions are
+    listed in ``disclosure.suppressed_points``. Model estimates (fitted values, counterfactuals,
+    intervals, effects, prevented) are exempt. Record-level fields are removed wherever they
+    appear. The result carries ``disclosure_control`` describing what was done.
+    """
+    banned = {f.lower() for f in rules.record_level_fields}
+    rec = _strip_fields(json.loads(json.dumps(record)), banned)
+    cls = record_class(rec)
+    rule = rules.rule(cls)
+    series = rec.get("series")
+    controlled: list[str] = []
+    n_sup = 0
+    if isinstance(series, dict) and not rule.exempt:
+        for key in rules.record_count_keys:
+            vals = series.get(key)
+            if not isinstance(vals, list):
+                continue
+            new = []
+            for v in vals:
+                if v is None:
+                    new.append(None)
+                elif rule.suppresses(float(v)):
+                    new.append(None)
+                    n_sup += 1
+                else:
+                    rv = rule.round(float(v))
+                    new.append(int(rv) if float(rv).is_integer() and rule.round_to > 1 else rv)
+            series[key] = new
+            controlled.append(key)
+    rec["disclosure_control"] = {
+        "class": cls,
+        "rule": rule.description or cls,
+        "controlled": controlled,
+        "suppressed_points": n_sup,
+        "exempt": "model estimates (fitted values, counterfactuals, intervals, effects)",
+    }
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------
+# Scanning published output
+# ------------------------------------------------------------------------------------------------
+_TEXT_SUFFIXES = {".html", ".htm", ".json", ".csv", ".md", ".qmd", ".txt", ".ipynb", ".xml", ".js", ".svg"}
+
+
+def _iter_files(paths: Iterable[Path | str]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files.extend(sorted(x for x in p.rglob("*") if x.is_file()))
+        elif p.is_file():
+            files.append(p)
+    return files
+
+
+def _num(v: Any) -> float | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, int | float | np.integer | np.floating):
+        return float(v)
+    s = str(v).strip().replace(",", "")
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def check_table(df: pd.DataFrame, where: str, rules: DisclosureRules) -> list[str]:
+    """Findings in one published table (see :func:`scan_published`)."""
+    findings: list[str] = []
+    cols = {str(c).strip().lower(): c for c in df.columns}
+    if "disclosure" not in cols:
+        return findings
+    cls_col = cols["disclosure"]
+    count_cols = [cols[c.lower()] for c in rules.count_columns if c.lower() in cols]
+    for i, row in df.iterrows():
+        cls = str(row[cls_col]).strip()
+        rule = rules.rules.get(cls)
+        if rule is None or rule.exempt:
+            continue
+        for c in count_cols:
+            v = _num(row[c])
+            if v is None:
+                continue
+            if rule.suppresses(v):
+                findings.append(f"{where}: row {i + 1}, column '{c}': unsuppressed {cls} count {v:g}")
+            elif rule.round_to > 1 and v % rule.round_to != 0:
+                findings.append(f"{where}: row {i + 1}, column '{c}': {cls} count {v:g} not rounded to {rule.round_to}")
+    at = cols.get("area_type") or cols.get("area type")
+    if at is not None:
+        keys = [cols[k] for k in ("measure", "period", "financial_year", "quarter", "year", "metric", "group") if k in cols]
+        grouped = df.groupby([df[k].astype(str) for k in keys], sort=False) if keys else [((), df)]
+        for key, g in grouped:
+            if not (g[cls_col].astype(str).map(lambda s: rules.rules.get(s, SourceRule()).suppress_min is not None)).any():
+                continue
+            tot = g[g[at].astype(str) == "partnership"]
+            parts = g[g[at].astype(str) == "area"]
+            if tot.empty or parts.empty:
+                continue
+            for c in count_cols:
+                t_sup = tot[c].astype(str).str.strip().eq(SUPPRESSED).all()
+                p_sup = parts[c].astype(str).str.strip().eq(SUPPRESSED)
+                if not t_sup and p_sup.sum() == 1:
+                    findings.append(
+                        f"{where}: group {key}, column '{c}': one suppressed part with a published "
+                        "total (recoverable by subtraction)"
+                    )
+                if t_sup and p_sup.sum() == 0 and len(parts) > 0:
+                    findings.append(
+                        f"{where}: group {key}, column '{c}': suppressed total with every part published "
+                        "(recoverable by addition)"
+                    )
+    return findings
+
+
+def _check_record(rec: dict[str, Any], where: str, rules: DisclosureRules) -> list[str]:
+    findings = []
+    if not isinstance(rec, dict):
+        return findings
+    series = rec.get("series")
+    if isinstance(series, dict):
+        rule = rules.rules.get(record_class(rec))
+        if rule is not None and not rule.exempt:
+            for key in rules.record_count_keys:
+                for j, v in enumerate(series.get(key) or []):
+                    x = _num(v)
+                    if x is not None and rule.suppresses(x):
+                        findings.append(f"{where}: series.{key}[{j}]: unsuppressed count {x:g}")
+                    elif x is not None and rule.round_to > 1 and x % rule.round_to != 0:
+                        findings.append(f"{where}: series.{key}[{j}]: count {x:g} not rounded")
+    tables = rec.get("tables")
+    if isinstance(tables, dict):
+        for name, rows in tables.items():
+            if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+                findings += check_table(pd.DataFrame(rows), f"{where} table '{name}'", rules)
+    return findings
+
+
+def _check_html(text: str, where: str, rules: DisclosureRules) -> list[str]:
+    if "<table" not in text.lower():
+        return []
+    from io import StringIO
+
+    try:
+        tables = pd.read_html(StringIO(text))
+    except ValueError:
+        return []
+    findings = []
+    for k, t in enumerate(tables):
+        if isinstance(t.columns, pd.MultiIndex):
+            t.columns = [" ".join(str(x) for x in c if "Unnamed" not in str(x)).strip() for c in t.columns]
+        findings += check_table(t, f"{where} table {k + 1}", rules)
+    return findings
+
+
+def _xlsx_frames(path: Path) -> tuple[list[tuple[str, pd.DataFrame]], str]:
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True, data_only=True)
+    frames, text = [], []
+    for ws in wb.worksheets:
+        rows = [list(r) for r in ws.iter_rows(values_only=True)]
+        text.extend(str(v) for r in rows for v in r if v is not None)
+        if rows and rows[0] and all(v is not None for v in rows[0]):
+            frames.append((ws.title, pd.DataFrame(rows[1:], columns=[str(v) for v in rows[0]])))
+    wb.close()
+    return frames, "\n".join(text)
+
+
+def scan_published(
+    paths: Iterable[Path | str],
+    planted_fields: Sequence[str] = (),
+    *,
+    rules: DisclosureRules | None = None,
+    parameters_dir: Path | str | None = None,
+    planted_values: Sequence[str] = (),
+) -> list[str]:
+    """Scan published files (and folders, recursively) for disclosure failures.
+
+    Looks for (1) hospital counts 1-7 not shown as ``*`` and hospital counts not rounded, in
+    self-describing tables (CSV, xlsx sheets, HTML tables, tables inside JSON) and in result JSONs'
+    observed series; (2) a suppressed part recoverable from a published total (or a suppressed total
+    from its parts); (3) record-level field names (``planted_fields`` plus the rules'
+    ``record_level_fields``) and ``planted_values`` anywhere in the text.
+
+    Returns
+    -------
+    list of findings, one string each, naming the file and place; empty when clean.
+    """
+    if rules is None:
+        if parameters_dir is None:
+            raise ValueError("give rules or parameters_dir")
+        rules = load_rules(parameters_dir)
+    needles = sorted({s for s in list(planted_fields) + list(rules.record_level_fields) if s})
+    values = sorted({s for s in planted_values if s})
+    field_res = [(f, re.compile(r"(?<![A-Za-z0-9])" + re.escape(f) + r"(?![A-Za-z0-9])", re.I)) for f in needles]
+    findings: list[str] = []
+    for f in _iter_files(paths):
+        suffix = f.suffix.lower()
+        text = ""
+        try:
+            if suffix == ".xlsx":
+                frames, text = _xlsx_frames(f)
+                for name, df in frames:
+                    findings += check_table(df, f"{f} sheet '{name}'", rules)
+            elif suffix in _TEXT_SUFFIXES:
+                text = f.read_text(encoding="utf-8", errors="replace")
+                if suffix == ".csv":
+                    findings += check_table(pd.read_csv(f, dtype=str, keep_default_na=False), str(f), rules)
+                elif suffix == ".json":
+                    try:
+                        findings += _check_record(json.loads(text), str(f), rules)
+                    except json.JSONDecodeError:
+                        findings.append(f"{f}: not valid JSON")
+                elif suffix in (".html", ".htm"):
+                    findings += _check_html(text, str(f), rules)
+                elif suffix == ".ipynb":
+                    try:
+                        nbj = json.loads(text)
+                    except json.JSONDecodeError:
+                        nbj = {}
+                    for ci, cell in enumerate(nbj.get("cells", [])):
+                        for out in cell.get("outputs", []) or []:
+                            html = (out.get("data") or {}).get("text/html")
+                            if html:
+                                html = "".join(html) if isinstance(html, list) else html
+                                findings += _check_html(html, f"{f} cell {ci + 1}", rules)
+            else:
+                continue
+        except (OSError, ValueError, KeyError) as exc:
+            findings.append(f"{f}: could not be scanned ({exc})")
+            continue
+        for name, rx in field_res:
+            if rx.search(text):
+                findings.append(f"{f}: record-level field '{name}' appears")
+        low = text.lower()
+        for v in values:
+            if v.lower() in low:
+                findings.append(f"{f}: record-level value '{v}' appears")
+    return findings
+
+
+def assert_clean(paths: Iterable[Path | str], rules: DisclosureRules, **kwargs: Any) -> None:
+    """Raise :class:`DisclosureError` listing the findings of :func:`scan_published`, if any."""
+    findings = scan_published(paths, rules=rules, **kwargs)
+    if findings:
+        shown = "\n  - ".join(findings[:20])
+        more = f"\n  (and {len(findings) - 20} more)" if len(findings) > 20 else ""
+        raise DisclosureError(f"{len(findings)} disclosure finding(s):\n  - {shown}{more}")

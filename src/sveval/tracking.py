@@ -1,0 +1,657 @@
+"""Outcome tracking of the Home Office headline measures and the local measures.
+
+For the partnership, each of its areas and the comparison areas, and for each measure:
+
+* monthly counts, rates (per ``measure.rate_per``: per 100,000, per million for homicide) from the
+  measure's denominator population, and rolling 12-month totals and rates;
+* financial-year totals and rates against a baseline year, with the change as an exact Poisson
+  rate ratio and its interval (:func:`sveval.spc.rate_ratio_ci`), and against the comparison areas'
+  change over the same years (ratio of rate ratios);
+* XmR statistical process control charts (:func:`sveval.spc.xmr`) on the partnership series, with
+  limits recalculated only at declared change points (the Duty's start, recording breaks);
+* a short plain-English reading of each measure, written from disclosure-controlled figures.
+
+A tracking report is described by ``parameters/tracking/<id>.yaml`` (:class:`TrackingSpec`)::
+
+    tr = track("parameters/tracking/partnership.yaml")
+    tr.annual            # financial years x areas x measures, with baseline change and intervals
+    tr.published(rules)  # the same tables after disclosure control, ready for the site
+    run_tracking([...])  # executes evaluations/tracking.ipynb into reports/tracking/<id>.ipynb
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sveval.catalog import Catalog
+from sveval.errors import DataError, SpecError
+from sveval.paths import ProjectPaths
+from sveval.spc import rate_ratio_ci, xmr
+from sveval.spec import (
+    FY_RE,
+    AreaRegistry,
+    DataSpec,
+    MeasureSpec,
+    add_months,
+    load_model,
+    parse_period,
+    period_index,
+)
+
+PARTNERSHIP_CODE = "PARTNERSHIP"
+COMPARISON_CODE = "COMPARISON"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _fy(v: str) -> str:
+    v = str(v).strip()
+    m = FY_RE.match(v)
+    if not m or (int(m.group(1)) + 1) % 100 != int(m.group(2)):
+        raise ValueError(f"expected a financial year such as '2022/23', got {v!r}")
+    return v
+
+
+def fy_of(period: str) -> str:
+    """Financial year of a month: ``'2023-03' -> '2022/23'``."""
+    y, m = (int(x) for x in period.split("-"))
+    s = y if m >= 4 else y - 1
+    return f"{s}/{(s + 1) % 100:02d}"
+
+
+def fy_months(fy: str) -> list[str]:
+    """The twelve months of a financial year, April to March."""
+    s = int(fy[:4])
+    return [add_months(f"{s}-04", k) for k in range(12)]
+
+
+def quarter_months(fy: str, q: int) -> list[str]:
+    """Months of quarter ``q`` (1 = April-June) of financial year ``fy``."""
+    if q not in (1, 2, 3, 4):
+        raise ValueError(f"quarter must be 1-4, got {q}")
+    return fy_months(fy)[3 * (q - 1) : 3 * q]
+
+
+class ChangePoint(_Strict):
+    period: str
+    name: str
+    _p = field_validator("period", mode="before")(lambda cls, v: parse_period(v))
+
+
+class ComparisonChoice(_Strict):
+    group: str | None = Field(default=None, description="a group in areas.yaml, e.g. most_similar")
+    areas: list[str] = Field(default_factory=list)
+    exclude_vru: bool = False
+
+
+class SPCSpec(_Strict):
+    start: str | None = Field(default=None, description="first month on the charts (default: data start)")
+    run_length: int = Field(default=7, ge=5, le=12)
+    trend_length: int = Field(default=7, ge=5, le=12)
+    baseline_points: int | None = Field(default=None, ge=12)
+    min_mean_count: float = Field(
+        default=5.0, ge=0, description="below this mean count a month, chart quarters instead"
+    )
+    use_measure_breaks: bool = Field(default=True, description="recording breaks are change points too")
+    aggregation: dict[str, Literal["month", "quarter"]] = Field(
+        default_factory=dict, description="per-measure override of the chart's period"
+    )
+    _p = field_validator("start", mode="before")(lambda cls, v: None if v is None else parse_period(v))
+
+
+class TrackingSpec(_Strict):
+    """``parameters/tracking/<id>.yaml``: one tracking report."""
+
+    id: str
+    title: str
+    description: str = ""
+    measures: list[str] = Field(default_factory=list, description="default: every measure (headline first)")
+    areas: list[str] = Field(default_factory=list, description="default: the partnership's areas")
+    comparison: ComparisonChoice | None = None
+    baseline_year: str = "2022/23"
+    years: list[str] = Field(default_factory=list, description="default: complete years after the baseline")
+    change_points: list[ChangePoint] = Field(default_factory=list)
+    spc: SPCSpec = Field(default_factory=SPCSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+
+    _b = field_validator("baseline_year")(lambda cls, v: _fy(v))
+
+    @field_validator("years")
+    @classmethod
+    def _years(cls, v: list[str]) -> list[str]:
+        return [_fy(x) for x in v]
+
+    @model_validator(mode="after")
+    def _after(self) -> TrackingSpec:
+        if self.baseline_year in self.years:
+            raise ValueError("years must not include the baseline year")
+        return self
+
+
+def load_spec(path: Path | str) -> TrackingSpec:
+    path = Path(path)
+    spec = load_model(TrackingSpec, path)
+    if spec.id != path.stem:
+        raise SpecError(path, [("id", spec.id, f"must match the file name '{path.stem}'")])
+    return spec
+
+
+@dataclass
+class TrackingResult:
+    """Tracking tables (unrounded, internal) and the SPC charts.
+
+    ``monthly`` and ``annual`` carry every area (``area_type`` ``partnership``, ``area``,
+    ``comparison`` for the pooled comparison group). Use :meth:`published` for anything that leaves
+    the machine.
+    """
+
+    spec: TrackingSpec
+    catalog: Catalog
+    measures: list[MeasureSpec]
+    monthly: pd.DataFrame
+    annual: pd.DataFrame
+    charts: dict[str, pd.DataFrame]
+    chart_notes: dict[str, str]
+    partnership_code: str
+    partnership_name: str
+    data_end: str
+    notes: list[str] = field(default_factory=list)
+
+    def measure(self, mid: str) -> MeasureSpec:
+        return next(m for m in self.measures if m.id == mid)
+
+    # -- publishing --------------------------------------------------------------------------------
+    def published(self, rules) -> dict[str, pd.DataFrame]:
+        """Disclosure-controlled tables for the site and the returns (see :mod:`sveval.disclosure`).
+
+        Rates and rate ratios of controlled classes (hospital data) are recomputed from the rounded
+        counts, as the NHS rules require, so that no exact count can be recovered from a ratio;
+        they are suppressed with their counts. Individual comparison areas are not published.
+        """
+        from sveval.disclosure import apply_to_frame
+
+        m = self.monthly[self.monthly["area_type"] != "comparison_area"]
+        monthly = apply_to_frame(
+            m, "disclosure", rules, ["count", "rolling_12m"],
+            rate_columns={"rate": "count", "rolling_12m_rate": "rolling_12m"},
+            group_by=["measure", "period"],
+        )
+        a = self.annual[self.annual["area_type"] != "comparison_area"]
+        annual = publish_totals(a, rules, self.spec.baseline_year)
+        return {"monthly": monthly, "annual": annual}
+
+    def published_chart(self, mid: str, rules) -> pd.DataFrame:
+        """The SPC chart of a measure with its plotted values controlled (``shown``: number or None)."""
+        ch = self.charts[mid].copy()
+        rule = rules.rule(self.measure(mid).disclosure)
+        ch["shown"] = [None if rule.suppresses(v) else rule.round(v) for v in ch["value"]]
+        ch["suppressed"] = ch["shown"].isna()
+        return ch
+
+    def readings(self, rules) -> dict[str, str]:
+        """Plain-English reading of each measure (partnership), from controlled figures."""
+        pub = self.published(rules)["annual"]
+        out = {}
+        for ms in self.measures:
+            rows = pub[(pub["measure"] == ms.id) & (pub["area_type"] == "partnership")]
+            out[ms.id] = reading(ms, rows, self.spec.baseline_year, self.charts.get(ms.id),
+                                 self.chart_notes.get(ms.id, ""))
+        return out
+
+    def save(self, out_dir: Path, rules) -> dict[str, Path]:
+        """Write the controlled tables (CSV) and a JSON summary into ``out_dir``; return the paths."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pub = self.published(rules)
+        written = {}
+        for name, df in pub.items():
+            p = out_dir / f"{self.spec.id}_{name}.csv"
+            tmp = p.with_suffix(".csv.tmp")
+            df.to_csv(tmp, index=False)
+            os.replace(tmp, p)
+            written[name] = p
+        doc = {
+            "id": self.spec.id,
+            "title": self.spec.title,
+            "baseline_year": self.spec.baseline_year,
+            "data_end": self.data_end,
+            "readings": self.readings(rules),
+            "tables": {"annual": json.loads(pub["annual"].to_json(orient="records"))},
+            "notes": self.notes,
+        }
+        p = out_dir / f"{self.spec.id}.json"
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, p)
+        written["json"] = p
+        return written
+
+
+# ------------------------------------------------------------------------------------------------
+# Computation
+# ------------------------------------------------------------------------------------------------
+def _partnership(catalog: Catalog) -> tuple[str, str]:
+    try:
+        reg = load_model(AreaRegistry, catalog.parameters_dir / "areas.yaml")
+        code = reg.partnership_code or PARTNERSHIP_CODE
+    except SpecError:  # pragma: no cover - Catalog.load already validated the file
+        code = PARTNERSHIP_CODE
+    return code, catalog.partnership
+
+
+def _load_long(spec: TrackingSpec, spec_path: Path | None, paths: ProjectPaths, catalog: Catalog) -> pd.DataFrame:
+    if spec.data.source == "csv":
+        try:
+            from sveval.data.ingest import read_long_csv
+        except ImportError:  # the data layer is optional for a plain long CSV
+
+            def read_long_csv(path: Path) -> pd.DataFrame:
+                return pd.read_csv(path, dtype={"period": str, "area_code": str, "measure": str})
+
+        p = Path(spec.data.path)
+        if not p.is_absolute() and spec_path is not None:
+            p = (spec_path.parent / p).resolve()
+        if not p.exists():
+            raise SpecError(spec_path, [("data.path", spec.data.path, f"file not found: {p}")])
+        return read_long_csv(p)
+    from sveval.data.example import ensure_example
+    from sveval.data.ingest import load_example_long
+
+    return load_example_long(ensure_example(paths.example_data), catalog)
+
+
+def _resolve(spec: TrackingSpec, catalog: Catalog, spec_path: Path | None) -> tuple[list[MeasureSpec], list[str], list[str]]:
+    problems = []
+    if spec.measures:
+        for i, mid in enumerate(spec.measures):
+            if mid not in catalog.measures:
+                problems.append((f"measures.{i}", mid, "unknown measure; allowed: " + ", ".join(sorted(catalog.measures))))
+        measures = [catalog.measures[m] for m in spec.measures if m in catalog.measures]
+    else:
+        allm = list(catalog.measures.values())
+        measures = [m for m in allm if m.headline] + [m for m in allm if not m.headline]
+    areas = list(spec.areas) or catalog.partnership_areas
+    for i, c in enumerate(areas):
+        if c not in catalog.areas:
+            problems.append((f"areas.{i}", c, "unknown area code; allowed: " + ", ".join(sorted(catalog.areas))))
+    comp: list[str] = []
+    if spec.comparison is not None:
+        if spec.comparison.group:
+            if spec.comparison.group not in catalog.groups:
+                problems.append(("comparison.group", spec.comparison.group,
+                                 "unknown group; allowed: " + ", ".join(sorted(catalog.groups))))
+            else:
+                comp = list(catalog.groups[spec.comparison.group])
+        comp += [c for c in spec.comparison.areas]
+        for c in comp:
+            if c not in catalog.areas:
+                problems.append(("comparison.areas", c, "unknown area code"))
+        comp = [c for c in dict.fromkeys(comp) if c in catalog.areas and c not in areas]
+        if spec.comparison.exclude_vru:
+            comp = [c for c in comp if not catalog.areas[c].vru]
+    if problems:
+        raise SpecError(spec_path, problems)
+    return measures, areas, comp
+
+
+def _monthly(long: pd.DataFrame, ms: MeasureSpec, areas: list[str], comp: list[str],
+             pcode: str, catalog: Catalog, start: str, end: str) -> pd.DataFrame:
+    periods = [add_months(start, k) for k in range(period_index(end) - period_index(start) + 1)]
+    d = long[long["measure"] == ms.id]
+    frames = []
+
+    def block(codes: list[str], code: str, name: str, area_type: str) -> pd.DataFrame:
+        sub = d[d["area_code"].isin(codes)]
+        have = set(sub["area_code"])
+        if not have:
+            return pd.DataFrame()
+        g = sub.groupby("period").agg(count=("count", "sum"), population=("population", lambda s: s.sum(min_count=len(have))),
+                                      n_areas=("area_code", "nunique"))
+        g = g.reindex(periods)
+        g.index.name = "period"
+        g = g.reset_index()
+        g["complete"] = g["n_areas"].fillna(0).astype(int) == len(have)
+        g.loc[~g["complete"], "count"] = np.nan
+        g["area_code"], g["area_name"], g["area_type"] = code, name, area_type
+        return g.drop(columns="n_areas")
+
+    frames.append(block(areas, pcode, catalog.partnership if len(areas) > 1 else catalog.area_name(areas[0]), "partnership"))
+    if len(areas) > 1:
+        for c in areas:
+            frames.append(block([c], c, catalog.area_name(c), "area"))
+    if comp:
+        frames.append(block(comp, COMPARISON_CODE, "Comparison areas (pooled)", "comparison"))
+        for c in comp:
+            frames.append(block([c], c, catalog.area_name(c), "comparison_area"))
+    out = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    out["measure"], out["measure_name"], out["disclosure"] = ms.id, ms.name, ms.disclosure
+    out["rate_per"] = ms.rate_per
+    out["rate"] = out["count"] / out["population"] * ms.rate_per
+    out = out.sort_values(["area_type", "area_code", "period"], kind="stable")
+    r_count = out.groupby("area_code")["count"].transform(lambda s: s.rolling(12, min_periods=12).sum())
+    r_pop = out.groupby("area_code")["population"].transform(lambda s: s.rolling(12, min_periods=12).mean())
+    out["rolling_12m"] = r_count
+    out["rolling_12m_rate"] = r_count / r_pop * ms.rate_per
+    cols = ["measure", "measure_name", "disclosure", "area_type", "area_code", "area_name", "period",
+            "count", "population", "rate", "rolling_12m", "rolling_12m_rate", "rate_per", "complete"]
+    return out[cols].reset_index(drop=True)
+
+
+def period_totals(monthly: pd.DataFrame, windows: dict[str, list[str]], label: str = "financial_year") -> pd.DataFrame:
+    """Totals of counts and person-time exposure over named windows of months.
+
+    Returns one row per window x area x measure with ``fy_count``, ``exposure`` (population
+    person-years: mean population x months / 12), ``months`` (months with data) and ``complete``.
+    """
+    rows = []
+    keys = ["measure", "measure_name", "disclosure", "area_type", "area_code", "area_name", "rate_per"]
+    for wname, months in windows.items():
+        sub = monthly[monthly["period"].isin(months)]
+        for k, g in sub.groupby(keys, sort=False):
+            have = g.dropna(subset=["count"])
+            n = len(have)
+            pop = have["population"].mean() if n else np.nan
+            rows.append({**dict(zip(keys, k, strict=True)), label: wname,
+                         "fy_count": have["count"].sum() if n == len(months) else np.nan,
+                         "population": pop, "exposure": pop * n / 12.0 if n else np.nan,
+                         "months": n, "complete": n == len(months)})
+    out = pd.DataFrame(rows)
+    out["rate"] = out["fy_count"] / out["exposure"] * out["rate_per"]
+    return out
+
+
+def compare_to_baseline(totals: pd.DataFrame, baseline: str, label: str = "financial_year") -> pd.DataFrame:
+    """Add the baseline window's count and rate, the rate ratio with its exact interval, and the
+    change relative to the pooled comparison areas (ratio of rate ratios, log-normal interval)."""
+    base = totals[totals[label] == baseline][["measure", "area_code", "fy_count", "exposure", "rate"]]
+    base = base.rename(columns={"fy_count": "baseline_count", "exposure": "baseline_exposure", "rate": "baseline_rate"})
+    out = totals.merge(base, on=["measure", "area_code"], how="left")
+    rr = []
+    for r in out.itertuples(index=False):
+        ok = all(np.isfinite(x) for x in (r.fy_count, r.exposure, r.baseline_count, r.baseline_exposure)) \
+            and r.exposure > 0 and r.baseline_exposure > 0
+        if ok and (r.fy_count + r.baseline_count) > 0:
+            x = rate_ratio_ci(r.fy_count, r.exposure, r.baseline_count, r.baseline_exposure)
+            rr.append((x.estimate, x.ci_low, x.ci_high, x.p_value))
+        else:
+            rr.append((np.nan,) * 4)
+    out[["rate_ratio", "rr_ci_low", "rr_ci_high", "rr_p_value"]] = pd.DataFrame(rr, index=out.index)
+    out["change_pct"] = 100 * (out["rate_ratio"] - 1)
+    comp = out[out["area_type"] == "comparison"][["measure", label, "rate", "rate_ratio", "fy_count", "baseline_count"]]
+    comp = comp.rename(columns={"rate": "comparison_rate", "rate_ratio": "comparison_rate_ratio",
+                                "fy_count": "_cc", "baseline_count": "_cb"})
+    out = out.merge(comp, on=["measure", label], how="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = out["rate_ratio"] / out["comparison_rate_ratio"]
+        se = np.sqrt(1 / out["fy_count"] + 1 / out["baseline_count"] + 1 / out["_cc"] + 1 / out["_cb"])
+        out["relative_to_comparison"] = rel
+        out["rel_ci_low"] = np.exp(np.log(rel) - 1.959964 * se)
+        out["rel_ci_high"] = np.exp(np.log(rel) + 1.959964 * se)
+    own = out["area_type"].isin(["comparison", "comparison_area"])
+    out.loc[own, ["relative_to_comparison", "rel_ci_low", "rel_ci_high"]] = np.nan
+    return out.drop(columns=["_cc", "_cb"])
+
+
+TOTAL_COLUMNS = ["measure", "measure_name", "disclosure", "area_type", "area_code", "area_name",
+                 "rate_per", "fy_count", "population", "exposure", "months", "complete"]
+DERIVED_COLUMNS = ["fy_count", "rate", "baseline_count", "baseline_rate", "rate_ratio", "rr_ci_low",
+                   "rr_ci_high", "rr_p_value", "change_pct", "comparison_rate", "comparison_rate_ratio",
+                   "relative_to_comparison", "rel_ci_low", "rel_ci_high"]
+
+
+def publish_totals(totals: pd.DataFrame, rules, baseline: str, label: str = "financial_year") -> pd.DataFrame:
+    """Disclosure-controlled window totals with their baseline comparison.
+
+    Counts of controlled classes are rounded / suppressed (with secondary suppression across the
+    partnership's areas); rates, rate ratios, intervals and comparisons of those classes are then
+    recomputed from the rounded counts, so no exact count can be recovered from a ratio, and are
+    suppressed with their counts.
+
+    Parameters
+    ----------
+    totals : rows of :func:`period_totals` (any extra columns are dropped and recomputed)
+    rules : :class:`sveval.disclosure.DisclosureRules`
+    baseline : the baseline window's label
+    label : the window column (``financial_year`` or ``period``)
+    """
+    from sveval.disclosure import apply_to_frame
+
+    totals = totals[[*TOTAL_COLUMNS[:7], label, *TOTAL_COLUMNS[7:]]].reset_index(drop=True)
+    ctl = apply_to_frame(totals, "disclosure", rules, ["fy_count"], group_by=["measure", label])
+    controlled = totals["disclosure"].map(
+        lambda c: not rules.rule(c).exempt and (rules.rule(c).round_to > 1 or rules.rule(c).suppress_min is not None)
+    ).to_numpy()
+    redo = totals.copy()
+    redo["fy_count"] = np.where(controlled, pd.to_numeric(ctl["fy_count"], errors="coerce"),
+                                totals["fy_count"].to_numpy())
+    redo["rate"] = redo["fy_count"] / redo["exposure"] * redo["rate_per"]
+    out = compare_to_baseline(redo, baseline, label)
+    full = compare_to_baseline(totals.assign(rate=totals["fy_count"] / totals["exposure"] * totals["rate_per"]),
+                               baseline, label)
+    out = out.astype({c: object for c in DERIVED_COLUMNS})
+    for c in DERIVED_COLUMNS:
+        hidden = controlled & out[c].isna().to_numpy() & full[c].notna().to_numpy()
+        out.loc[hidden, c] = out.loc[hidden, "disclosure"].map(lambda k: rules.rule(k).symbol)
+    for c in ("fy_count", "baseline_count"):
+        out[c] = out[c].map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
+    return out
+
+
+def _chart(monthly: pd.DataFrame, ms: MeasureSpec, spec: TrackingSpec, start: str, pcode: str,
+           suppress_max: int | None = None) -> tuple[pd.DataFrame, str]:
+    s = monthly[(monthly["area_code"] == pcode) & (monthly["period"] >= start)].dropna(subset=["count"])
+    s = s.sort_values("period")
+    cps = {c.period: c.name for c in spec.change_points}
+    if spec.spc.use_measure_breaks:
+        for b in ms.breaks:
+            if "period" in b:
+                cps[parse_period(b["period"])] = b.get("name", "recording break")
+    agg = spec.spc.aggregation.get(ms.id)
+    if agg is None:
+        small = suppress_max is not None and (s["count"].between(1, suppress_max)).mean() > 0.1
+        agg = "month" if s["count"].mean() >= spec.spc.min_mean_count and not small else "quarter"
+    if agg == "quarter":
+        s = s.assign(q=s["period"].map(_quarter_start))
+        full = s.groupby("q")["period"].transform("count") == 3
+        s = s[full].groupby("q", as_index=False)["count"].sum().rename(columns={"q": "period"})
+        cps = {_quarter_start(p) if p == _quarter_start(p) else _next_quarter(p): n for p, n in cps.items()}
+    periods = list(s["period"])
+    cps = {p: n for p, n in cps.items() if periods and periods[0] < p <= periods[-1]}
+    # a change point must be one of the chart's periods: move it to the first period on/after it
+    moved = {}
+    for p, n in cps.items():
+        first = next(x for x in periods if x >= p)
+        moved[first] = n
+    chart = xmr(s["count"].to_numpy(), periods, list(moved), better_if=ms.better_if,
+                run_length=spec.spc.run_length, trend_length=spec.spc.trend_length,
+                baseline_points=spec.spc.baseline_points)
+    chart["aggregation"] = agg
+    chart["change_point"] = chart["period"].map(moved).fillna("")
+    note = ("Monthly counts" if agg == "month" else "Quarterly counts (too few events a month for a monthly chart)")
+    if moved:
+        note += "; limits recalculated at " + ", ".join(f"{n} ({p})" for p, n in sorted(moved.items()))
+    return chart, note
+
+
+def _quarter_start(p: str) -> str:
+    y, m = (int(x) for x in p.split("-"))
+    qm = ((m - 1) // 3) * 3 + 1
+    return f"{y:04d}-{qm:02d}"
+
+
+def _next_quarter(p: str) -> str:
+    return add_months(_quarter_start(p), 3)
+
+
+def track(
+    spec_path_or_spec: Path | str | TrackingSpec,
+    *,
+    root: Path | None = None,
+    long: pd.DataFrame | None = None,
+    catalog: Catalog | None = None,
+) -> TrackingResult:
+    """Compute a tracking report.
+
+    Parameters
+    ----------
+    spec_path_or_spec : ``parameters/tracking/<id>.yaml`` or a :class:`TrackingSpec`
+    root : project root (default: discovered from the spec's folder or the current directory)
+    long : the long frame (period, area_code, measure, count, population); default: loaded as the
+        spec's ``data`` says (built-in example or a long CSV)
+    catalog : registries (default: loaded from ``<root>/parameters``)
+
+    Returns
+    -------
+    TrackingResult
+    """
+    spec_path = None
+    if isinstance(spec_path_or_spec, TrackingSpec):
+        spec = spec_path_or_spec
+    else:
+        spec_path = Path(spec_path_or_spec).resolve()
+        spec = load_spec(spec_path)
+    paths = ProjectPaths(root) if root else ProjectPaths.discover(spec_path.parent if spec_path else None)
+    catalog = catalog or Catalog.load(paths.parameters)
+    measures, areas, comp = _resolve(spec, catalog, spec_path)
+    if long is None:
+        long = _load_long(spec, spec_path, paths, catalog)
+    missing_cols = {"period", "area_code", "measure", "count"} - set(long.columns)
+    if missing_cols:
+        raise DataError(f"the long frame lacks columns {sorted(missing_cols)}")
+    if "population" not in long.columns:
+        long = long.assign(population=np.nan)
+    pcode, pname = _partnership(catalog)
+    rules = None
+    if (catalog.parameters_dir / "disclosure.yaml").exists():
+        from sveval.disclosure import load_rules
+
+        rules = load_rules(catalog.parameters_dir)
+    notes: list[str] = []
+    monthly, charts, chart_notes = [], {}, {}
+    end_all = []
+    for ms in measures:
+        d = long[(long["measure"] == ms.id) & long["area_code"].isin(areas)]
+        if d.empty:
+            raise SpecError(spec_path, [("measures", ms.id, "no data for this measure in the partnership's areas")])
+        start, end = d["period"].min(), d["period"].max()
+        end_all.append(end)
+        m = _monthly(long, ms, areas, comp, pcode, catalog, start, end)
+        if m.loc[m["area_type"] == "partnership", "population"].isna().all():
+            notes.append(f"{ms.name}: no population data, so no rates are given.")
+        monthly.append(m)
+        rule = rules.rules.get(ms.disclosure) if rules is not None else None
+        smax = rule.suppress_max if rule is not None and not rule.exempt else None
+        chart, note = _chart(m, ms, spec, spec.spc.start or start, pcode, smax)
+        charts[ms.id], chart_notes[ms.id] = chart, note
+        for b in ms.breaks:
+            notes.append(f"{ms.name}: recording break in {b.get('period')}: {b.get('name', '')}.")
+    monthly_df = pd.concat(monthly, ignore_index=True)
+    data_end = min(end_all)
+    years = list(spec.years)
+    if not years:
+        last_full = fy_of(data_end) if data_end.endswith("-03") else fy_of(add_months(data_end, -12))
+        y = int(spec.baseline_year[:4]) + 1
+        while y <= int(last_full[:4]):
+            years.append(f"{y}/{(y + 1) % 100:02d}")
+            y += 1
+    windows = {fy: fy_months(fy) for fy in [spec.baseline_year, *years]}
+    annual = compare_to_baseline(period_totals(monthly_df, windows), spec.baseline_year)
+    if not annual.loc[annual["financial_year"] == spec.baseline_year, "complete"].all():
+        raise DataError(f"the baseline year {spec.baseline_year} is not complete in the data for every measure and area")
+    return TrackingResult(spec, catalog, measures, monthly_df, annual, charts, chart_notes, pcode, pname,
+                          data_end, notes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain English
+# ------------------------------------------------------------------------------------------------
+def _fmt_rate(v: Any, per: int) -> str:
+    unit = "per million" if per == 1_000_000 else f"per {per:,}"
+    return "suppressed" if v == "*" or v is None else f"{float(v):.1f} {unit}"
+
+
+def reading(ms: MeasureSpec, rows: pd.DataFrame, baseline: str, chart: pd.DataFrame | None, chart_note: str = "") -> str:
+    """A short plain-English reading of one measure from its controlled partnership rows."""
+    from sveval.spc import latest_variation
+
+    rows = rows[rows["complete"].astype(bool)] if "complete" in rows else rows
+    rows = rows.sort_values("financial_year")
+    if rows.empty:
+        return f"{ms.name}: no complete financial year of data."
+    last = rows.iloc[-1]
+    fy = last["financial_year"]
+    cnt = last["fy_count"]
+    if fy == baseline:
+        return f"{ms.name}: only the baseline year {baseline} is complete so far."
+    count_txt = "a suppressed number (fewer than 8)" if cnt == "*" else f"{int(cnt):,}"
+    s = f"In {fy} there were {count_txt} {ms.short_name or ms.name.lower()} ({_fmt_rate(last['rate'], ms.rate_per)})"
+    rr, lo, hi = last.get("rate_ratio"), last.get("rr_ci_low"), last.get("rr_ci_high")
+    if rr is not None and np.isfinite(rr):
+        direction = "lower" if rr < 1 else "higher"
+        s += (f", a rate {abs(100 * (rr - 1)):.0f}% {direction} than in {baseline} "
+              f"(95% CI {100 * (lo - 1):+.0f}% to {100 * (hi - 1):+.0f}%).")
+        if lo > 1 or hi < 1:
+            good = (rr < 1) == (ms.better_if == "lower")
+            s += " The change is larger than chance variation would explain" + (" and is an improvement." if good else ", in the wrong direction.")
+        else:
+            s += " The interval includes no change."
+    else:
+        s += "."
+    crr = last.get("comparison_rate_ratio")
+    if crr is not None and np.isfinite(crr):
+        s += f" Over the same years the comparison areas' rate changed by {100 * (crr - 1):+.0f}%."
+    if chart is not None and len(chart):
+        s += " " + latest_variation(chart)
+    return s
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the notebook
+# ------------------------------------------------------------------------------------------------
+def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: bool = False,
+                 notebook: Path | None = None, retries: int = 1) -> bool:
+    """Execute ``evaluations/tracking.ipynb`` for each tracking spec into ``reports/tracking/<id>.ipynb``.
+
+    Also writes the controlled tables and JSON summary beside it. Returns True when every report
+    ran; a failed notebook is kept (with its error visible) and reported on stderr.
+    """
+    import sys
+
+    import papermill as pm
+
+    paths = ProjectPaths(root) if root else ProjectPaths.discover()
+    nb = notebook or paths.notebooks / "tracking.ipynb"
+    out_dir = paths.reports / "tracking"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ok = True
+    for sp in spec_paths:
+        sp = Path(sp).resolve()
+        spec = load_spec(sp)
+        out = out_dir / f"{spec.id}.ipynb"
+        if out.exists() and not force and out.stat().st_mtime > sp.stat().st_mtime:
+            continue
+        for attempt in range(retries + 1):
+            try:
+                pm.execute_notebook(str(nb), str(out), parameters={"spec_path": str(sp), "root": str(paths.root),
+                                    "out_dir": str(out_dir)}, kernel_name="python3", progress_bar=False,
+                                    cwd=str(paths.root))
+                break
+            except Exception as exc:  # noqa: BLE001 - papermill raises many kinds; report and go on
+                if "Kernel died" in str(exc) and attempt < retries:
+                    time.sleep(2)
+                    continue
+                print(f"tracking '{spec.id}' failed: {exc} (see {out})", file=sys.stderr)
+                ok = False
+                break
+    return ok

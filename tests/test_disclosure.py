@@ -1,0 +1,136 @@
+"""Disclosure control: rules, tables, result JSONs and the scan of published files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from openpyxl import Workbook
+
+from sveval.disclosure import (
+    apply_to_frame,
+    assert_clean,
+    check_table,
+    control_record,
+    load_rules,
+    scan_published,
+)
+from sveval.errors import DisclosureError, SpecError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules(REPO / "parameters")
+
+
+def test_rules_load_and_errors(tmp_path, rules):
+    h = rules.rule("hospital")
+    assert (h.suppress_min, h.suppress_max, h.round_to, h.secondary) == (1, 7, 5, True)
+    assert rules.rule("police").round_to == 1 and rules.rule("model").exempt
+    bad = tmp_path / "disclosure.yaml"
+    bad.write_text(yaml.safe_dump({"source": "x", "rules": {"hospital": {"suppress_min": 1, "rounding": 5}}}))
+    with pytest.raises(SpecError, match="rounding"):
+        load_rules(tmp_path)
+
+
+def test_hospital_rounding_and_primary_suppression(rules):
+    df = pd.DataFrame({"count": [0, 1, 7, 8, 12, 13, 22.5, None]})
+    out = apply_to_frame(df, "hospital", rules)
+    assert out["count"].tolist() == [0, "*", "*", 10, 10, 15, 25, None]
+    # police counts unrounded, model estimates exempt
+    assert apply_to_frame(df, "police", rules)["count"].tolist()[:6] == [0, 1, 7, 8, 12, 13]
+    assert apply_to_frame(df, "model", rules)["count"].tolist()[:3] == [0, 1, 7]
+
+
+def test_secondary_suppression_of_a_part(rules):
+    df = pd.DataFrame({"measure": "k", "period": "2024-01", "area_type": ["partnership", "area", "area", "area"],
+                       "count": [40, 3, 25, 12], "disclosure": "hospital"})
+    out = apply_to_frame(df, "disclosure", rules, group_by=["measure", "period"])
+    assert out["count"].tolist() == [40, "*", 25, "*"]  # the smallest other part (12) goes too
+    assert check_table(out, "t", rules) == []
+    # without secondary suppression the scan finds the recoverable cell
+    bare = apply_to_frame(df, "disclosure", rules)
+    assert any("recoverable by subtraction" in f for f in check_table(bare, "t", rules))
+
+
+def test_secondary_suppression_of_a_total(rules):
+    # total 6 suppressed, parts 6 and 0: the 6 is suppressed already; a 0 reveals nothing
+    df = pd.DataFrame({"measure": "k", "period": "p", "area_type": ["partnership", "area", "area"],
+                       "count": [9, 9, 0], "disclosure": "hospital"})
+    out = apply_to_frame(df, "disclosure", rules, group_by=["measure", "period"])
+    assert out["count"].tolist() == [10, 10, 0]
+    # one part suppressed and no other non-zero part: the total is suppressed instead
+    df2 = df.assign(count=[5, 5, 0])
+    out2 = apply_to_frame(df2, "disclosure", rules, group_by=["measure", "period"])
+    assert out2["count"].tolist() == ["*", "*", 0]
+    # comparison rows are not parts of the partnership total
+    df3 = pd.DataFrame({"measure": "k", "period": "p", "area_type": ["partnership", "area", "area", "comparison"],
+                        "count": [30, 4, 26, 2], "disclosure": "hospital"})
+    out3 = apply_to_frame(df3, "disclosure", rules, group_by=["measure", "period"])
+    assert out3["count"].tolist() == [30, "*", "*", "*"]
+
+
+def test_rates_follow_their_counts(rules):
+    df = pd.DataFrame({"count": [3, 12], "rate": [0.5, 2.0]})
+    out = apply_to_frame(df, "hospital", rules, rate_columns={"rate": "count"})
+    assert out["rate"].tolist() == ["*", pytest.approx(2.0 * 10 / 12)]
+
+
+def test_control_record(rules):
+    rec = {"id": "x", "measure_source": "hospital", "design": "its",
+           "series": {"period": ["2024-01", "2024-02", "2024-03"], "observed": [3, 12, 0],
+                      "counterfactual": [4.2, 11.1, 1.3]},
+           "details": {"crime_reference": "CR-1", "nested": [{"victim_name": "A"}]}}
+    out = control_record(rec, rules)
+    assert out["series"]["observed"] == [None, 10, 0]
+    assert out["series"]["counterfactual"] == [4.2, 11.1, 1.3]  # model estimates exempt
+    assert "crime_reference" not in out["details"] and out["details"]["nested"] == [{}]
+    assert out["disclosure_control"]["suppressed_points"] == 1
+    assert rec["series"]["observed"] == [3, 12, 0]  # input unchanged
+    police = control_record({**rec, "measure_source": "force_extract"}, rules)
+    assert police["series"]["observed"] == [3, 12, 0]
+
+
+def _bad_outputs(d: Path) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"measure": ["k"], "period": ["2024"], "area_type": ["area"], "count": [4],
+                  "disclosure": ["hospital"]}).to_csv(d / "t.csv", index=False)
+    (d / "r.json").write_text(json.dumps({"measure_source": "hospital", "series": {"observed": [2, 10]}}))
+    (d / "page.html").write_text("<html><body><p>ref CR-PLANTED-1</p><table><tr><th>measure</th><th>count</th>"
+                                 "<th>disclosure</th></tr><tr><td>k</td><td>13</td><td>hospital</td></tr></table></body></html>")
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["measure", "period", "area_type", "count", "disclosure"])
+    ws.append(["k", "2024", "partnership", 40, "hospital"])
+    ws.append(["k", "2024", "area", "*", "hospital"])
+    ws.append(["k", "2024", "area", 35, "hospital"])
+    ws.append(["date_of_birth", None, None, None, None])
+    wb.save(d / "w.xlsx")
+
+
+def test_scan_finds_every_planted_problem(tmp_path, rules):
+    _bad_outputs(tmp_path / "pub")
+    f = scan_published([tmp_path / "pub"], ["crime_reference"], rules=rules, planted_values=["CR-PLANTED-1"])
+    text = "\n".join(f)
+    assert "t.csv" in text and "unsuppressed hospital count 4" in text
+    assert "r.json: series.observed[0]: unsuppressed count 2" in text
+    assert "page.html" in text and "not rounded" in text and "CR-PLANTED-1" in text
+    assert "recoverable by subtraction" in text and "date_of_birth" in text
+    with pytest.raises(DisclosureError, match="finding"):
+        assert_clean([tmp_path / "pub"], rules)
+
+
+def test_scan_clean_output(tmp_path, rules):
+    d = tmp_path / "ok"
+    d.mkdir()
+    df = pd.DataFrame({"measure": "k", "period": "2024", "area_type": ["partnership", "area", "area"],
+                       "count": [40, 3, 37], "disclosure": "hospital"})
+    apply_to_frame(df, "disclosure", rules, group_by=["measure", "period"]).to_csv(d / "t.csv", index=False)
+    rec = control_record({"measure_source": "hospital", "series": {"observed": [2, 10, 13]}}, rules)
+    (d / "r.json").write_text(json.dumps(rec))
+    assert scan_published([d], ["crime_reference"], rules=rules) == []
