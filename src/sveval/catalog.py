@@ -34,6 +34,7 @@ class Catalog:
     interventions: dict[str, InterventionSpec]
     partnership: str
     parameters_dir: Path
+    partnership_code: str | None = None
 
     @classmethod
     def load(cls, parameters_dir: Path | str) -> Catalog:
@@ -46,7 +47,7 @@ class Catalog:
         interventions = _unique(
             pdir / "interventions.yaml", "interventions", [x.id for x in i.interventions], i.interventions
         )
-        cat = cls(measures, areas, dict(a.groups), interventions, a.partnership, pdir)
+        cat = cls(measures, areas, dict(a.groups), interventions, a.partnership, pdir, a.partnership_code)
         cat._check_references()
         return cat
 
