@@ -147,6 +147,21 @@ class AreaRegistry(_Strict):
     )
 
 
+class CohortSpec(_Strict):
+    """One wave of a staggered roll-out: its start and the areas or LSOAs it covers."""
+
+    start: str
+    areas: list[str] = Field(default_factory=list)
+    lsoas: list[str] = Field(default_factory=list)
+    _p = _period_validator("start")
+
+    @model_validator(mode="after")
+    def _units(self) -> CohortSpec:
+        if not self.areas and not self.lsoas:
+            raise ValueError("a cohort needs 'areas' or 'lsoas'")
+        return self
+
+
 class InterventionSpec(_Strict):
     id: str
     title: str
@@ -161,8 +176,19 @@ class InterventionSpec(_Strict):
     cost_price_year: str | None = None
     funder: str | None = None
     measures: list[str] = Field(default_factory=list)
+    cohorts: list[CohortSpec] = Field(
+        default_factory=list, description="staggered roll-out waves; empty = every unit starts at start"
+    )
 
     _p = _period_validator("start", "end")
+
+    @model_validator(mode="after")
+    def _cohorts(self) -> InterventionSpec:
+        if self.cohorts:
+            first = min(period_index(c.start) for c in self.cohorts)
+            if first != period_index(self.start):
+                raise ValueError("'start' must be the first cohort's start")
+        return self
 
     @field_validator("priority")
     @classmethod
@@ -272,6 +298,9 @@ class DiDOptions(_Strict):
     """Options of the difference-in-differences family (``design: did``)."""
 
     estimator: Literal["2x2", "twfe", "poisson_fe", "event_study", "staggered"] = "twfe"
+    outcome: Literal["auto", "rate", "count"] = Field(
+        default="auto", description="auto: rate per rate_per when populations are known, else counts"
+    )
     unit: Literal["area", "lsoa"] = "area"
     control_group: Literal["never_treated", "not_yet_treated"] = "never_treated"
     cluster: Literal["unit"] = "unit"

@@ -1,0 +1,464 @@
+"""The difference-in-differences design (``design: did``): one front end for every estimator.
+
+``did.estimator`` in the parameter file picks the headline estimator:
+
+========== ==============================================================================
+2x2        unit means before/after the start, treated vs comparison
+twfe       two-way fixed effects, unit and month, linear (difference per unit-month)
+poisson_fe Poisson fixed effects for counts with population exposure (rate ratio)
+event_study leads and lags with binned end points, joint pre-trend test
+staggered  Callaway-Sant'Anna group-time ATTs (never- or not-yet-treated controls), shown
+           beside TWFE and Gardner's did2s, with a warning when they disagree
+========== ==============================================================================
+
+Whatever the headline, the result carries the same diagnostics: a pre-trend test, a placebo
+in time (a fake start in the pre-period, wild-bootstrapped), placebo-in-space randomisation
+inference, pre-period balance of levels and trends, and power / minimum detectable effect.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from sveval.designs import did_estimators as est
+from sveval.designs.base import Check, Effect, Power, Prevented, Result
+from sveval.designs.did_inference import codes, randomisation_test
+from sveval.designs.did_panel import DidPanel, panel_from_context
+from sveval.designs.staggered import staggered_from_panel
+from sveval.errors import EstimationError
+from sveval.spec import DiDOptions, period_from_index, period_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sveval.evaluate import EvaluationContext
+
+DESIGN_KEY = {"2x2": "did", "twfe": "twfe", "poisson_fe": "twfe", "event_study": "event_study",
+              "staggered": "staggered"}
+
+
+def evaluate(ctx: EvaluationContext) -> Result:
+    """Run the DiD design of an evaluation context (see :mod:`sveval.evaluate`)."""
+    panel = panel_from_context(ctx)
+    return evaluate_panel(panel, ctx.spec.did, better_if=ctx.measure.better_if)
+
+
+# ------------------------------------------------------------------------------------------------
+def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: str = "lower",
+                   alpha: float = 0.05) -> Result:
+    """Fit the DiD estimator ``opts.estimator`` to ``panel`` with all diagnostics.
+
+    Parameters
+    ----------
+    panel : the unit x month panel with treatment timing
+    opts : DiD options (defaults: TWFE, automatic inference)
+    better_if : direction in which the measure improves
+    """
+    opts = opts or DiDOptions()
+    covid = (opts.covid_start, opts.covid_end) if opts.covid == "indicator" else None
+    G = panel.n_units
+    warnings: list[str] = []
+    effects: list[Effect] = []
+    tables: dict[str, pd.DataFrame] = {}
+    details: dict[str, Any] = {
+        "estimator": opts.estimator, "outcome": panel.outcome_label, "unit": panel.unit_kind,
+        "units": G, "treated_units": panel.n_treated_units, "months": panel.n_periods,
+        "cohorts": [period_from_index(c) for c in panel.cohorts],
+    }
+    diagnostics: list[Check] = []
+    unit_desc = panel.outcome_label
+
+    twfe = est.twfe(panel, opts.inference, opts.bootstrap_draws, alpha, covid)
+    if opts.estimator == "staggered":
+        main, extra_effects, cs_checks, cs_tables, cs_details, series = _staggered(panel, opts, twfe, alpha, better_if, warnings)
+        effects += [main, *extra_effects]
+        diagnostics += cs_checks
+        tables.update(cs_tables)
+        details.update(cs_details)
+        method = (f"Callaway-Sant'Anna DiD ({opts.control_group.replace('_', '-')} controls), "
+                  f"overall ATT averaged over cohorts; {unit_desc}; influence-function standard errors "
+                  f"clustered by {panel.unit_kind}")
+        fit_for_power = (main.estimate, (main.ci_high - main.ci_low) / (2 * 1.96), "difference")
+        prevented = _prevented_staggered(panel, tables["group_time"], main)
+    else:
+        if opts.estimator == "twfe":
+            fit = twfe
+        elif opts.estimator == "poisson_fe":
+            fit = est.poisson_fe(panel, alpha, covid)
+        elif opts.estimator == "2x2":
+            fit = est.two_by_two(panel, opts.inference, opts.bootstrap_draws, alpha)
+        elif opts.estimator == "event_study":
+            fit = est.event_study(panel, tuple(opts.event_window), alpha, covid)
+        else:  # pragma: no cover - the spec's Literal forbids it
+            raise EstimationError(f"unknown DiD estimator {opts.estimator!r}")
+        main = _effect(fit, better_if, unit_desc)
+        effects.append(main)
+        if fit.name != "twfe":
+            effects.append(_effect(twfe, better_if, unit_desc, name="TWFE (static) effect"))
+        if fit.table is not None:
+            tables[fit.name] = fit.table
+            details[fit.name] = _small(fit.table)
+        if opts.estimator == "event_study":
+            diagnostics.append(_pretrend_check(fit.extra["pre_trend"], G))
+        elif opts.estimator != "2x2":
+            es = est.event_study(panel, tuple(opts.event_window), alpha, covid)
+            tables["event_study"] = es.table
+            details["event_study"] = _small(es.table)
+            diagnostics.append(_pretrend_check(es.extra["pre_trend"], G))
+        method = f"{_NAMES[fit.name]}; {unit_desc}; {fit.inference}"
+        series = _series(panel, fit)
+        prevented = _prevented(panel, fit)
+        fit_for_power = (fit.coef, fit.se, fit.effect_scale)
+
+    if G < est.FEW_CLUSTERS:
+        warnings.append(
+            f"Only {G} {panel.unit_kind}s ({panel.n_treated_units} treated): cluster-robust standard errors "
+            "are unreliable with so few clusters"
+            + ("; linear estimates use the wild cluster bootstrap" if opts.inference != "cluster" else "")
+            + ". Read the placebo-in-space p-value beside the headline interval."
+        )
+    diagnostics.append(_placebo_in_time(panel, opts, alpha))
+    if opts.randomisation_draws > 0:
+        diagnostics.append(_placebo_in_space(panel, opts, covid))
+    bal_check, bal_table, trends = _balance(panel)
+    diagnostics.append(bal_check)
+    tables["balance"] = bal_table
+    tables["trends"] = trends
+    for c in diagnostics:
+        if c.passed is False:
+            warnings.append(f"Check '{c.name}' failed: {c.detail}")
+    power = _power(panel, *fit_for_power, alpha=alpha)
+    return Result(
+        design=DESIGN_KEY[opts.estimator], method=method, effects=tuple(effects), prevented=prevented,
+        series=series, diagnostics=tuple(diagnostics), power=power, warnings=tuple(warnings),
+        n_obs=int(len(panel.frame)), details=details, tables=tables,
+    )
+
+
+_NAMES = {
+    "twfe": "two-way fixed effects DiD (unit and month effects)",
+    "poisson_fe": "Poisson fixed-effects DiD (unit and month effects, population exposure)",
+    "2x2": "2x2 DiD on unit means before and after the start",
+    "event_study": "event-study DiD, post coefficients averaged",
+}
+
+
+def _effect(fit: est.DidFit, better_if: str, unit_desc: str, name: str | None = None) -> Effect:
+    lo, hi = fit.interval
+    label = name or {"twfe": "TWFE effect", "poisson_fe": "Rate ratio (Poisson FE)",
+                     "2x2": "2x2 DiD effect", "event_study": "Event-study average post effect",
+                     "did2s": "did2s effect"}[fit.name]
+    desc = ("rate ratio of treated to counterfactual" if fit.effect_scale == "rate_ratio"
+            else f"difference in the {unit_desc}")
+    return Effect(label, fit.effect_scale, fit.estimate, lo, hi, fit.p_value, better_if,
+                  f"{desc}; {fit.inference}")
+
+
+def _small(table: pd.DataFrame, max_rows: int = 60) -> dict[str, list]:
+    t = table.head(max_rows)
+    return {c: t[c].tolist() for c in t.columns}
+
+
+# ------------------------------------------------------------------------------------------------
+# Staggered adoption
+# ------------------------------------------------------------------------------------------------
+def _staggered(panel: DidPanel, opts: DiDOptions, twfe: est.DidFit, alpha: float, better_if: str,
+               warnings: list[str]):
+    cs = staggered_from_panel(panel, opts.control_group, alpha)
+    lo_e, hi_e = opts.event_window
+    grp = cs.aggregate("group")
+    dyn = cs.aggregate("dynamic", uniform_draws=999, min_e=lo_e, max_e=hi_e)
+    simple = cs.aggregate("simple")
+    desc = f"difference in the {panel.outcome_label}"
+    main = Effect("Overall ATT (Callaway-Sant'Anna, cohort average)", "difference", grp.overall.estimate,
+                  grp.overall.ci_low, grp.overall.ci_high, grp.overall.p_value, better_if,
+                  f"{desc}; average of cohort ATTs weighted by cohort size")
+    extra = [
+        Effect("ATT by event time, average of post months in window", "difference", dyn.overall.estimate,
+               dyn.overall.ci_low, dyn.overall.ci_high, dyn.overall.p_value, better_if, desc),
+        Effect("ATT simple average of post group-time cells", "difference", simple.overall.estimate,
+               simple.overall.ci_low, simple.overall.ci_high, simple.overall.p_value, better_if, desc),
+        _effect(twfe, better_if, panel.outcome_label, name="TWFE (static) effect"),
+    ]
+    try:
+        d2 = est.did2s(panel, alpha)
+        extra.append(_effect(d2, better_if, panel.outcome_label, name="did2s (Gardner) effect"))
+    except Exception as exc:  # pragma: no cover - the cross-check must not sink the evaluation
+        warnings.append(f"The did2s cross-check could not be fitted: {exc}")
+    gt = cs.gt.copy()
+    gt["group"] = gt["group"].astype(int).map(period_from_index)
+    gt["period"] = gt["time"].astype(int).map(period_from_index)
+    by_cohort = grp.table.rename(columns={"key": "cohort"})
+    by_cohort["cohort"] = by_cohort["cohort"].astype(int).map(period_from_index)
+    by_cohort["n_units"] = [int((cs.unit_group == g).sum()) for g in grp.table["key"]]
+    by_event = dyn.table.rename(columns={"key": "event_time"})
+    tables = {"group_time": gt, "by_cohort": by_cohort, "event_study": by_event}
+    # pre-trend: joint Wald of the event-time leads in the window (e <= -2; e = -1 is a real
+    # comparison under the varying base period)
+    leads = [e for e in by_event["event_time"] if e <= -2]
+    stat, dfree, p = dyn.wald(leads)
+    checks = [Check("pre_trend", "joint Wald test that Callaway-Sant'Anna event-time effects before the "
+                    f"start ({lo_e}..-2 months) are all zero", stat, p, None if np.isnan(p) else bool(p > 0.05),
+                    f"chi-square {stat:.2f} on {dfree} df, p = {p:.3f}", {"df": dfree})]
+    # agreement with TWFE
+    agree = (twfe.ci_low <= main.estimate <= twfe.ci_high) and (main.ci_low <= twfe.coef <= main.ci_high)
+    checks.append(Check(
+        "estimator_agreement", "heterogeneity-robust (Callaway-Sant'Anna) and two-way fixed effects "
+        "estimates lie within each other's intervals", twfe.coef - main.estimate, None, bool(agree),
+        f"CS {main.estimate:+.3f} vs TWFE {twfe.coef:+.3f}",
+        {"cs": main.estimate, "twfe": twfe.coef}))
+    if not agree:
+        warnings.append(
+            f"TWFE ({twfe.coef:+.3f}) and Callaway-Sant'Anna ({main.estimate:+.3f}) disagree: with "
+            "staggered timing and effects that vary by cohort or over time TWFE is biased; prefer the "
+            "Callaway-Sant'Anna estimate."
+        )
+    if panel.n_units < est.FEW_CLUSTERS:
+        warnings.append("Callaway-Sant'Anna standard errors are asymptotic in the number of units; "
+                        f"with {panel.n_units} units treat its intervals as approximate.")
+    details = {"by_cohort": _small(by_cohort), "event_study": _small(by_event),
+               "pretrend_all_cells": {"statistic": cs.pretrend_stat, "df": cs.pretrend_df, "p_value": cs.pretrend_p},
+               "uniform_band_critical_value": dyn.crit_uniform, "control_group": opts.control_group}
+    series = _series_staggered(panel, gt, cs)
+    return main, extra, checks, tables, details, series
+
+
+def _series_staggered(panel: DidPanel, gt: pd.DataFrame, cs) -> pd.DataFrame:
+    f = panel.frame[panel.frame["treated"]]
+    agg = "sum" if panel.outcome == "count" else "mean"
+    obs = f.groupby("t")["y"].agg(agg)
+    sizes = {g: int((cs.unit_group == g).sum()) for g in np.unique(cs.unit_group) if g > 0}
+    n_tr = sum(sizes.values())
+    eff = pd.Series(0.0, index=obs.index)
+    var = pd.Series(0.0, index=obs.index)
+    post_cells = cs.gt[cs.gt["post"]]
+    for _, r in post_cells.iterrows():
+        w = sizes[r["group"]] if panel.outcome == "count" else sizes[r["group"]] / n_tr
+        eff[int(r["time"])] += w * r["estimate"]
+        var[int(r["time"])] += (w * r["se"]) ** 2
+    cf = obs - eff
+    sd = np.sqrt(var)
+    post = obs.index >= panel.first_start
+    return pd.DataFrame({
+        "period": [period_from_index(int(t)) for t in obs.index], "observed": obs.to_numpy(),
+        "fitted": np.where(post, obs.to_numpy(), np.nan), "counterfactual": cf.to_numpy(),
+        "cf_low": (cf - 1.96 * sd).to_numpy(), "cf_high": (cf + 1.96 * sd).to_numpy(), "post": post,
+    })
+
+
+def _prevented_staggered(panel: DidPanel, gt: pd.DataFrame, main: Effect) -> Prevented | None:
+    """Events prevented: minus the sum over post cells of ATT(g, t) x the cohort's exposure.
+
+    The exposure of cell (g, t) is the cohort's number of units for counts, and its population
+    over ``rate_per`` for rates.
+    """
+    f = panel.frame[panel.frame["treated"]]
+    if panel.outcome == "count":
+        expo = f.groupby(["cohort", "t"])["unit"].nunique().astype(float)
+    else:
+        expo = f.groupby(["cohort", "t"])["population"].sum() / panel.rate_per
+    cells = gt[gt["post"]]
+    keys = pd.MultiIndex.from_arrays([cells["group"].map(period_index), cells["period"].map(period_index)])
+    tot = float(-(cells["estimate"].to_numpy() * expo.reindex(keys).fillna(0.0).to_numpy()).sum())
+    # interval: scale the headline interval by the same events-per-unit-of-effect factor
+    scale = tot / -main.estimate if main.estimate != 0 else 0.0
+    lo, hi = sorted([-main.ci_high * scale, -main.ci_low * scale])
+    post = panel.frame[panel.frame["D"] == 1]
+    return Prevented(tot, lo, hi, period_from_index(int(post["t"].min())),
+                     period_from_index(int(post["t"].max())), int(post["t"].nunique()), "events")
+
+
+# ------------------------------------------------------------------------------------------------
+# Series, prevented, power
+# ------------------------------------------------------------------------------------------------
+def _series(panel: DidPanel, fit: est.DidFit) -> pd.DataFrame:
+    f = panel.frame.assign(fitted=fit.fitted, cf=fit.counterfactual)
+    f = f[f["treated"]]
+    agg = "sum" if panel.outcome == "count" or fit.effect_scale == "rate_ratio" else "mean"
+    col = "count" if fit.effect_scale == "rate_ratio" else "y"
+    g = f.groupby("t")
+    obs, fitted, cf = g[col].agg(agg), g["fitted"].agg(agg), g["cf"].agg(agg)
+    # counterfactual band from the effect interval (the effect is the only uncertain part of the
+    # counterfactual that the DiD identifies)
+    if fit.effect_scale == "rate_ratio":
+        low = (f["fitted"] * np.exp(-fit.ci_high * f["D"])).groupby(f["t"]).sum()
+        high = (f["fitted"] * np.exp(-fit.ci_low * f["D"])).groupby(f["t"]).sum()
+    else:
+        shift = (fit.fitted - fit.counterfactual)[panel.frame["treated"].to_numpy()]
+        ratio_lo = fit.ci_low / fit.coef if fit.coef else 1.0
+        ratio_hi = fit.ci_high / fit.coef if fit.coef else 1.0
+        s = pd.Series(shift, index=f.index)
+        a = (f["fitted"] - s * ratio_lo).groupby(f["t"]).agg(agg)
+        b = (f["fitted"] - s * ratio_hi).groupby(f["t"]).agg(agg)
+        low, high = np.minimum(a, b), np.maximum(a, b)
+    post = obs.index >= panel.first_start
+    out = pd.DataFrame({
+        "period": [period_from_index(int(t)) for t in obs.index], "observed": obs.to_numpy(),
+        "fitted": fitted.to_numpy(), "counterfactual": cf.to_numpy(),
+        "cf_low": np.asarray(low, float), "cf_high": np.asarray(high, float), "post": post,
+    })
+    for c in ("cf_low", "cf_high"):
+        out[c] = out[c].where(out["post"], out["counterfactual"])
+    return out
+
+
+def _to_events(panel: DidPanel, values: pd.Series) -> pd.Series:
+    """Convert per-row outcome values to event counts."""
+    if panel.outcome == "rate":
+        return values * panel.frame.loc[values.index, "population"] / panel.rate_per
+    return values
+
+
+def _prevented(panel: DidPanel, fit: est.DidFit) -> Prevented | None:
+    f = panel.frame
+    post = (f["D"] == 1).to_numpy()
+    if not post.any():
+        return None
+    if fit.effect_scale == "rate_ratio":
+        cf = fit.counterfactual[post]
+        vals = [float(np.sum(cf * (1 - np.exp(c)))) for c in (fit.coef, fit.ci_high, fit.ci_low)]
+    else:
+        diff = pd.Series(fit.counterfactual - fit.fitted, index=f.index)[post]
+        tot = float(_to_events(panel, diff).sum())
+        vals = [tot] + [tot * c / fit.coef if fit.coef else 0.0 for c in (fit.ci_high, fit.ci_low)]
+    lo, hi = sorted(vals[1:])
+    t = f.loc[post, "t"]
+    return Prevented(vals[0], lo, hi, period_from_index(int(t.min())), period_from_index(int(t.max())),
+                     int(t.nunique()), "events")
+
+
+def _power(panel: DidPanel, coef: float, se: float, scale: str, alpha: float = 0.05,
+           target: float = 0.8, threshold: float = 0.3) -> Power:
+    """Analytic power from the estimate's standard error (normal approximation).
+
+    The minimum detectable effect is ``(z_{1-alpha/2} + z_{power}) x SE``, expressed as a
+    proportional fall relative to the treated units' counterfactual mean in the post period.
+    """
+    z_a, z_b = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(target)
+    f = panel.frame
+    if scale == "rate_ratio":
+        mde = float(1 - np.exp(-(z_a + z_b) * se))
+
+        def pw(drop: float) -> float:
+            return float(stats.norm.cdf(abs(np.log(1 - drop)) / se - z_a))
+    else:
+        base = float(f.loc[f["D"] == 1, "y"].mean() - coef)
+        if not np.isfinite(base) or base <= 0:
+            base = float(f.loc[f["treated"] & (f["D"] == 0), "y"].mean())
+        mde = float((z_a + z_b) * se / base) if base > 0 else None
+
+        def pw(drop: float) -> float:
+            return float(stats.norm.cdf(drop * base / se - z_a)) if base > 0 else float("nan")
+    power_at = {f"{d:.2f}": pw(d) for d in (0.1, 0.2, 0.3, 0.5)}
+    return Power(mde=mde, target_power=target, alpha=alpha,
+                 post_months=int(f.loc[f["D"] == 1, "t"].nunique()), power_at=power_at, n_sim=0,
+                 underpowered=bool(mde is None or mde > threshold), threshold=threshold,
+                 method="analytic: normal approximation with the estimate's standard error")
+
+
+# ------------------------------------------------------------------------------------------------
+# Diagnostics
+# ------------------------------------------------------------------------------------------------
+def _pretrend_check(pre: dict, G: int) -> Check:
+    p = pre.get("p_value", float("nan"))
+    blocks = pre.get("blocks", 0)
+    leads = pre.get("leads", 0)
+    how = (f"all {leads} leads" if blocks == leads else f"{leads} leads averaged into {blocks} blocks "
+           f"(the clustered covariance has rank at most {G - 1})")
+    return Check("pre_trend", f"joint Wald test that event-study leads are zero ({how}), F with {G - 1} df",
+                 pre.get("statistic"), p, None if p is None or np.isnan(p) else bool(p > 0.05),
+                 f"F = {pre.get('statistic', float('nan')):.2f}, p = {p:.3f}"
+                 + ("; cluster-robust Wald tests over-reject with few clusters" if G < est.FEW_CLUSTERS else ""),
+                 {k: v for k, v in pre.items()})
+
+
+def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float) -> Check:
+    """A fake start halfway through the pre-period, on pre-period data only (TWFE)."""
+    f = panel.frame
+    first = panel.first_start
+    pre = f[f["t"] < first]
+    tmin = int(pre["t"].min())
+    fake = tmin + (first - tmin) // 2
+    if first - tmin < 12:
+        return Check("placebo_in_time", "TWFE with a fake start in the pre-period", None, None, None,
+                     "pre-period too short for a placebo in time (needs 12 months)")
+    fr = pre.copy()
+    fr["cohort"] = np.where(fr["treated"], fake, -1)
+    fr["D"] = (fr["treated"] & (fr["t"] >= fake)).astype(np.int64)
+    p2 = DidPanel(fr.reset_index(drop=True), panel.outcome, panel.unit_kind, panel.rate_per)
+    fit = est.twfe(p2, opts.inference, min(opts.bootstrap_draws, 999), alpha)
+    return Check("placebo_in_time",
+                 f"TWFE on pre-period data with a fake start {period_from_index(fake)}; no effect expected",
+                 fit.coef, fit.p_value, bool(fit.p_value > 0.05),
+                 f"placebo effect {fit.coef:+.3f} ({fit.ci_low:+.3f} to {fit.ci_high:+.3f}), p = {fit.p_value:.3f}; {fit.inference}",
+                 {"fake_start": period_from_index(fake), "estimate": fit.coef, "ci_low": fit.ci_low,
+                  "ci_high": fit.ci_high})
+
+
+def _placebo_in_space(panel: DidPanel, opts: DiDOptions, covid) -> Check:
+    f = panel.frame
+    fe_cols = [codes(f["unit"].to_numpy()), codes(f["t"].to_numpy())]
+    if covid is not None:
+        a, b = period_index(covid[0]), period_index(covid[1])
+        fe_cols.append(codes((f["treated"] & f["t"].between(a, b)).to_numpy()))
+    cohort_of = panel.unit_cohorts()
+    cmap = {u: int(c) for u, c in cohort_of.items() if c >= 0}
+    r = randomisation_test(f["y"].to_numpy(), f["unit"].to_numpy(), f["t"].to_numpy(), cmap,
+                           np.column_stack(fe_cols), draws=opts.randomisation_draws)
+    qs = np.quantile(r.placebo_estimates, [0.025, 0.975]) if len(r.placebo_estimates) else [np.nan, np.nan]
+    kind = "all" if r.exhaustive else "random"
+    return Check("placebo_in_space",
+                 f"randomisation inference: treatment timings reassigned to other {panel.unit_kind}s "
+                 f"({kind} {r.draws} assignments), TWFE re-estimated",
+                 r.estimate, r.p_value, None,
+                 f"actual TWFE {r.estimate:+.3f}; placebo 95% range {qs[0]:+.3f} to {qs[1]:+.3f}; "
+                 f"randomisation p = {r.p_value:.3f}",
+                 {"draws": r.draws, "exhaustive": r.exhaustive,
+                  "placebo_estimates": [float(x) for x in np.sort(r.placebo_estimates)[:500]]})
+
+
+def _balance(panel: DidPanel) -> tuple[Check, pd.DataFrame, pd.DataFrame]:
+    """Pre-period balance of levels and trends, and the trends table for the figure."""
+    f = panel.frame
+    pre = f[f["t"] < panel.first_start]
+    unit_means = pre.groupby("unit").agg(y=("y", "mean"), treated=("treated", "first"))
+    # unit-specific linear trend (per year) in the pre-period
+    slopes = pre.groupby("unit").apply(
+        lambda d: np.polyfit((d["t"] - d["t"].min()) / 12.0, d["y"], 1)[0] if d["t"].nunique() > 2 else np.nan,
+        include_groups=False,
+    )
+    unit_means["slope"] = slopes
+    rows = []
+    for label, flag in (("treated", True), ("comparison", False)):
+        u = unit_means[unit_means["treated"] == flag]
+        rows.append({"group": label, "units": len(u), "pre_mean": u["y"].mean(), "pre_sd": u["y"].std(ddof=1),
+                     "pre_trend_per_year": u["slope"].mean(), "trend_sd": u["slope"].std(ddof=1)})
+    table = pd.DataFrame(rows)
+    sd_pooled = np.sqrt(np.nanmean([table.loc[0, "pre_sd"] ** 2, table.loc[1, "pre_sd"] ** 2]))
+    std_diff = float((table.loc[0, "pre_mean"] - table.loc[1, "pre_mean"]) / sd_pooled) if sd_pooled > 0 else float("nan")
+    t_sl = unit_means.loc[unit_means["treated"], "slope"].dropna()
+    c_sl = unit_means.loc[~unit_means["treated"], "slope"].dropna()
+    p_trend = float("nan")
+    if len(t_sl) >= 2 and len(c_sl) >= 2:
+        p_trend = float(stats.ttest_ind(t_sl, c_sl, equal_var=False).pvalue)
+    elif len(t_sl) == 1 and len(c_sl) >= 2:
+        # one treated unit: where does its slope fall among the comparison slopes?
+        p_trend = float((1 + np.sum(np.abs(c_sl - c_sl.mean()) >= abs(t_sl.iloc[0] - c_sl.mean()))) / (1 + len(c_sl)))
+    table["std_diff_mean"] = [std_diff, np.nan]
+    check = Check(
+        "balance", "pre-period balance: level (standardised difference of unit means; DiD allows level "
+        "differences) and linear trend per year (treated vs comparison, Welch test or rank with one treated unit)",
+        std_diff, p_trend, None if np.isnan(p_trend) else bool(p_trend > 0.05),
+        f"standardised level difference {std_diff:+.2f}; pre-trend per year treated "
+        f"{table.loc[0, 'pre_trend_per_year']:+.3f} vs comparison {table.loc[1, 'pre_trend_per_year']:+.3f} "
+        f"(p = {p_trend:.3f})",
+        {"table": {c: table[c].tolist() for c in table.columns}},
+    )
+    trends = f.groupby(["t", "treated"])["y"].mean().unstack("treated").rename(
+        columns={True: "treated", False: "comparison"}).reset_index()
+    trends["period"] = trends["t"].map(lambda t: period_from_index(int(t)))
+    trends = trends[["period", "treated", "comparison"]]
+    trends.columns.name = None
+    return check, table, trends

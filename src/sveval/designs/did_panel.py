@@ -1,0 +1,271 @@
+"""The unit x month panel that every difference-in-differences estimator reads.
+
+A :class:`DidPanel` is a tidy frame, one row per unit (area or LSOA) and month, with the outcome,
+the exposure (population) where known, and each unit's treatment cohort (the month it was first
+treated; ``-1`` for never-treated comparison units). It is built either from an
+:class:`~sveval.evaluate.EvaluationContext` (:func:`panel_from_context`) or directly from a frame
+(:func:`make_panel`), which is what the tests and benchmarks use.
+
+Treatment timing comes from, in order:
+
+1. ``intervention.cohorts`` (if the registry gives cohorts: ``{start, areas | lsoas}`` each);
+2. otherwise every treated unit starts at the evaluation's ``intervention_start``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from sveval.errors import DataError, SpecError
+from sveval.spec import period_from_index, period_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sveval.evaluate import EvaluationContext
+
+NEVER = -1
+OutcomeKind = Literal["rate", "count"]
+
+
+@dataclass(frozen=True)
+class DidPanel:
+    """A balanced unit x month panel with treatment timing.
+
+    Attributes
+    ----------
+    frame : columns ``unit`` (str), ``period`` (YYYY-MM), ``t`` (int month index), ``count``,
+        ``population`` (may be NaN), ``y`` (the outcome), ``cohort`` (first treated month index,
+        ``-1`` = never treated), ``treated`` (bool: unit ever treated), ``D`` (0/1: treated now).
+    outcome : ``"rate"`` (per ``rate_per`` population) or ``"count"`` (events per unit-month)
+    unit_kind : ``"area"`` or ``"lsoa"``
+    rate_per : denominator of rates (100,000 by default)
+    """
+
+    frame: pd.DataFrame = field(repr=False)
+    outcome: OutcomeKind
+    unit_kind: str
+    rate_per: int = 100_000
+
+    # -- shape ------------------------------------------------------------------------------------
+    @property
+    def units(self) -> list[str]:
+        return sorted(self.frame["unit"].unique())
+
+    @property
+    def n_units(self) -> int:
+        return int(self.frame["unit"].nunique())
+
+    @property
+    def n_treated_units(self) -> int:
+        return int(self.frame.loc[self.frame["treated"], "unit"].nunique())
+
+    @property
+    def n_periods(self) -> int:
+        return int(self.frame["t"].nunique())
+
+    @property
+    def cohorts(self) -> list[int]:
+        """Treatment start month indices of the treated cohorts, sorted."""
+        c = self.frame.loc[self.frame["treated"], "cohort"].unique()
+        return sorted(int(x) for x in c)
+
+    @property
+    def staggered(self) -> bool:
+        return len(self.cohorts) > 1
+
+    @property
+    def first_start(self) -> int:
+        return min(self.cohorts)
+
+    @property
+    def outcome_label(self) -> str:
+        if self.outcome == "rate":
+            return f"rate per {self.rate_per:,} population per month, per {self.unit_kind}"
+        return f"count per {self.unit_kind} per month"
+
+    def unit_cohorts(self) -> pd.Series:
+        """Cohort (first treated month index, -1 never) of each unit, indexed by unit."""
+        return self.frame.groupby("unit", sort=True)["cohort"].first()
+
+    def wide(self, column: str = "y") -> pd.DataFrame:
+        """Units x months matrix of ``column`` (rows sorted by unit, columns by month index)."""
+        return self.frame.pivot(index="unit", columns="t", values=column).sort_index()
+
+    def restrict(self, mask: pd.Series) -> DidPanel:
+        return DidPanel(self.frame.loc[mask].reset_index(drop=True), self.outcome, self.unit_kind, self.rate_per)
+
+
+def make_panel(
+    frame: pd.DataFrame,
+    cohorts: dict[str, str | int | None],
+    unit: str = "unit",
+    period: str = "period",
+    count: str = "count",
+    population: str | None = "population",
+    outcome: Literal["auto", "rate", "count"] = "auto",
+    unit_kind: str = "unit",
+    rate_per: int = 100_000,
+    fill_zero: bool = False,
+) -> DidPanel:
+    """Build a :class:`DidPanel` from a long frame.
+
+    Parameters
+    ----------
+    frame : one row per unit and month
+    cohorts : unit -> first treated month (``YYYY-MM`` or month index); units missing from the
+        mapping, or mapped to None, are never treated (comparison units)
+    unit, period, count, population : column names (``population`` may be None or absent)
+    outcome : ``"rate"`` needs a population for every row; ``"auto"`` uses rates when it is there
+    fill_zero : complete the unit x month grid with zero counts (sparse event data such as LSOAs);
+        otherwise a missing unit-month is an error
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"unit": ["a", "a", "b", "b"], "period": ["2020-01", "2020-02"] * 2,
+    ...                   "count": [3.0, 1.0, 2.0, 2.0]})
+    >>> p = make_panel(f, {"a": "2020-02"}, population=None)
+    >>> p.frame["D"].tolist()
+    [0, 1, 0, 0]
+    """
+    need = [unit, period, count]
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise DataError(f"panel is missing column(s) {missing}; have {list(frame.columns)}")
+    cols = {unit: "unit", period: "period", count: "count"}
+    has_pop = population is not None and population in frame.columns
+    if has_pop:
+        cols[population] = "population"
+    f = frame[list(cols)].rename(columns=cols).copy()
+    f["unit"] = f["unit"].astype(str)
+    f["period"] = f["period"].astype(str)
+    if not has_pop:
+        f["population"] = np.nan
+    f = f.groupby(["unit", "period"], as_index=False, sort=True).agg(
+        count=("count", "sum"), population=("population", "first")
+    )
+    f["t"] = f["period"].map(period_index).astype(np.int64)
+    tmin, tmax = int(f["t"].min()), int(f["t"].max())
+    units = sorted(f["unit"].unique())
+    grid = pd.MultiIndex.from_product([units, range(tmin, tmax + 1)], names=["unit", "t"])
+    f = f.set_index(["unit", "t"]).reindex(grid)
+    gap = f["count"].isna()
+    if gap.any():
+        if not fill_zero:
+            u, t = f.index[gap.to_numpy()][0]
+            raise DataError(
+                f"panel is not balanced: {int(gap.sum())} unit-months missing, e.g. unit {u} in "
+                f"{period_from_index(int(t))}; every unit needs every month"
+            )
+        f.loc[gap, "count"] = 0.0
+        f["population"] = f.groupby(level="unit")["population"].transform(lambda s: s.ffill().bfill())
+    f = f.reset_index()
+    f["period"] = f["t"].map(period_from_index)
+    if f["count"].lt(0).any():
+        raise DataError("counts must be non-negative", column=count)
+
+    pop_ok = bool(f["population"].notna().all() and (f["population"] > 0).all())
+    if outcome == "auto":
+        outcome = "rate" if pop_ok else "count"
+    if outcome == "rate":
+        if not pop_ok:
+            raise DataError("outcome 'rate' needs a positive population for every unit-month", column="population")
+        f["y"] = f["count"] / f["population"] * rate_per
+    else:
+        f["y"] = f["count"].astype(float)
+
+    starts: dict[str, int] = {}
+    for u, c in cohorts.items():
+        if c is None:
+            continue
+        starts[str(u)] = int(c) if isinstance(c, int | np.integer) else period_index(str(c))
+    unknown = sorted(set(starts) - set(units))
+    if unknown:
+        raise DataError(f"treated unit(s) {unknown[:5]} have no rows in the panel")
+    f["cohort"] = f["unit"].map(starts).fillna(NEVER).astype(np.int64)
+    f["treated"] = f["cohort"] != NEVER
+    f["D"] = (f["treated"] & (f["t"] >= f["cohort"])).astype(np.int64)
+    if not f["treated"].any():
+        raise DataError("no treated unit in the panel")
+    if f["treated"].all():
+        raise DataError("no comparison (never-treated) unit in the panel")
+    f = f[["unit", "period", "t", "count", "population", "y", "cohort", "treated", "D"]]
+    return DidPanel(f.sort_values(["unit", "t"]).reset_index(drop=True), outcome, unit_kind, rate_per)
+
+
+def exclude_months(panel: DidPanel, start: str, end: str) -> DidPanel:
+    """Drop the months ``start..end`` (e.g. COVID-19 restrictions) from every unit."""
+    a, b = period_index(start), period_index(end)
+    return panel.restrict(~panel.frame["t"].between(a, b))
+
+
+# ------------------------------------------------------------------------------------------------
+# From an evaluation context
+# ------------------------------------------------------------------------------------------------
+def _cohorts_from_intervention(ctx: EvaluationContext, key: str) -> dict[str, str]:
+    """Unit -> start from ``intervention.cohorts`` (list of {start, areas/lsoas}), if present."""
+    cohorts: Any = getattr(ctx.intervention, "cohorts", None) or []
+    out: dict[str, str] = {}
+    for c in cohorts:
+        get = c.get if isinstance(c, dict) else (lambda k, d=None, c=c: getattr(c, k, d))
+        start = get("start")
+        for u in get(key, []) or []:
+            out[str(u)] = str(start)
+    return out
+
+
+def panel_from_context(ctx: EvaluationContext) -> DidPanel:
+    """Build the DiD panel an evaluation asks for (``did.unit`` = area or lsoa)."""
+    opts = ctx.spec.did if ctx.spec.design == "did" else None
+    unit_kind = getattr(opts, "unit", "area") if opts is not None else "area"
+    outcome = getattr(opts, "outcome", "auto") if opts is not None else "auto"
+    if unit_kind == "area":
+        p = ctx.panel()
+        cohorts = _cohorts_from_intervention(ctx, "areas")
+        cohorts = {a: cohorts.get(a, ctx.intervention_start) for a in ctx.treated}
+        panel = make_panel(p, cohorts, unit="area_code", outcome=outcome, unit_kind="area",
+                           rate_per=ctx.measure.rate_per)
+    else:
+        panel = _lsoa_panel(ctx, outcome)
+    if opts is not None and getattr(opts, "covid", "none") == "exclude":
+        panel = exclude_months(panel, opts.covid_start, opts.covid_end)
+    return panel
+
+
+def _lsoa_panel(ctx: EvaluationContext, outcome: str) -> DidPanel:
+    lp = ctx.lsoa_panel
+    cohorts = _cohorts_from_intervention(ctx, "lsoas")
+    if not cohorts:
+        if not ctx.intervention.lsoas:
+            raise SpecError(
+                ctx.spec_path,
+                [("did.unit", "lsoa", f"intervention '{ctx.intervention.id}' names no LSOAs or cohorts; "
+                  "use did.unit: area, or list the treated LSOAs in interventions.yaml")],
+            )
+        cohorts = {lsoa: ctx.intervention_start for lsoa in ctx.intervention.lsoas}
+    comp = ctx.spec.comparison
+    treated_set = set(cohorts)
+    if comp is not None and comp.lsoas:
+        keep = treated_set | set(comp.lsoas)
+    elif comp is not None and comp.rule == "untreated_lsoas_same_areas":
+        areas = set(lp.loc[lp["lsoa_code"].isin(treated_set), "area_code"])
+        keep = set(lp.loc[lp["area_code"].isin(areas), "lsoa_code"])
+    else:
+        keep = treated_set | set(lp.loc[lp["area_code"].isin(ctx.comparison), "lsoa_code"])
+    lp = lp[lp["lsoa_code"].isin(keep)]
+    absent = sorted(treated_set - set(lp["lsoa_code"]))
+    if absent:
+        raise DataError(f"treated LSOA(s) {absent[:5]} have no '{ctx.measure.id}' rows in the data")
+    # Fill the whole evaluation window (LSOA event data are sparse: a month with no event has no row)
+    full = pd.DataFrame({"period": [period_from_index(i) for i in
+                                    range(period_index(ctx.start), period_index(ctx.end) + 1)]})
+    units = sorted(lp["lsoa_code"].unique())
+    grid = full.merge(pd.DataFrame({"lsoa_code": units}), how="cross")
+    lp = grid.merge(lp[["period", "lsoa_code", "count"]], on=["period", "lsoa_code"], how="left")
+    lp["count"] = lp["count"].fillna(0.0)
+    # LSOA populations are not part of the data contract: LSOA outcomes are counts
+    return make_panel(lp, cohorts, unit="lsoa_code", population=None,
+                      outcome="count" if outcome == "auto" else outcome, unit_kind="LSOA",
+                      rate_per=ctx.measure.rate_per, fill_zero=True)
