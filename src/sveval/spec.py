@@ -188,6 +188,9 @@ class InterventionSpec(_Strict):
             first = min(period_index(c.start) for c in self.cohorts)
             if first != period_index(self.start):
                 raise ValueError("'start' must be the first cohort's start")
+            in_cohorts = sorted(x for c in self.cohorts for x in c.lsoas)
+            if self.lsoas and in_cohorts and sorted(self.lsoas) != in_cohorts:
+                raise ValueError("'lsoas' must be exactly the union of the cohorts' LSOAs")
         return self
 
     @field_validator("priority")
