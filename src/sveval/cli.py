@@ -91,6 +91,10 @@ def cmd_track(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     specs = _specs(args, paths.tracking_specs)
+    if specs is None:
+        specs = sorted(paths.tracking_specs.glob("*.yaml"))
+        if not specs:
+            raise SvevalError(f"no tracking parameter files in {paths.tracking_specs}")
     ok = run_tracking(specs, root=paths.root, force=getattr(args, "force", False))
     return EXIT_OK if ok else EXIT_FAILED
 

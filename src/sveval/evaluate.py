@@ -166,6 +166,10 @@ def prepare_spec(
     catalog.check_evaluation(spec, spec_path)
     measure = catalog.measures[spec.measure]
     intervention = catalog.interventions[spec.intervention]
+    if spec.its.phase_in_months is None:  # default: the registry's phase-in of the intervention
+        spec = spec.model_copy(
+            update={"its": spec.its.model_copy(update={"phase_in_months": intervention.phase_in_months})}
+        )
     comparison = catalog.resolve_comparison(spec)
     if spec.comparison is not None and not comparison and not spec.comparison.lsoas and spec.comparison.rule != "untreated_lsoas_same_areas":
         raise SpecError(spec_path, [("comparison", None, "the comparison group is empty after exclusions")])

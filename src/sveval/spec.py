@@ -272,7 +272,11 @@ class ITSOptions(_Strict):
     seasonality: Literal["fourier", "month", "none"] = "fourier"
     fourier_terms: int = Field(default=2, ge=1, le=6)
     slope_change: bool = True
-    phase_in_months: int = Field(default=0, ge=0, le=36)
+    phase_in_months: int | None = Field(
+        default=None, ge=0, le=36,
+        description="months over which the effect builds up linearly; default: the intervention's "
+        "phase_in_months in interventions.yaml",
+    )
     lag_months: int = Field(default=0, ge=0, le=24)
     covid: Literal["indicator", "exclude", "none"] = "indicator"
     covid_start: str = "2020-03"
