@@ -66,11 +66,14 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         "estimator": opts.estimator, "outcome": panel.outcome_label, "unit": panel.unit_kind,
         "units": G, "treated_units": panel.n_treated_units, "months": panel.n_periods,
         "cohorts": [period_from_index(c) for c in panel.cohorts],
+        "comparison_units": sorted(panel.frame.loc[~panel.frame["treated"], "unit"].unique().tolist()),
     }
     diagnostics: list[Check] = []
     unit_desc = panel.outcome_label
 
     twfe = est.twfe(panel, opts.inference, opts.bootstrap_draws, alpha, covid)
+    few = est.few_treated(panel) and opts.inference == "auto" and opts.estimator != "staggered"
+    details["inference"] = "time_permutation" if few else opts.inference
     if opts.estimator == "staggered":
         main, extra_effects, cs_checks, cs_tables, cs_details, series = _staggered(panel, opts, twfe, alpha, better_if, warnings)
         effects += [main, *extra_effects]
@@ -82,6 +85,9 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
                   f"clustered by {panel.unit_kind}")
         fit_for_power = (main.estimate, (main.ci_high - main.ci_low) / (2 * 1.96), "difference")
         prevented = _prevented_staggered(panel, tables["group_time"], main)
+        rr = _implied_rate_ratio(panel, prevented, main)
+        if rr is not None:
+            effects.insert(1, rr)
     else:
         if opts.estimator == "twfe":
             fit = twfe
@@ -93,6 +99,11 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
             fit = est.event_study(panel, tuple(opts.event_window), alpha, covid)
         else:  # pragma: no cover - the spec's Literal forbids it
             raise EstimationError(f"unknown DiD estimator {opts.estimator!r}")
+        if few:
+            if fit.name in ("poisson_fe", "twfe", "2x2"):
+                fit = est.with_time_permutation(panel, fit, alpha, covid)
+            twfe = est.with_time_permutation(panel, twfe, alpha, covid)
+            details["cluster_interval"] = list(fit.extra.get("cluster_interval", (np.nan, np.nan)))
         main = _effect(fit, better_if, unit_desc)
         effects.append(main)
         if fit.name != "twfe":
@@ -100,26 +111,44 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         if fit.table is not None:
             tables[fit.name] = fit.table
             details[fit.name] = _small(fit.table)
-        if opts.estimator == "event_study":
+        if few:
+            family = "poisson" if fit.effect_scale == "rate_ratio" else "linear"
+            diagnostics.append(_pretrend_blocks_check(est.pretrend_blocks(panel, family, covid)))
+        if opts.estimator == "event_study" and not few:
             diagnostics.append(_pretrend_check(fit.extra["pre_trend"], G))
-        elif opts.estimator != "2x2":
+        elif opts.estimator not in ("2x2", "event_study"):
             es = est.event_study(panel, tuple(opts.event_window), alpha, covid)
             tables["event_study"] = es.table
             details["event_study"] = _small(es.table)
-            diagnostics.append(_pretrend_check(es.extra["pre_trend"], G))
+            if not few:
+                diagnostics.append(_pretrend_check(es.extra["pre_trend"], G))
         method = f"{_NAMES[fit.name]}; {unit_desc}; {fit.inference}"
+        if few:
+            method += (". With one treated area, cluster-robust errors and the wild cluster bootstrap are "
+                       "unreliable and re-assigning treatment over the comparison areas cannot give a p-value "
+                       f"below 1/{G}; the treated area's many months can: its residuals from the model fitted "
+                       "under each null effect are permuted in moving blocks over time")
         series = _series(panel, fit)
         prevented = _prevented(panel, fit)
         fit_for_power = (fit.coef, fit.se, fit.effect_scale)
 
-    if G < est.FEW_CLUSTERS:
+    if few:
+        warnings.append(
+            f"Only {panel.n_treated_units} treated {panel.unit_kind} among {G}: the headline interval uses "
+            "time-permutation (conformal) inference over the treated area's months, not cluster-robust "
+            f"errors (cluster-robust interval {_fmt_interval(fit, details)} for reference, far too narrow "
+            "with one treated cluster). The placebo-in-space p-value cannot go below "
+            f"{1 / G:.2f} with {G} {panel.unit_kind}s."
+        )
+    elif G < est.FEW_CLUSTERS:
         warnings.append(
             f"Only {G} {panel.unit_kind}s ({panel.n_treated_units} treated): cluster-robust standard errors "
             "are unreliable with so few clusters"
             + ("; linear estimates use the wild cluster bootstrap" if opts.inference != "cluster" else "")
             + ". Read the placebo-in-space p-value beside the headline interval."
         )
-    diagnostics.append(_placebo_in_time(panel, opts, alpha))
+    diagnostics.append(_placebo_in_time(panel, opts, alpha, few=few, covid=covid,
+                                        family="poisson" if opts.estimator == "poisson_fe" else "linear"))
     if opts.randomisation_draws > 0:
         diagnostics.append(_placebo_in_space(panel, opts, covid))
     bal_check, bal_table, trends = _balance(panel)
@@ -270,6 +299,20 @@ def _prevented_staggered(panel: DidPanel, gt: pd.DataFrame, main: Effect) -> Pre
                      period_from_index(int(post["t"].max())), int(post["t"].nunique()), "events")
 
 
+def _implied_rate_ratio(panel: DidPanel, prevented: Prevented | None, main: Effect) -> Effect | None:
+    """The overall ATT as a rate ratio: observed treated events after the start over the
+    counterfactual (observed + prevented), with the interval carried over from the ATT's."""
+    if prevented is None or panel.outcome != "count":
+        return None
+    obs = float(panel.frame.loc[panel.frame["D"] == 1, "count"].sum())
+    vals = [obs / (obs + x) if obs + x > 0 else float("nan")
+            for x in (prevented.estimate, prevented.ci_high, prevented.ci_low)]
+    return Effect("Rate ratio implied by the overall ATT (observed / counterfactual events)", "rate_ratio",
+                  vals[0], vals[1], vals[2], main.p_value, main.better_if,
+                  "treated units' observed events after their start divided by the counterfactual "
+                  "(observed plus the events prevented by the group-time ATTs); interval from the ATT's")
+
+
 # ------------------------------------------------------------------------------------------------
 # Series, prevented, power
 # ------------------------------------------------------------------------------------------------
@@ -374,13 +417,43 @@ def _pretrend_check(pre: dict, G: int) -> Check:
                  {k: v for k, v in pre.items()})
 
 
-def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float) -> Check:
-    """A fake start halfway through the pre-period, on pre-period data only (TWFE)."""
+def _fmt_interval(fit, details: dict) -> str:
+    lo, hi = details.get("cluster_interval", (np.nan, np.nan))
+    if getattr(fit, "effect_scale", "") == "rate_ratio":
+        lo, hi = np.exp(lo), np.exp(hi)
+    return f"{lo:.3g} to {hi:.3g}"
+
+
+def _pretrend_blocks_check(pre: dict) -> Check:
+    p = pre.get("p_value", float("nan"))
+    ok = None if p is None or np.isnan(p) else bool(p > 0.05)
+    return Check(
+        "pre_trend",
+        f"joint Wald test that the treated unit's pre-period deviations, in {pre.get('blocks', 0)} blocks of "
+        f"{pre.get('block_months', 12)} months before the last pre-year, are zero "
+        f"({pre.get('family', '')} fixed effects, heteroskedasticity-robust chi-square; a clustered test "
+        "over-rejects with one treated cluster)",
+        pre.get("statistic"), p, ok,
+        f"chi-square {pre.get('statistic', float('nan')):.2f} on {pre.get('df', 0)} df, p = {p:.3f}",
+        {k: v for k, v in pre.items()})
+
+
+def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float, few: bool = False,
+                     covid: tuple[str, str] | None = None, family: str = "linear") -> Check:
+    """A fake start halfway through the pre-period, on pre-period data only.
+
+    TWFE with the design's inference, or, with few treated units, the same time-permutation
+    inference as the headline (Poisson or linear)."""
     f = panel.frame
     first = panel.first_start
     pre = f[f["t"] < first]
     tmin = int(pre["t"].min())
     fake = tmin + (first - tmin) // 2
+    if few:
+        # the fake post period must be a short block for moving-block permutations to be informative:
+        # as long as the real post period, at most a third of the pre-period, ending at the real start
+        n_post = int(f.loc[f["D"] == 1, "t"].nunique())
+        fake = first - max(1, min(n_post, (first - tmin) // 3))
     if first - tmin < 12:
         return Check("placebo_in_time", "TWFE with a fake start in the pre-period", None, None, None,
                      "pre-period too short for a placebo in time (needs 12 months)")
@@ -388,7 +461,20 @@ def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float) -> Check:
     fr["cohort"] = np.where(fr["treated"], fake, -1)
     fr["D"] = (fr["treated"] & (fr["t"] >= fake)).astype(np.int64)
     p2 = DidPanel(fr.reset_index(drop=True), panel.outcome, panel.unit_kind, panel.rate_per)
-    fit = est.twfe(p2, opts.inference, min(opts.bootstrap_draws, 999), alpha)
+    if few:
+        base = est.poisson_fe(p2, alpha, covid) if family == "poisson" else est.twfe(p2, "cluster", alpha=alpha, covid=covid)
+        fit = est.with_time_permutation(p2, base, alpha, covid)
+        if family == "poisson":  # report on the rate-ratio scale
+            return Check("placebo_in_time",
+                         f"Poisson FE on pre-period data with a fake start {period_from_index(fake)}; no effect "
+                         "expected (time-permutation inference)",
+                         fit.estimate, fit.p_value, bool(fit.p_value > 0.05),
+                         f"placebo rate ratio {fit.estimate:.3f} ({np.exp(fit.ci_low):.3f} to "
+                         f"{np.exp(fit.ci_high):.3f}), p = {fit.p_value:.3f}; {fit.inference}",
+                         {"fake_start": period_from_index(fake), "estimate": fit.estimate,
+                          "ci_low": float(np.exp(fit.ci_low)), "ci_high": float(np.exp(fit.ci_high))})
+    else:
+        fit = est.twfe(p2, opts.inference, min(opts.bootstrap_draws, 999), alpha)
     return Check("placebo_in_time",
                  f"TWFE on pre-period data with a fake start {period_from_index(fake)}; no effect expected",
                  fit.coef, fit.p_value, bool(fit.p_value > 0.05),

@@ -23,12 +23,21 @@ import pandas as pd
 import pyfixest as pf
 from scipy import stats
 
-from sveval.designs.did_inference import codes, wald_test, wild_cluster_bootstrap
+from sveval.designs.did_inference import (
+    codes,
+    time_permutation_inference,
+    wald_test,
+    wild_cluster_bootstrap,
+)
 from sveval.designs.did_panel import DidPanel
 from sveval.errors import EstimationError
 from sveval.spec import period_index
 
 FEW_CLUSTERS = 30
+#: with this many treated units or fewer (and one common start) the headline interval comes from
+#: time-permutation (conformal) inference: no cluster-based method is reliable with so few
+#: treated clusters (Conley & Taber 2011; MacKinnon & Webb 2017, 2020)
+FEW_TREATED = 2
 #: small-sample correction G/(G-1) x (n-1)/(n-k) counting every fixed effect in k: the CR1S of
 #: R's clubSandwich and sandwich::vcovCL(type="HC1") on the dummy-variable regression (Stata's
 #: convention); slightly more conservative than fixest's default, which matters with few clusters.
@@ -293,3 +302,95 @@ def did2s(panel: DidPanel, alpha: float = 0.05) -> DidFit:
     return DidFit("did2s", "difference", coef, se, lo, hi, p,
                   "two-stage DiD (Gardner 2022), GMM standard errors clustered by unit",
                   int(len(f)), G, fitted, fitted)
+
+
+def few_treated(panel: DidPanel) -> bool:
+    """True when cluster-based inference is unreliable: at most ``FEW_TREATED`` treated units with
+    one common start (time-permutation inference then gives the interval)."""
+    return 0 < panel.n_treated_units <= FEW_TREATED and not panel.staggered
+
+
+def with_time_permutation(panel: DidPanel, fit: DidFit, alpha: float = 0.05,
+                          covid: tuple[str, str] | None = None) -> DidFit:
+    """Replace the interval and p-value of a static DiD fit (``poisson_fe``, ``twfe``, ``2x2``) by
+    time-permutation (conformal) inference (:func:`~sveval.designs.did_inference.time_permutation_inference`).
+
+    The point estimate is unchanged. ``se`` becomes the standard error implied by the interval
+    (its width / 2 z), which is what power and minimum detectable effect are computed from.
+    """
+    f, fes = _frame(panel, covid)
+    fe = _fe_codes(f, fes)
+    if fit.effect_scale == "rate_ratio":
+        offset = np.log(f["population"].to_numpy(float)) if (f["population"] > 0).all() else None
+        r = time_permutation_inference(f["count"].to_numpy(float), f["D"].to_numpy(float), fe,
+                                       f["treated"].to_numpy(), f["t"].to_numpy(), fit.coef,
+                                       offset=offset, family="poisson", alpha=alpha, scale=fit.se)
+    else:
+        r = time_permutation_inference(f["y"].to_numpy(float), f["D"].to_numpy(float), fe,
+                                       f["treated"].to_numpy(), f["t"].to_numpy(), fit.coef,
+                                       family="linear", alpha=alpha, scale=fit.se)
+    z = stats.norm.ppf(1 - alpha / 2)
+    se = (r.ci_high - r.ci_low) / (2 * z) if np.isfinite(r.ci_high - r.ci_low) else float("inf")
+    method = (f"time-permutation (conformal) inference for {r.treated_units} treated {panel.unit_kind}"
+              f"{'s' if r.treated_units > 1 else ''}: {r.permutations} moving-block permutations of "
+              f"the months, {r.post_periods} post months, interval by test inversion "
+              "(Chernozhukov, Wuethrich & Zhu 2021)")
+    extra = dict(fit.extra)
+    extra["cluster_interval"] = (fit.ci_low, fit.ci_high)
+    extra["cluster_inference"] = fit.inference
+    return DidFit(fit.name, fit.effect_scale, fit.coef, se, r.ci_low, r.ci_high, r.p_value, method,
+                  fit.n_obs, fit.n_clusters, fit.fitted, fit.counterfactual, fit.table, extra)
+
+
+def pretrend_blocks(panel: DidPanel, family: str = "poisson", covid: tuple[str, str] | None = None,
+                    block: int = 12) -> dict:
+    """Pre-trend test for few treated units: leads grouped into ``block``-month blocks.
+
+    On the pre-period only, the treated units get one indicator per block of months counted back
+    from the start (the block just before the start is the reference), beside unit and month fixed
+    effects (Poisson with log population exposure, or linear). The joint Wald test uses the
+    heteroskedasticity-robust (not clustered) covariance: with one treated unit a clustered
+    covariance has rank one and over-rejects, while the lead blocks are estimated from the treated
+    unit's own months, whose errors the robust covariance treats as independent across blocks.
+    Blocks of a year average out short-run serial correlation and seasonality mismatches.
+    """
+    f, fes = _frame(panel, covid)
+    start = panel.first_start
+    f = f[f["t"] < start].copy()
+    rel = start - f["t"]  # 1 .. months before the start
+    blk = ((rel - 1) // block).astype(int)
+    n_pre = int(rel.max())
+    last = int(blk.max())
+    if n_pre % block and n_pre % block < block // 2 and last > 1:
+        blk = blk.where(blk < last, last - 1)  # a short earliest block joins the next one
+    names = []
+    for b in sorted(blk.unique()):
+        if b == 0:
+            continue
+        nm = f"lead_y{b}"
+        f[nm] = (f["treated"] & (blk == b)).astype(float)
+        if f[nm].any():
+            names.append(nm)
+    if not names:
+        return {"statistic": float("nan"), "p_value": float("nan"), "df": 0, "blocks": 0}
+    cols = [c.strip() for c in fes.split("+")]
+    rhs = f"{' + '.join(names)} | {fes}"
+    if family == "poisson":
+        kw = {}
+        if (f["population"] > 0).all():
+            f["log_pop"] = np.log(f["population"])
+            kw["offset"] = "log_pop"
+        fit = _fit_quiet(pf.fepois, f"count ~ {rhs}", data=f[["count", *names, *cols, *kw.values()]],
+                         vcov="hetero", **kw)
+    else:
+        fit = _fit_quiet(pf.feols, f"y ~ {rhs}", data=f[["y", *names, *cols]], vcov="hetero")
+    beta = fit.coef()[names].to_numpy()
+    idx = [list(fit.coef().index).index(n) for n in names]
+    V = np.asarray(fit._vcov)[np.ix_(idx, idx)]
+    W = float(beta @ np.linalg.pinv(V) @ beta)
+    q = int(np.linalg.matrix_rank(V))
+    p = float(stats.chi2.sf(W, q)) if q else float("nan")
+    return {"statistic": W, "p_value": p, "df": q, "blocks": len(names), "block_months": block,
+            "leads": n_pre, "family": family,
+            "estimates": {n: float(b) for n, b in zip(names, beta, strict=True)},
+            "test": "chi-square, heteroskedasticity-robust"}

@@ -10,12 +10,16 @@ Treatment timing comes from, in order:
 
 1. ``intervention.cohorts`` (if the registry gives cohorts: ``{start, areas | lsoas}`` each);
 2. otherwise every treated unit starts at the evaluation's ``intervention_start``.
+
+LSOA comparison units: ``comparison.lsoas`` (an explicit list, e.g. the never-treated night-time
+economy LSOAs -- the comparable ones), or the rule ``untreated_lsoas_same_areas`` (every other LSOA
+of the treated areas, most of them residential with much lower counts: prefer an explicit list).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -205,14 +209,11 @@ def exclude_months(panel: DidPanel, start: str, end: str) -> DidPanel:
 # From an evaluation context
 # ------------------------------------------------------------------------------------------------
 def _cohorts_from_intervention(ctx: EvaluationContext, key: str) -> dict[str, str]:
-    """Unit -> start from ``intervention.cohorts`` (list of {start, areas/lsoas}), if present."""
-    cohorts: Any = getattr(ctx.intervention, "cohorts", None) or []
+    """Unit -> start from the registry's ``intervention.cohorts`` (:class:`~sveval.spec.CohortSpec`)."""
     out: dict[str, str] = {}
-    for c in cohorts:
-        get = c.get if isinstance(c, dict) else (lambda k, d=None, c=c: getattr(c, k, d))
-        start = get("start")
-        for u in get(key, []) or []:
-            out[str(u)] = str(start)
+    for c in ctx.intervention.cohorts:
+        for u in getattr(c, key):
+            out[str(u)] = c.start
     return out
 
 
@@ -248,6 +249,14 @@ def _lsoa_panel(ctx: EvaluationContext, outcome: str) -> DidPanel:
     comp = ctx.spec.comparison
     treated_set = set(cohorts)
     if comp is not None and comp.lsoas:
+        known = set(lp["lsoa_code"])
+        problems = [(f"comparison.lsoas.{i}", c, "a treated LSOA cannot also be a comparison")
+                    for i, c in enumerate(comp.lsoas) if c in treated_set]
+        problems += [(f"comparison.lsoas.{i}", c, f"no '{ctx.measure.id}' rows for this LSOA in the "
+                      "treated areas' data (check the code against the LSOA lookup)")
+                     for i, c in enumerate(comp.lsoas) if c not in known and c not in treated_set]
+        if problems:
+            raise SpecError(ctx.spec_path, problems)
         keep = treated_set | set(comp.lsoas)
     elif comp is not None and comp.rule == "untreated_lsoas_same_areas":
         areas = set(lp.loc[lp["lsoa_code"].isin(treated_set), "area_code"])

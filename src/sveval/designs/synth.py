@@ -6,11 +6,14 @@ Hainmueller 2010, with the pre-period outcomes as the predictors). Weights come 
 non-negative least-squares fit with the adding-up constraint imposed as a heavily weighted extra
 row (scipy's NNLS: deterministic, no tuning). Several treated areas are pooled into one unit.
 
-Inference is by placebo in space: every donor in turn is treated as if it had been the treated
-area, against the remaining donors; the p-value is the rank of the treated area's post/pre root
-mean squared prediction error (RMSPE) ratio. The interval of the average post-period gap comes
-from the placebo gaps (donors with pre-period RMSPE at most 5 times the treated area's), which
-assumes a constant effect (Firpo & Possebom 2018): with few donors it is coarse, and is labelled.
+The headline interval and p-value come from conformal inference (Chernozhukov, Wuethrich & Zhu
+2021): for each null effect the synthetic control is refitted on all periods and the treated
+residuals are tested by moving-block permutations of the periods, valid for one treated area
+however few the donors. Placebos in space (every donor in turn treated as if it were the treated
+area; p-value = rank of the post/pre RMSPE ratio, never below 1 / (donors + 1)) are a check.
+Monthly evaluations (:func:`evaluate`) match trailing 12-month means and demean the series
+(Ferman & Pinto 2021), since a few events a month are mostly noise month by month; the percent
+change is bounded below at -100%.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from sveval.evaluate import EvaluationContext
 
 PRE_RMSPE_FILTER = 5.0
+#: monthly evaluations match (and judge the pre-period fit on) trailing 12-month mean rates
+MONTHLY_SMOOTH = 12
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class SynthFit:
     pre_rmspe: float
     post_rmspe: float
     r2_pre: float
+    r2_pre_raw: float = float("nan")  # R-squared of the unsmoothed series (= r2_pre without smoothing)
+    smooth: int = 1
+    demean: bool = False
 
     @property
     def gap(self) -> pd.Series:
@@ -72,26 +80,88 @@ def synth_weights(y1: np.ndarray, Y0: np.ndarray) -> np.ndarray:
     return w / s
 
 
-def synth_fit(wide: pd.DataFrame, treated: str, start: int, donors: list[str] | None = None) -> SynthFit:
-    """Fit the synthetic control of ``treated`` (a row of ``wide``: units x times) from ``donors``."""
+def rolling_mean(a: np.ndarray, k: int) -> np.ndarray:
+    """Trailing ``k``-period means along axis 0 (only complete windows: ``len(a) - k + 1`` rows)."""
+    a = np.asarray(a, float)
+    if k <= 1:
+        return a
+    c = np.cumsum(np.concatenate([np.zeros((1, *a.shape[1:])), a]), axis=0)
+    return (c[k:] - c[:-k]) / k
+
+
+def _r2(y: np.ndarray, yhat: np.ndarray) -> float:
+    sst = float(np.sum((y - y.mean()) ** 2))
+    return 1 - float(np.sum((y - yhat) ** 2)) / sst if sst > 0 else float("nan")
+
+
+def synth_fit(wide: pd.DataFrame, treated: str, start: int, donors: list[str] | None = None,
+              smooth: int = 1, demean: bool = False) -> SynthFit:
+    """Fit the synthetic control of ``treated`` (a row of ``wide``: units x times) from ``donors``.
+
+    With ``smooth = k > 1`` the weights are chosen to match the trailing ``k``-period means of the
+    pre-period (windows wholly before ``start``), and the pre-period R-squared is measured on them:
+    for noisy monthly counts (a few events a month) matching every month fits noise, while matching
+    the rolling 12-month rate matches level, trend and recording breaks (Abadie 2021 recommends
+    matching pre-period averages rather than every noisy period). Gaps are on the original scale.
+
+    With ``demean`` the treated and donor series are centred on their pre-period means before the
+    weights are fitted, and the synthetic control carries the pre-period level difference as an
+    intercept (the demeaned synthetic control of Ferman & Pinto 2021; Doudchenko & Imbens 2016):
+    it matches trends rather than levels, so a treated area outside the donors' range of levels
+    can still be fitted, and the pre-fit R-squared measures how well its trajectory is tracked.
+    """
     donors = [d for d in (donors if donors is not None else wide.index) if d != treated]
     if len(donors) < 2:
         raise EstimationError(f"a synthetic control needs at least 2 donor areas, got {len(donors)}")
     times = np.asarray(wide.columns)
     pre = times < start
-    if pre.sum() < 6 or (~pre).sum() < 1:
-        raise EstimationError("the synthetic control needs at least 6 pre-period and 1 post-period months")
+    if pre.sum() < 6 + max(smooth - 1, 0) or (~pre).sum() < 1:
+        raise EstimationError("the synthetic control needs at least 6 pre-period months (after smoothing) "
+                              "and 1 post-period month")
     y1 = wide.loc[treated].to_numpy(float)
     Y0 = wide.loc[donors].to_numpy(float).T
-    w = synth_weights(y1[pre], Y0[pre])
-    synth = Y0 @ w
+    y1s, Y0s = rolling_mean(y1[pre], smooth), rolling_mean(Y0[pre], smooth)
+    c1, c0 = (y1[pre].mean(), Y0[pre].mean(axis=0)) if demean else (0.0, np.zeros(Y0.shape[1]))
+    w = synth_weights(y1s - c1, Y0s - c0)
+    synth = Y0 @ w + (c1 - c0 @ w)
     gap = y1 - synth
     pre_rmspe = float(np.sqrt(np.mean(gap[pre] ** 2)))
     post_rmspe = float(np.sqrt(np.mean(gap[~pre] ** 2)))
-    sst = float(np.sum((y1[pre] - y1[pre].mean()) ** 2))
-    r2 = 1 - float(np.sum(gap[pre] ** 2)) / sst if sst > 0 else float("nan")
+    r2_raw = _r2(y1[pre], synth[pre])
+    r2 = _r2(y1s, Y0s @ w + (c1 - c0 @ w)) if smooth > 1 else r2_raw
     return SynthFit(treated, pd.Series(w, index=donors), pd.Series(y1, index=times),
-                    pd.Series(synth, index=times), start, pre_rmspe, post_rmspe, r2)
+                    pd.Series(synth, index=times), start, pre_rmspe, post_rmspe, r2, r2_raw, smooth, demean)
+
+
+def conformal_gap_interval(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
+                           estimate: float, scale: float, smooth: int = 1,
+                           alpha: float = 0.05, demean: bool = False) -> tuple[float, float, float, int]:
+    """Conformal interval for a constant post-period gap (Chernozhukov, Wuethrich & Zhu 2021).
+
+    For each null gap ``theta`` the treated area's post-period values are reduced by ``theta``, the
+    synthetic control is refitted on *all* periods (smoothed as in :func:`synth_fit`), and the
+    treated-minus-synthetic residuals are tested with moving-block permutations of the periods
+    (:func:`~sveval.designs.did_inference.conformal_interval`). Valid with one treated unit and few
+    donors, unlike intervals from the spread of placebo gaps. Returns ``(low, high, p(0), T)``.
+    """
+    from sveval.designs.did_inference import conformal_interval
+
+    times = np.asarray(wide.columns)
+    post = times >= start
+    y1 = wide.loc[treated].to_numpy(float)
+    Y0 = wide.loc[donors].to_numpy(float).T
+    Y0s = rolling_mean(Y0, smooth)
+
+    c0 = Y0.mean(axis=0) if demean else np.zeros(Y0.shape[1])
+
+    def resid(theta: float) -> np.ndarray:
+        ya = y1 - theta * post
+        c1 = ya.mean() if demean else 0.0
+        w = synth_weights(rolling_mean(ya, smooth) - c1, Y0s - c0)
+        return ya - Y0 @ w - (c1 - c0 @ w)
+
+    lo, hi, p0 = conformal_interval(resid, post, estimate, scale, alpha)
+    return lo, hi, p0, len(times)
 
 
 @dataclass(frozen=True)
@@ -102,14 +172,15 @@ class PlaceboResult:
     p_value: float = float("nan")
 
 
-def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[str]) -> PlaceboResult:
+def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
+                     smooth: int = 1, demean: bool = False) -> PlaceboResult:
     """Refit with each donor as the treated unit; p-value = rank of the treated RMSPE ratio."""
-    actual = synth_fit(wide, treated, start, donors)
+    actual = synth_fit(wide, treated, start, donors, smooth, demean)
     placebos = {}
     for d in donors:
         others = [x for x in donors if x != d]
         if len(others) >= 2:
-            placebos[d] = synth_fit(wide, d, start, others)
+            placebos[d] = synth_fit(wide, d, start, others, smooth, demean)
     rows = [{"unit": f.treated, "pre_rmspe": f.pre_rmspe, "post_rmspe": f.post_rmspe, "ratio": f.ratio,
              "avg_post_gap": f.avg_post_gap, "treated": f.treated == treated}
             for f in [actual, *placebos.values()]]
@@ -144,16 +215,24 @@ def evaluate(ctx: EvaluationContext) -> Result:
     pop = long[long["unit"] == label].set_index("t")["population"]
     return evaluate_wide(wide, label, period_index(ctx.intervention_start), donors, opts,
                          better_if=ctx.measure.better_if, unit_desc=unit_desc,
-                         events_per_unit=(pop / ctx.measure.rate_per) if opts.outcome == "rate" else None)
+                         events_per_unit=(pop / ctx.measure.rate_per) if opts.outcome == "rate" else None,
+                         smooth=MONTHLY_SMOOTH, demean=True)
 
 
 def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
                   opts: SynthOptions | None = None, better_if: str = "lower",
                   unit_desc: str = "outcome", events_per_unit: pd.Series | None = None,
-                  alpha: float = 0.05) -> Result:
-    """Synthetic control with placebo-in-space inference on a units x months matrix."""
+                  alpha: float = 0.05, smooth: int = 1, demean: bool = False) -> Result:
+    """Synthetic control on a units x months matrix.
+
+    The headline interval and p-value come from conformal inference with moving-block permutations
+    of the periods (:func:`conformal_gap_interval`), valid for one treated unit however few the
+    donors; the placebo-in-space RMSPE-ratio rank (whose p-value cannot go below 1 / (donors + 1))
+    is reported as a check. ``smooth`` (12 for monthly data from :func:`evaluate`) is the window of
+    the rolling means the weights and the pre-fit R-squared are computed on.
+    """
     opts = opts or SynthOptions()
-    pr = placebo_in_space(wide, treated, start, donors)
+    pr = placebo_in_space(wide, treated, start, donors, smooth, demean)
     fit = pr.actual
     times = np.asarray(wide.columns)
     post = times >= start
@@ -163,10 +242,14 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     pg = np.array([f.avg_post_gap for f in good])
     est = fit.avg_post_gap
     q_lo, q_hi = np.quantile(pg, [alpha / 2, 1 - alpha / 2]) if len(pg) else (np.nan, np.nan)
-    ci_lo, ci_hi = est - q_hi, est - q_lo
-    gaps = pd.DataFrame({f.treated: f.gap for f in good}).reindex(times)
-    band_lo = gaps.quantile(alpha / 2, axis=1).to_numpy()
-    band_hi = gaps.quantile(1 - alpha / 2, axis=1).to_numpy()
+    placebo_ci = (est - q_hi, est - q_lo)
+    n_pre, n_post = int((~post).sum()), int(post.sum())
+    scale = fit.pre_rmspe * np.sqrt(1 / n_post + 1 / n_pre)
+    ci_lo, ci_hi, p_conf, n_perm = conformal_gap_interval(wide, treated, start, donors, est, scale,
+                                                          smooth, alpha, demean)
+    # the band is the headline interval carried to each month (counterfactual = observed - effect)
+    band_lo = np.full(len(times), est - ci_hi)
+    band_hi = np.full(len(times), est - ci_lo)
     synth = fit.synthetic.to_numpy()
     obs = fit.observed.to_numpy()
     series = pd.DataFrame({
@@ -177,19 +260,23 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     })
     syn_post = float(synth[post].mean())
     pct = 100 * est / syn_post if syn_post else float("nan")
+    inf_desc = (f"interval and p-value by conformal inference ({n_perm} moving-block permutations of the "
+                "months, Chernozhukov, Wuethrich & Zhu 2021)")
     effects = [
-        Effect("Average post-period gap (treated - synthetic)", "difference", est, ci_lo, ci_hi, pr.p_value,
-               better_if, f"difference in the {unit_desc}; interval from placebo gaps ({len(pg)} donors), "
-               "p-value from the placebo-in-space RMSPE-ratio rank"),
+        Effect("Average post-period gap (treated - synthetic)", "difference", est, ci_lo, ci_hi, p_conf,
+               better_if, f"difference in the {unit_desc}; {inf_desc}"),
         Effect("Percent change against the synthetic control", "percent_change", pct,
-               100 * ci_lo / syn_post, 100 * ci_hi / syn_post, pr.p_value, better_if,
-               "average post gap as a percentage of the synthetic control's post-period mean"),
+               max(100 * ci_lo / syn_post, -100.0), 100 * ci_hi / syn_post, p_conf, better_if,
+               "average post gap as a percentage of the synthetic control's post-period mean; " + inf_desc),
     ]
     checks = [
-        Check("pre_fit", f"pre-period fit of the synthetic control (R-squared at least {opts.min_pre_fit_r2})",
+        Check("pre_fit", "pre-period fit of the synthetic control (R-squared at least "
+              f"{opts.min_pre_fit_r2}" + (f", on trailing {smooth}-month means" if smooth > 1 else "") + ")",
               fit.r2_pre, None, bool(fit.r2_pre >= opts.min_pre_fit_r2),
-              f"pre-period R-squared {fit.r2_pre:.2f}, RMSPE {fit.pre_rmspe:.3f}",
-              {"rmspe": fit.pre_rmspe, "r2": fit.r2_pre}),
+              f"pre-period R-squared {fit.r2_pre:.2f}"
+              + (f" on {smooth}-month means ({fit.r2_pre_raw:.2f} month by month, where noise dominates)"
+                 if smooth > 1 else "") + f", monthly RMSPE {fit.pre_rmspe:.3f}",
+              {"rmspe": fit.pre_rmspe, "r2": fit.r2_pre, "r2_monthly": fit.r2_pre_raw, "smooth_months": smooth}),
         Check("placebo_in_space", "rank of the treated area's post/pre RMSPE ratio among "
               f"{len(pr.table)} units (treated + donors as placebos)", fit.ratio, pr.p_value, None,
               f"ratio {fit.ratio:.2f}, rank {int((pr.table['ratio'] >= fit.ratio - 1e-12).sum())} of "
@@ -204,8 +291,9 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
         warnings.append(f"The synthetic control fits the pre-period poorly (R-squared {fit.r2_pre:.2f}): "
                         "the post-period gap is not a credible effect estimate.")
     if len(pr.table) < 20:
-        warnings.append(f"Only {len(pr.table) - 1} donors: the placebo p-value cannot go below "
-                        f"{1 / len(pr.table):.2f}, so 'significance' at 5% is impossible.")
+        warnings.append(f"Only {len(pr.table) - 1} donors: the placebo-in-space p-value cannot go below "
+                        f"{1 / len(pr.table):.2f}; the headline interval therefore uses conformal inference "
+                        "over the months instead.")
     prevented = None
     if events_per_unit is not None or unit_desc.startswith("count"):
         k = (events_per_unit.reindex(times).to_numpy() if events_per_unit is not None else np.ones(len(times)))
@@ -214,25 +302,32 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
         lo, hi = sorted([-ci_hi * per, -ci_lo * per])
         prevented = Prevented(tot, lo, hi, period_from_index(int(times[post][0])),
                               period_from_index(int(times[post][-1])), int(post.sum()), "events")
-    sd = float(np.std(pg, ddof=1)) if len(pg) > 1 else float("nan")
+    # power from the standard error implied by the conformal interval (normal approximation)
+    sd = float((ci_hi - ci_lo) / (2 * stats.norm.ppf(1 - alpha / 2))) if np.isfinite(ci_hi - ci_lo) else float("nan")
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(0.8)
     mde = float(z * sd / syn_post) if syn_post and np.isfinite(sd) else None
     power = Power(mde=mde, post_months=int(post.sum()), n_sim=0,
-                  underpowered=bool(mde is None or mde > 0.3 or len(pr.table) < 20),
+                  underpowered=bool(mde is None or mde > 0.3),
                   power_at={f"{d:.2f}": float(stats.norm.cdf(d * syn_post / sd - stats.norm.ppf(1 - alpha / 2)))
                             for d in (0.1, 0.2, 0.3, 0.5)} if np.isfinite(sd) and sd > 0 else {},
-                  method="spread of placebo average gaps (normal approximation)")
+                  method="analytic: normal approximation with the standard error implied by the conformal interval")
     tables = {"weights": fit.weights.rename("weight").rename_axis("donor").reset_index(),
               "placebos": pr.table,
               "gaps": pd.DataFrame({f.treated: f.gap for f in [fit, *pr.placebos.values()]}).reindex(times)
               .assign(period=[period_from_index(int(t)) for t in times]).reset_index(drop=True)}
     return Result(
         design="synth",
-        method=f"synthetic control ({len(donors)} donors, pre-period outcomes matched, simplex weights); "
-               f"{unit_desc}; placebo-in-space inference",
+        method=f"synthetic control ({len(donors)} donors, simplex weights matching the pre-period "
+               + (f"trailing {smooth}-month means" if smooth > 1 else "outcomes")
+               + (", demeaned: trends matched, pre-period level difference kept as an intercept" if demean else "")
+               + f"); {unit_desc}; "
+               f"conformal inference by moving-block permutations of the {n_perm} months (Chernozhukov, "
+               "Wuethrich & Zhu 2021), valid for one treated area; placebo-in-space rank as a check",
         effects=tuple(effects), prevented=prevented, series=series, diagnostics=tuple(checks), power=power,
         warnings=tuple(warnings), n_obs=int(wide.size),
         details={"weights": {k: float(v) for k, v in fit.weights.items()}, "pre_rmspe": fit.pre_rmspe,
-                 "post_rmspe": fit.post_rmspe, "r2_pre": fit.r2_pre, "treated_unit": treated},
+                 "post_rmspe": fit.post_rmspe, "r2_pre": fit.r2_pre, "r2_pre_monthly": fit.r2_pre_raw,
+                 "smooth_months": smooth, "demeaned": demean, "treated_unit": treated, "comparison_units": list(donors),
+                 "placebo_gap_interval": [float(x) for x in placebo_ci]},
         tables=tables,
     )
