@@ -73,9 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from sveval.site import publish
-
     from sveval.catalog import Catalog
+    from sveval.site import publish
 
     paths = _paths(args)
     catalog = Catalog.load(paths.parameters)
@@ -120,9 +119,23 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from sveval.power import plan_from_cli
+    import json
+    from dataclasses import asdict
 
-    return plan_from_cli(args)
+    from sveval.evaluate import plan
+
+    paths = _paths(args)
+    if not 0 < args.effect < 1:
+        raise SvevalError(f"--effect is a proportional fall between 0 and 1 (0.2 = 20%), got {args.effect}")
+    result, measure = plan(args.spec, args.effect, power=args.power, max_months=args.max_months,
+                           n_sim=args.sims, root=paths.root)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+    else:
+        print(result.text(measure.name.lower()))
+        for m, pw in result.power_by_months.items():
+            print(f"  {m:3d} months after launch: power {pw:.0%}")
+    return EXIT_OK
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -210,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--effect", type=float, default=0.2, help="proportional fall to detect (0.2 = 20%%)")
     sp.add_argument("--power", type=float, default=0.8)
     sp.add_argument("--max-months", type=int, default=60)
+    sp.add_argument("--sims", type=int, default=200, help="simulated series per post-period length")
     sp.add_argument("--json", action="store_true", help="print JSON")
     sp.set_defaults(fn=cmd_plan)
     return p

@@ -289,7 +289,7 @@ class ITSOptions(_Strict):
     population_offset: bool = True
     placebo: bool = True
     sensitivity_months: int = Field(default=3, ge=0, le=12)
-    power_sims: int = Field(default=500, ge=0, le=20000)
+    power_sims: int = Field(default=200, ge=0, le=20000)
     mde_threshold: float = Field(default=0.30, gt=0, lt=1)
     _p = _period_validator("covid_start", "covid_end")
 

@@ -1,0 +1,19 @@
+"""Diagnostics and robustness checks, each returning a :class:`~sveval.designs.base.Check`.
+
+Residual diagnostics (:mod:`sveval.checks.residuals`) take a fitted model; robustness checks
+(:mod:`sveval.checks.robustness`) take a ``refit`` callable so any design can use them.
+"""
+
+from sveval.checks.residuals import acf, autocorrelation, breusch_godfrey, ljung_box, overdispersion
+from sveval.checks.robustness import placebo_in_time, sensitivity_date, sensitivity_seasonality
+
+__all__ = [
+    "acf",
+    "autocorrelation",
+    "breusch_godfrey",
+    "ljung_box",
+    "overdispersion",
+    "placebo_in_time",
+    "sensitivity_date",
+    "sensitivity_seasonality",
+]

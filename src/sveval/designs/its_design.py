@@ -263,7 +263,7 @@ def build_design(
             notes.append(f"recording break '{name}' ({period}) lies outside the analysed period and is not modelled")
     # Interventions
     effect_columns: dict[str, str] = {}
-    lag, phase = options.lag_months, options.phase_in_months
+    lag, phase = options.lag_months, options.phase_in_months or 0
     for j, k in enumerate(iv_idx, start=1):
         level, slope = effect_weights(t, k, lag, phase)
         if comparison is not None:

@@ -1,0 +1,585 @@
+"""Estimators of the ITS design: count models and models of continuous measures.
+
+Every estimator takes the outcome ``y``, design ``X``, log ``offset`` (counts), the month index
+``t`` and series id of each row, and returns a :class:`ModelFit` with coefficients, their
+covariance, the degrees of freedom of the reference distribution (None = normal) and residuals.
+
+Models (``ITSOptions.model``):
+
+``poisson``       Poisson GLM, model-based (likelihood) standard errors. Assumes no
+                  overdispersion and no autocorrelation: use for reference or very low counts.
+``quasipoisson``  Poisson mean model with variance ``phi * mu``. With ``ar_order = 0`` the classic
+                  quasi-Poisson GLM (``phi`` = Pearson chi-square / residual df, t intervals). With
+                  ``ar_order = p >= 1`` (the default for counts) the working residuals follow an
+                  AR(p) process: the coefficients solve the GLS-IRLS estimating equations with an
+                  AR(p) working correlation whose parameters and ``phi`` are estimated by restricted
+                  maximum likelihood (REML) on the working scale at every iteration (a GEE with an
+                  autoregressive working correlation, i.e. penalised quasi-likelihood with AR errors),
+                  ``phi`` floored at 1 (Poisson variation is the least there can be), and t
+                  intervals on the residual degrees of freedom.
+``negbin``        Negative binomial (NB2) GLM with the dispersion estimated by maximum likelihood
+                  (``alpha = 1/theta``; the fixed ``alpha = 1`` of statsmodels' GLM family is a
+                  known pitfall), standard errors at the estimated ``alpha`` as in MASS::glm.nb.
+``ols``           Ordinary least squares, classical standard errors.
+``newey_west``    OLS with Newey-West (Bartlett HAC) standard errors, lag
+                  ``floor(4 (n/100)^(2/9))`` unless given, small-sample factor ``n/(n-k)``, t intervals.
+``gls_ar``        GLS with AR(p) errors, the AR parameters estimated by REML (as ``nlme::gls`` with
+                  ``corAR1``/``corARMA`` and ``method = "REML"``), t intervals on ``n - k`` df.
+                  Unlike two-step Prais-Winsten/Cochrane-Orcutt, REML does not inherit the downward
+                  bias of the residual autocorrelation on short series.
+``arima``         Regression with AR(p) errors by exact maximum likelihood (statsmodels SARIMAX,
+                  as R's ``arima(..., xreg=)``), normal intervals.
+
+Rows with ``included == False`` (e.g. an excluded COVID-19 window) are left out of the fit; AR
+correlations use the actual month gaps, so leaving months out does not break the AR structure.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+from scipy import optimize, stats
+
+from sveval.errors import EstimationError
+
+COUNT_MODELS = ("poisson", "quasipoisson", "negbin")
+GAUSSIAN_MODELS = ("ols", "newey_west", "gls_ar", "arima")
+
+
+@dataclass
+class ModelFit:
+    """A fitted ITS regression.
+
+    ``df`` is the degrees of freedom of the t reference distribution, or None for the normal.
+    ``link`` is ``log`` for count models (coefficients are log rate ratios) or ``identity``.
+    ``resid`` are Pearson residuals (raw residuals for Gaussian models) of the fitted rows in time
+    order; ``innovations`` are the residuals whitened by the fitted AR(p) process (equal to
+    ``resid`` scaled when the model has no AR part).
+    """
+
+    model: str
+    link: str
+    params: np.ndarray
+    cov: np.ndarray
+    df: float | None
+    scale: float
+    names: list[str]
+    resid: np.ndarray
+    innovations: np.ndarray
+    n: int
+    ar: tuple[float, ...] = ()
+    alpha: float | None = None
+    dispersion: float | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+    df_coef: np.ndarray | None = None
+
+    def df_of(self, i: int) -> float | None:
+        """Degrees of freedom for coefficient ``i`` (Satterthwaite where computed)."""
+        if self.df_coef is not None:
+            return float(self.df_coef[i])
+        return self.df
+
+    @property
+    def bse(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+    def crit(self, level: float = 0.95, i: int | None = None) -> float:
+        q = 0.5 + level / 2
+        df = self.df_of(i) if i is not None else self.df
+        return float(stats.t.ppf(q, df) if df else stats.norm.ppf(q))
+
+    def coef(self, name: str) -> tuple[float, float, float, float, float]:
+        """Estimate, standard error, CI low, CI high and two-sided p of one coefficient."""
+        i = self.names.index(name)
+        b, se = float(self.params[i]), float(self.bse[i])
+        c = self.crit(i=i)
+        df = self.df_of(i)
+        z = b / se if se > 0 else np.inf
+        p = float(2 * (stats.t.sf(abs(z), df) if df else stats.norm.sf(abs(z))))
+        return b, se, b - c * se, b + c * se, p
+
+    def linear(self, X: np.ndarray, offset: np.ndarray | float = 0.0) -> np.ndarray:
+        return X @ self.params + offset
+
+    def mean(self, X: np.ndarray, offset: np.ndarray | float = 0.0) -> np.ndarray:
+        eta = self.linear(X, offset)
+        return np.exp(eta) if self.link == "log" else eta
+
+    def draws(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Coefficient draws from the sampling distribution (multivariate t or normal)."""
+        L = np.linalg.cholesky(self.cov + 1e-14 * np.eye(len(self.params)))
+        z = rng.standard_normal((n, len(self.params)))
+        df = float(np.min(self.df_coef)) if self.df_coef is not None else self.df
+        if df:
+            z = z / np.sqrt(rng.chisquare(df, size=(n, 1)) / df)
+        return self.params + z @ L.T
+
+
+# ------------------------------------------------------------------------------------------------
+# AR(p) correlation machinery (shared by gls_ar and the AR-aware quasi-Poisson)
+# ------------------------------------------------------------------------------------------------
+def pacf_to_ar(pacf: np.ndarray) -> np.ndarray:
+    """AR coefficients from partial autocorrelations (Durbin-Levinson); stationary when |pacf| < 1."""
+    phi = np.array([], dtype=float)
+    for k, r in enumerate(pacf):
+        phi = np.append(phi - r * phi[::-1], r) if k else np.array([r], dtype=float)
+    return phi
+
+
+def ar_acf(phi: np.ndarray, nlags: int) -> np.ndarray:
+    """Autocorrelations 0..nlags of a stationary AR(p) process."""
+    from statsmodels.tsa.arima_process import arma_acf
+
+    return arma_acf(np.r_[1.0, -np.asarray(phi)], np.array([1.0]), lags=nlags + 1)
+
+
+class ARWhitener:
+    """Whitening of series with AR(p) errors observed at month indices ``t`` (gaps allowed).
+
+    ``whiten(Z, phi)`` returns ``Q Z`` with ``Q R Q' = I`` (R the AR correlation matrix within each
+    series, independence between series) and ``log|R|``.
+    """
+
+    def __init__(self, t: np.ndarray, series_id: np.ndarray):
+        self.t = np.asarray(t, dtype=float)
+        self.sid = np.asarray(series_id)
+        order = np.lexsort((self.t, self.sid))
+        if not np.array_equal(order, np.arange(len(order))):
+            raise ValueError("rows must be sorted by series then month")
+        new = np.r_[True, self.sid[1:] != self.sid[:-1]]
+        self.gap = np.where(new, np.inf, np.r_[np.inf, np.diff(self.t)])
+        self.blocks = [np.flatnonzero(self.sid == s) for s in np.unique(self.sid)]
+
+    def whiten(self, Z: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, float]:
+        phi = np.asarray(phi, dtype=float)
+        if len(phi) == 0:
+            return Z, 0.0
+        if len(phi) == 1:
+            r = phi[0]
+            rd = np.where(np.isinf(self.gap), 0.0, r ** np.where(np.isinf(self.gap), 1.0, self.gap))
+            s = np.sqrt(1.0 - rd**2)
+            prev = np.roll(Z, 1, axis=0)
+            out = (Z - (rd[:, None] if Z.ndim == 2 else rd) * prev) / (s[:, None] if Z.ndim == 2 else s)
+            return out, float(np.sum(np.log(s**2)))
+        out = np.empty_like(Z, dtype=float)
+        logdet = 0.0
+        for b in self.blocks:
+            tb = self.t[b]
+            lags = (tb[:, None] - tb[None, :]).astype(int)
+            acf = ar_acf(phi, int(tb.max() - tb.min()))
+            R = acf[np.abs(lags)]
+            L = np.linalg.cholesky(R)
+            out[b] = sla.solve_triangular(L, Z[b], lower=True)
+            logdet += 2.0 * float(np.sum(np.log(np.diag(L))))
+        return out, logdet
+
+
+def _reml_objective(Xw: np.ndarray, yw: np.ndarray, logdet: float) -> tuple[float, np.ndarray, float, np.ndarray]:
+    n, k = Xw.shape
+    Q, Rm = np.linalg.qr(Xw)
+    beta = sla.solve_triangular(Rm, Q.T @ yw)
+    resid = yw - Xw @ beta
+    rss = float(resid @ resid)
+    obj = (n - k) * math.log(max(rss, 1e-300) / (n - k)) + logdet + 2.0 * float(np.sum(np.log(np.abs(np.diag(Rm)))))
+    return obj, beta, rss, Rm
+
+
+def gls_ar_reml(
+    y: np.ndarray,
+    X: np.ndarray,
+    t: np.ndarray,
+    series_id: np.ndarray,
+    p: int,
+    weights: np.ndarray | None = None,
+    start: np.ndarray | None = None,
+) -> dict:
+    """GLS with AR(p) errors (and optional inverse-variance weights) fitted by REML.
+
+    Returns a dict with ``beta``, ``cov`` (``sigma2 (X' Sigma^-1 X)^-1``), ``sigma2``, ``phi`` (AR
+    coefficients), ``pacf``, ``resid`` (raw, weighted scale), ``innov`` (whitened) and ``df``.
+    """
+    n, k = X.shape
+    sw = np.sqrt(weights) if weights is not None else np.ones(n)
+    Xs, ys = X * sw[:, None], y * sw
+    wh = ARWhitener(t, series_id)
+
+    def evaluate(z: np.ndarray):
+        pacf = np.tanh(np.atleast_1d(z))
+        phi = pacf_to_ar(pacf)
+        Xw, lw = wh.whiten(Xs, phi)
+        yw, _ = wh.whiten(ys, phi)
+        return _reml_objective(Xw, yw, lw), pacf, phi, Xw, yw
+
+    if p == 0:
+        z = np.zeros(0)
+    elif p == 1:
+        res = optimize.minimize_scalar(
+            lambda z: evaluate(np.array([z]))[0][0], bounds=(-3.8, 3.8), method="bounded",
+            options={"xatol": 1e-9},
+        )
+        z = np.array([res.x])
+    else:
+        z0 = np.arctanh(np.clip(start, -0.9, 0.9)) if start is not None else np.zeros(p)
+        res = optimize.minimize(lambda z: evaluate(z)[0][0], z0, method="Nelder-Mead",
+                                options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
+        z = np.clip(res.x, -3.8, 3.8)
+    if p == 0:
+        Xw, yw = Xs, ys
+        obj = _reml_objective(Xw, yw, 0.0)
+        pacf, phi = np.zeros(0), np.zeros(0)
+    else:
+        obj, pacf, phi, Xw, yw = evaluate(z)
+    _, beta, rss, Rm = obj
+    sigma2 = rss / (n - k)
+    Rinv = sla.solve_triangular(Rm, np.eye(k))
+    cov = sigma2 * Rinv @ Rinv.T
+    return {
+        "beta": beta, "cov": cov, "sigma2": sigma2, "phi": phi, "pacf": pacf,
+        "resid": ys - Xs @ beta, "innov": (yw - Xw @ beta), "df": n - k,
+    }
+
+
+def satterthwaite_df(
+    y: np.ndarray,
+    X: np.ndarray,
+    t: np.ndarray,
+    series_id: np.ndarray,
+    pacf: np.ndarray,
+    sigma2: float,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Small-sample inference of a REML GLS-AR(p) fit: Satterthwaite df and a variance correction.
+
+    Returns ``(df, extra)``: the degrees of freedom of each coefficient and a ``k x k`` matrix to
+    add to the plug-in covariance for the uncertainty in the AR parameters (Kackar-Harville).
+
+    ``df_j = 2 V_j^2 / (g_j' A g_j)`` where ``V_j`` is the variance of coefficient j as a function
+    of the covariance parameters ``theta = (log sigma2, atanh pacf)``, ``g_j`` its gradient and ``A``
+    the inverse of the observed REML information of ``theta`` (numerical derivatives). Short series
+    with autocorrelation get fewer df than ``n - k``, widening intervals for the uncertainty in the
+    AR parameters (as in SAS/lme4 small-sample inference for mixed models).
+    """
+    n, k = X.shape
+    sw = np.sqrt(weights) if weights is not None else np.ones(n)
+    Xs, ys = X * sw[:, None], y * sw
+    wh = ARWhitener(t, series_id)
+
+    def parts(theta):
+        s2 = math.exp(theta[0])
+        phi = pacf_to_ar(np.tanh(theta[1:]))
+        Xw, lw = wh.whiten(Xs, phi)
+        yw, _ = wh.whiten(ys, phi)
+        Q, Rm = np.linalg.qr(Xw)
+        beta = sla.solve_triangular(Rm, Q.T @ yw)
+        r = yw - Xw @ beta
+        rinv = sla.solve_triangular(Rm, np.eye(k))
+        ll = -0.5 * ((n - k) * theta[0] + lw + 2 * np.sum(np.log(np.abs(np.diag(Rm)))) + float(r @ r) / s2)
+        return ll, s2 * np.sum(rinv**2, axis=1), beta
+
+    theta0 = np.r_[math.log(sigma2), np.arctanh(np.clip(pacf, -0.999, 0.999))]
+    m = len(theta0)
+    h = 1e-4
+    H = np.empty((m, m))
+    f0, V0, _ = parts(theta0)
+    G = np.empty((m, k))
+    D = np.zeros((m, k))
+    for a in range(m):
+        ea = np.zeros(m)
+        ea[a] = h
+        fp, Vp, bp = parts(theta0 + ea)
+        fm, Vm, bm = parts(theta0 - ea)
+        G[a] = (Vp - Vm) / (2 * h)
+        D[a] = (bp - bm) / (2 * h)
+        H[a, a] = (fp - 2 * f0 + fm) / h**2
+        for b in range(a):
+            eb = np.zeros(m)
+            eb[b] = h
+            H[a, b] = H[b, a] = (
+                parts(theta0 + ea + eb)[0] - parts(theta0 + ea - eb)[0]
+                - parts(theta0 - ea + eb)[0] + parts(theta0 - ea - eb)[0]
+            ) / (4 * h**2)
+    try:
+        A = np.linalg.inv(-H)
+    except np.linalg.LinAlgError:
+        return np.full(k, float(n - k)), np.zeros((k, k))
+    if not np.all(np.isfinite(A)) or np.any(np.diag(A) <= 0):
+        return np.full(k, float(n - k)), np.zeros((k, k))
+    # Kackar-Harville term: extra variance of beta from estimating the AR parameters, with the
+    # derivative of the GLS coefficients taken at the data (its expectation is the KH term)
+    extra = D.T @ A @ D
+    V1 = V0 + np.diag(extra)
+    q = np.einsum("aj,ab,bj->j", G, A, G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(q > 0, 2 * V1**2 / q, n - k)
+    return np.clip(df, 1.0, n - k), extra
+
+
+def gls_ar_fixed(y, X, t, series_id, phi, weights=None) -> dict:
+    """Weighted GLS with AR errors of known coefficients ``phi`` (one IRLS step)."""
+    n, k = X.shape
+    sw = np.sqrt(weights) if weights is not None else np.ones(n)
+    Xs, ys = X * sw[:, None], y * sw
+    wh = ARWhitener(t, series_id)
+    Xw, _ = wh.whiten(Xs, phi)
+    yw, _ = wh.whiten(ys, phi)
+    _, beta, rss, Rm = _reml_objective(Xw, yw, 0.0)
+    sigma2 = rss / (n - k)
+    Rinv = sla.solve_triangular(Rm, np.eye(k))
+    return {"beta": beta, "cov": sigma2 * Rinv @ Rinv.T, "sigma2": sigma2, "phi": np.asarray(phi),
+            "resid": ys - Xs @ beta, "innov": yw - Xw @ beta, "df": n - k}
+
+
+# ------------------------------------------------------------------------------------------------
+# Estimators
+# ------------------------------------------------------------------------------------------------
+def _glm(y, X, offset, family, scale=None):
+    import statsmodels.api as sm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sm.GLM(y, X, family=family, offset=offset)
+        res = model.fit(scale=scale, tol=1e-10, maxiter=200)
+    if not np.all(np.isfinite(res.params)):
+        raise EstimationError("the count model did not converge (non-finite coefficients)")
+    return res
+
+
+def fit_poisson(y, X, offset, names) -> ModelFit:
+    import statsmodels.api as sm
+
+    res = _glm(y, X, offset, sm.families.Poisson())
+    pr = np.asarray(res.resid_pearson)
+    disp = float(np.sum(pr**2) / res.df_resid)
+    return ModelFit(
+        model="poisson", link="log", params=np.asarray(res.params), cov=np.asarray(res.cov_params()),
+        df=None, scale=1.0, names=names, resid=pr, innovations=pr, n=len(y), dispersion=disp,
+        description="Poisson regression (log link, population offset), model-based standard errors",
+    )
+
+
+def fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=1, scale_floor=1.0,
+                     small_sample=True) -> ModelFit:
+    """Quasi-Poisson; with ``ar_order >= 1`` AR(p)-correlated working residuals (see module doc)."""
+    import statsmodels.api as sm
+
+    res = _glm(y, X, offset, sm.families.Poisson())
+    n, k = X.shape
+    pr = np.asarray(res.resid_pearson)
+    disp = float(np.sum(pr**2) / (n - k))
+    if ar_order == 0:
+        phi_hat = max(disp, scale_floor) if scale_floor else disp
+        cov = np.asarray(res.cov_params()) * phi_hat
+        return ModelFit(
+            model="quasipoisson", link="log", params=np.asarray(res.params), cov=cov, df=n - k,
+            scale=phi_hat, names=names, resid=pr, innovations=pr / math.sqrt(phi_hat), n=n,
+            dispersion=disp,
+            description="quasi-Poisson regression (log link, population offset), Pearson dispersion"
+            + (" floored at 1" if scale_floor else "") + ", t intervals",
+        )
+    beta = np.asarray(res.params)
+    t = np.asarray(t, float)
+    pacf = None
+    out = None
+    converged = False
+    for _outer in range(20):
+        # REML step for the AR parameters at the current mean ...
+        eta = X @ beta + offset
+        mu = np.exp(eta)
+        out = gls_ar_reml(eta - offset + (y - mu) / mu, X, t, series_id, ar_order, weights=mu, start=pacf)
+        new_pacf = out["pacf"]
+        # ... then GLS-IRLS for the coefficients with the AR parameters held fixed
+        beta = out["beta"]
+        for _inner in range(100):
+            eta = X @ beta + offset
+            mu = np.exp(eta)
+            fixed = gls_ar_fixed(eta - offset + (y - mu) / mu, X, t, series_id, out["phi"], weights=mu)
+            step = fixed["beta"] - beta
+            beta = fixed["beta"]
+            if np.max(np.abs(step)) < 1e-9:
+                break
+        out = fixed | {"pacf": new_pacf}
+        if pacf is not None and np.max(np.abs(new_pacf - pacf)) < 1e-6:
+            converged = True
+            break
+        pacf = new_pacf
+    if not converged:  # pragma: no cover - rare
+        raise EstimationError("the AR quasi-Poisson model did not converge")
+    assert out is not None
+    sigma2 = out["sigma2"]
+    phi_hat = max(sigma2, scale_floor) if scale_floor else sigma2
+    cov = out["cov"] / sigma2 * phi_hat
+    eta = X @ beta + offset
+    mu = np.exp(eta)
+    pr = (y - mu) / np.sqrt(mu)
+    dfc = None
+    if small_sample:
+        dfc, extra = satterthwaite_df(eta - offset + (y - mu) / mu, X, t, series_id, out["pacf"], sigma2,
+                                      weights=mu)
+        cov = cov + extra / sigma2 * phi_hat
+    return ModelFit(
+        model="quasipoisson", link="log", params=beta, cov=cov, df=n - k, scale=phi_hat, names=names,
+        resid=pr, innovations=out["innov"] / math.sqrt(sigma2), n=n, ar=tuple(out["phi"]),
+        dispersion=disp, df_coef=dfc,
+        description=f"quasi-Poisson regression (log link, population offset) with AR({ar_order}) "
+        "working correlation estimated by REML (GLS-IRLS), dispersion"
+        + (" floored at 1" if scale_floor else "")
+        + (", Kackar-Harville variance and Satterthwaite df" if small_sample else ", t intervals"),
+    )
+
+
+def fit_negbin(y, X, offset, names) -> ModelFit:
+    import statsmodels.api as sm
+    from statsmodels.discrete.discrete_model import NegativeBinomial
+
+    start = _glm(y, X, offset, sm.families.Poisson())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nb = NegativeBinomial(y, X, offset=offset, loglike_method="nb2")
+        r = nb.fit(start_params=np.r_[start.params, 0.1], disp=0, maxiter=500, method="bfgs", gtol=1e-10)
+        try:
+            r = nb.fit(start_params=r.params, disp=0, maxiter=100, method="newton", tol=1e-12)
+        except Exception:  # noqa: BLE001 - keep the BFGS optimum
+            pass
+    alpha = float(r.params[-1])
+    if not np.isfinite(alpha) or alpha < 1e-6 or not np.all(np.isfinite(r.params)):
+        # boundary (no overdispersion) or failed optimiser: profile the likelihood over log(alpha)
+        def nll(la):
+            fam = sm.families.NegativeBinomial(alpha=math.exp(la))
+            return -_glm(y, X, offset, fam, scale=1.0).llf
+
+        opt = optimize.minimize_scalar(nll, bounds=(-14.0, 3.0), method="bounded", options={"xatol": 1e-7})
+        alpha = math.exp(opt.x)
+    if not np.isfinite(alpha):
+        raise EstimationError("the negative binomial dispersion could not be estimated")
+    res = _glm(y, X, offset, sm.families.NegativeBinomial(alpha=alpha), scale=1.0)
+    pr = np.asarray(res.resid_pearson)
+    return ModelFit(
+        model="negbin", link="log", params=np.asarray(res.params), cov=np.asarray(res.cov_params()),
+        df=None, scale=1.0, names=names, resid=pr, innovations=pr, n=len(y), alpha=alpha,
+        dispersion=float(np.sum(np.asarray(start.resid_pearson) ** 2) / start.df_resid),
+        description="negative binomial (NB2) regression with the dispersion estimated by maximum "
+        f"likelihood (alpha = {alpha:.3g}), log link, population offset",
+    )
+
+
+def fit_ols(y, X, names) -> ModelFit:
+    import statsmodels.api as sm
+
+    r = sm.OLS(y, X).fit()
+    resid = np.asarray(r.resid)
+    s = math.sqrt(r.scale)
+    return ModelFit(
+        model="ols", link="identity", params=np.asarray(r.params), cov=np.asarray(r.cov_params()),
+        df=float(r.df_resid), scale=float(r.scale), names=names, resid=resid, innovations=resid / s,
+        n=len(y), description="ordinary least squares, classical standard errors, t intervals",
+    )
+
+
+def newey_west_lag(n: int) -> int:
+    """The usual Newey-West lag ``floor(4 (n/100)^(2/9))``."""
+    return int(math.floor(4 * (n / 100.0) ** (2.0 / 9.0)))
+
+
+def fit_newey_west(y, X, names, maxlags: int | None = None) -> ModelFit:
+    import statsmodels.api as sm
+
+    L = newey_west_lag(len(y)) if maxlags is None else maxlags
+    r = sm.OLS(y, X).fit(cov_type="HAC", cov_kwds={"maxlags": L, "use_correction": True}, use_t=True)
+    resid = np.asarray(r.resid)
+    return ModelFit(
+        model="newey_west", link="identity", params=np.asarray(r.params), cov=np.asarray(r.cov_params()),
+        df=float(r.df_resid), scale=float(r.scale), names=names, resid=resid,
+        innovations=resid / math.sqrt(r.scale), n=len(y), extra={"maxlags": L},
+        description=f"OLS with Newey-West standard errors (Bartlett kernel, lag {L}, small-sample "
+        "factor n/(n-k)), t intervals",
+    )
+
+
+def fit_gls_ar(y, X, names, t, series_id, ar_order=1, small_sample=True) -> ModelFit:
+    out = gls_ar_reml(y, X, t, series_id, ar_order)
+    s = math.sqrt(out["sigma2"])
+    dfc, cov = None, out["cov"]
+    if small_sample:
+        dfc, extra = satterthwaite_df(y, X, t, series_id, out["pacf"], out["sigma2"])
+        cov = cov + extra
+    return ModelFit(
+        model="gls_ar", link="identity", params=out["beta"], cov=cov, df=float(out["df"]),
+        scale=out["sigma2"], names=names, resid=out["resid"], innovations=out["innov"] / s, n=len(y),
+        ar=tuple(out["phi"]), df_coef=dfc,
+        description=f"GLS with AR({ar_order}) errors estimated by REML (as nlme::gls), t intervals"
+        + (" with Kackar-Harville variance and Satterthwaite df" if small_sample else " on n - k df"),
+    )
+
+
+def fit_arima(y_full, X_full, included, names, ar_order=1) -> ModelFit:
+    """Regression with AR(p) errors by exact ML; excluded rows are passed as missing."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    y = np.where(included, y_full, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mod = SARIMAX(y, exog=X_full, order=(ar_order, 0, 0), trend="n")
+        import statsmodels.api as sm
+
+        ols = sm.OLS(y_full[included], X_full[included]).fit()
+        start = np.r_[ols.params, np.zeros(ar_order), ols.scale]
+        r = mod.fit(start_params=start, disp=False, method="lbfgs", maxiter=1000)
+        r = mod.fit(start_params=r.params, disp=False, method="bfgs", maxiter=1000, gtol=1e-10,
+                    cov_type="oim")
+    k = X_full.shape[1]
+    params = np.asarray(r.params)
+    cov = np.asarray(r.cov_params())
+    if not np.all(np.isfinite(cov[:k, :k])):
+        raise EstimationError("the regression with ARIMA errors did not converge")
+    resid = (y_full - X_full @ params[:k])[included]
+    innov = np.asarray(r.resid)[included] / math.sqrt(params[-1])
+    return ModelFit(
+        model="arima", link="identity", params=params[:k], cov=cov[:k, :k], df=None,
+        scale=float(params[-1]), names=names, resid=resid, innovations=innov, n=int(included.sum()),
+        ar=tuple(params[k:k + ar_order]),
+        description=f"regression with AR({ar_order}) errors by exact maximum likelihood, normal intervals",
+    )
+
+
+def fit_model(
+    model: str,
+    y: np.ndarray,
+    X: np.ndarray,
+    offset: np.ndarray,
+    names: list[str],
+    t: np.ndarray,
+    series_id: np.ndarray,
+    included: np.ndarray,
+    ar_order: int = 1,
+    newey_west_lags: int | None = None,
+) -> ModelFit:
+    """Fit one ITS estimator on the included rows (see the module docstring for ``model``)."""
+    inc = np.asarray(included, bool)
+    yi, Xi, oi, ti, si = y[inc], X[inc], offset[inc], t[inc], series_id[inc]
+    if model in COUNT_MODELS and np.sum(yi) == 0:
+        raise EstimationError("the series has no events at all: a count model cannot be fitted")
+    try:
+        if model == "poisson":
+            return fit_poisson(yi, Xi, oi, names)
+        if model == "quasipoisson":
+            return fit_quasipoisson(yi, Xi, oi, names, ti, si, ar_order=ar_order)
+        if model == "negbin":
+            return fit_negbin(yi, Xi, oi, names)
+        if model == "ols":
+            return fit_ols(yi, Xi, names)
+        if model == "newey_west":
+            return fit_newey_west(yi, Xi, names, newey_west_lags)
+        if model == "gls_ar":
+            return fit_gls_ar(yi, Xi, names, ti, si, ar_order=max(ar_order, 1))
+        if model == "arima":
+            if len(np.unique(series_id)) > 1:
+                raise EstimationError("model 'arima' takes one series; use gls_ar for controlled ITS")
+            return fit_arima(y, X, inc, names, ar_order=max(ar_order, 1))
+    except np.linalg.LinAlgError as exc:
+        raise EstimationError(f"model '{model}' could not be fitted: {exc}") from exc
+    raise ValueError(f"unknown ITS model {model!r}")
