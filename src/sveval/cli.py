@@ -113,7 +113,11 @@ def cmd_example(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     t0 = time.perf_counter()
-    out = ensure_example(paths.example_data, force=args.force)
+    if args.force and paths.example_data.exists():
+        import shutil
+
+        shutil.rmtree(paths.example_data)
+    out = ensure_example(paths.example_data)
     print(f"illustrative example data ready in {out} ({time.perf_counter() - t0:.1f} s)")
     return EXIT_OK
 

@@ -42,8 +42,6 @@ def overview(ctx: Any) -> str:
     ]
     if ctx.comparison:
         lines += ["", f"**Comparison:** {ctx.catalog.areas_label(ctx.comparison)}."]
-    if spec.description:
-        lines += ["", spec.description]
     return "\n".join(lines)
 
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from sveval.plots.core import PALETTE, _dates  # noqa: E402
+from sveval.plots.core import PALETTE, _dates
 
 if TYPE_CHECKING:  # pragma: no cover
     from sveval.designs.base import Result

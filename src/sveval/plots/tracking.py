@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
 #: Making Data Count colours: grey common cause, orange concern, blue improvement
 MDC = {"common": "#7f7f7f", "concern": "#ed8b00", "improvement": "#41b6e6", "line": "#231f20"}
