@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--comparator-reps", type=int, default=None,
                     help="replications for non-default estimators (default: --reps)")
     ap.add_argument("--smoke", action="store_true", help="3 replications a cell (for tests)")
+    ap.add_argument("--jsonl", default=None, help="append each finished cell's rows here (partial runs)")
+    ap.add_argument("--json", default=None, help="write all rows as a JSON list (for the site's methods page)")
     args = ap.parse_args(argv)
     reps = 3 if args.smoke else args.reps
     sel = cells()
@@ -249,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_cell(c, reps, args.seed, use, 3 if args.smoke else args.comparator_reps)
         r = rows[-len(use or ESTIMATORS[c.kind]):]
         print(" ".join(f"{c.dgp} n={c.n} {x['estimator']}={x['coverage']:.3f}" for x in r), flush=True)
+        if args.jsonl:
+            import json
+
+            with open(args.jsonl, "a", encoding="utf-8") as fh:
+                for x in r:
+                    fh.write(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in x.items()}) + "\n")
     df = pd.DataFrame(rows)
     cmd = "python benchmarks/its_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
     md = to_markdown(df, cmd.strip(), reps, args.seed, time.perf_counter() - t0)
@@ -258,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
 
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(md, encoding="utf-8")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(df.to_json(orient="records", indent=1), encoding="utf-8")
     return 0
 
 

@@ -74,10 +74,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from sveval.catalog import Catalog
-    from sveval.site import publish
+    from sveval.site import collect_coverage, publish
 
     paths = _paths(args)
     catalog = Catalog.load(paths.parameters)
+    collect_coverage(paths.root / "benchmarks" / "results", paths.reports)
     rep = publish(paths.reports, catalog=catalog, quarto=None if args.no_quarto else "auto")
     print(rep.message)
     for w in rep.warnings:

@@ -28,6 +28,7 @@ Example
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 import re
 import shutil
@@ -872,3 +873,33 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
         failed=len(content.failed),
         tables=tables,
     )
+
+
+def collect_coverage(results_dir: Path, reports_dir: Path) -> Path | None:
+    """Write ``reports/coverage.json`` for the methods page from the committed ITS benchmark results.
+
+    Reads ``benchmarks/results/its_coverage_*.json`` (rows written by ``benchmarks/its_coverage.py
+    --json``) and keeps the default estimator of each cell. Returns the file written, or None when
+    there are no benchmark results.
+    """
+    rows: list[dict[str, Any]] = []
+    for path in sorted(Path(results_dir).glob("its_coverage_*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PublishError(f"{path}: not a readable benchmark result ({exc})") from exc
+        for r in data:
+            if not r.get("default"):
+                continue
+            rows.append({
+                "design": "its",
+                "scenario": f"{r['dgp']}, {r['n']} months, {r['estimator']}",
+                "nominal": 0.95,
+                "coverage": r["coverage"],
+                "n_sim": r["reps"],
+            })
+    if not rows:
+        return None
+    out = Path(reports_dir) / "coverage.json"
+    out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    return out
