@@ -305,7 +305,7 @@ def result_record(ctx: EvaluationContext, result: Result) -> dict[str, Any]:
         "period": {"start": ctx.start, "end": ctx.end},
         "status": "completed",
     }
-    body.pop("design", None)
+    record["design_variant"] = body.pop("design")  # e.g. cits for a controlled ITS
     record.update(body)
     record["measure_disclosure"] = ctx.measure.disclosure
     record["provenance"] = provenance(ctx)

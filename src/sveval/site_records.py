@@ -93,7 +93,7 @@ class EvaluationRecord:
 
     @property
     def design(self) -> str:
-        return design_name(self.data.get("design"))
+        return design_name(self.data.get("design_variant") or self.data.get("design"))
 
     @property
     def description(self) -> str:

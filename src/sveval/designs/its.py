@@ -279,6 +279,8 @@ def fit_its(
     if options.sensitivity_months > 0:
         diags.append(checks.sensitivity_date(refit, intervention_start, effects[0], options.sensitivity_months))
         diags.append(checks.sensitivity_seasonality(refit, intervention_start, effects[0]))
+    if comparison is not None:
+        diags.append(_pre_trend_check(core))
     pw = None
     if options.power_sims > 0:
         pw = power_mod.its_power(
@@ -312,6 +314,29 @@ def fit_its(
         series=series.drop(columns=["included"]), diagnostics=tuple(diags), power=pw,
         warnings=tuple(warnings), n_obs=int(core.design.included.sum()), details=details,
         tables={"coefficients": _coef_table(core)},
+    )
+
+
+def _pre_trend_check(core: ITSFit) -> Check:
+    """Controlled ITS: did the treated and comparison series trend alike before the start?
+
+    Tests the ``treated:time`` term (the difference in baseline trends, fitted on the whole
+    series with the intervention terms in the model). Comparable pre-trends are what makes the
+    comparison credible (Maryland level 3); the estimate itself allows for different trends.
+    """
+    b, se, lo, hi, p = core.fit.coef("treated:time")
+    per_year = 12 * b
+    scale = "log rate ratio" if core.log_link else "difference"
+    passed = bool(p is not None and np.isfinite(p) and p >= 0.05)
+    detail = (
+        f"difference in baseline trend {per_year:+.3f} per year ({scale}), p = {p:.3f}: "
+        + ("no evidence that the series trended differently before the start"
+           if passed else "the treated and comparison series trended differently before the start")
+    )
+    return Check(
+        name="pre_trend", description="Difference in baseline (pre-intervention) trend between the "
+        "treated and comparison series", statistic=float(b / se) if se else None, p_value=float(p),
+        passed=passed, detail=detail, data={"per_year": per_year, "ci_low": 12 * lo, "ci_high": 12 * hi},
     )
 
 
