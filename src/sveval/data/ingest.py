@@ -155,7 +155,12 @@ class _Session:
             self.files[src] = []  # not needed: not read
         self.con = duckdb.connect()
         self.con.execute(f"SET threads = {max(1, min(2, os.cpu_count() or 1))}")
-        self.con.execute("SET enable_progress_bar = false")
+        try:
+            self.con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:
+            # inside a Jupyter kernel DuckDB refuses to touch the setting without ipywidgets;
+            # there the progress bar is not shown anyway
+            pass
         self.views: set[str] = set()
         self._make_views()
 
