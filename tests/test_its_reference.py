@@ -19,7 +19,7 @@ from sveval.designs.its_models import fit_model
 from sveval.spec import ITSOptions
 
 REF = Path(__file__).parent / "reference" / "its"
-SICILY = Path("/work/shared/reference-data/sicily.csv")
+SICILY = Path(__file__).parent / "reference" / "data" / "sicily.csv"  # copy of the tutorial data
 R = json.loads((REF / "its_reference.json").read_text())
 
 

@@ -13,9 +13,8 @@ from sveval.designs.did_panel import make_panel
 from sveval.designs.staggered import callaway_santanna, staggered_from_panel
 from sveval.errors import EstimationError
 
-MPDTA = Path("/work/shared/reference-data/mpdta.csv")
-if not MPDTA.exists():  # shared/ sits beside the repository in CI
-    MPDTA = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "mpdta.csv"
+# a copy of shared/reference-data/mpdta.csv (see tests/reference/data/README.md)
+MPDTA = Path(__file__).parent / "reference" / "data" / "mpdta.csv"
 
 # group, time, ATT(g,t), bootstrap SE as published
 PUBLISHED_GT = [

@@ -10,9 +10,8 @@ from sveval.designs.synth import evaluate_wide, placebo_in_space, synth_fit, syn
 from sveval.errors import EstimationError
 from sveval.spec import SynthOptions
 
-PROP99 = Path("/work/shared/reference-data/california_prop99.csv")
-if not PROP99.exists():
-    PROP99 = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "california_prop99.csv"
+# a copy of shared/reference-data/california_prop99.csv (see tests/reference/data/README.md)
+PROP99 = Path(__file__).parent / "reference" / "data" / "california_prop99.csv"
 
 
 def test_weights_lie_on_the_simplex_and_reproduce_a_convex_combination():

@@ -16,7 +16,7 @@ maintained; the estimator without covariates is a few array operations on a unit
 Examples
 --------
 >>> import pandas as pd
->>> df = pd.read_csv("/work/shared/reference-data/mpdta.csv")  # doctest: +SKIP
+>>> df = pd.read_csv("tests/reference/data/mpdta.csv")  # doctest: +SKIP
 >>> cs = callaway_santanna(df, "lemp", "countyreal", "year", "first.treat")  # doctest: +SKIP
 >>> round(cs.aggregate("group").overall.estimate, 4)  # doctest: +SKIP
 -0.031

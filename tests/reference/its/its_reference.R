@@ -4,13 +4,13 @@
 # Usage (from the repository root):
 #   Rscript tests/reference/its/its_reference.R tests/reference/its
 # Reads counts_design.csv, gaussian_design.csv (written by make_inputs.py) and
-# /work/shared/reference-data/sicily.csv (or $SICILY_CSV); writes its_reference.json.
+# tests/reference/data/sicily.csv (or $SICILY_CSV); writes its_reference.json.
 suppressPackageStartupMessages({
   library(MASS); library(sandwich); library(nlme); library(jsonlite)
 })
 args <- commandArgs(trailingOnly = TRUE)
 dir <- if (length(args)) args[1] else "tests/reference/its"
-sicily_csv <- Sys.getenv("SICILY_CSV", "/work/shared/reference-data/sicily.csv")
+sicily_csv <- Sys.getenv("SICILY_CSV", file.path(dir, "..", "data", "sicily.csv"))
 
 tab <- function(est, se, df = NULL) {
   list(estimate = unname(est), se = unname(se), df = df)
