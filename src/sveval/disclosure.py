@@ -30,16 +30,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from sveval.errors import DisclosureError, SpecError
-from sveval.spec import load_model
+from sveval.spec import StrictModel, load_model
 
 SUPPRESSED = "*"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class SourceRule(_Strict):

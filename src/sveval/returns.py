@@ -30,19 +30,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 import sveval
 from sveval.catalog import Catalog
 from sveval.errors import PublishError
 from sveval.paths import ProjectPaths
-from sveval.spec import load_model
+from sveval.spec import StrictModel, load_model
 
 Content = Literal["headline", "local", "interventions", "data_quality", "metadata"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
 class SheetSpec(_Strict):

@@ -64,6 +64,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class StrictModel(BaseModel):
+    """Base of every configuration model: unknown keys are refused, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_financial_year(value: Any) -> str:
+    """Validate a financial year written ``2025/26`` (April 2025 to March 2026)."""
+    v = str(value).strip()
+    m = FY_RE.match(v)
+    if not m or (int(m.group(1)) + 1) % 100 != int(m.group(2)):
+        raise ValueError(f"expected a financial year such as '2025/26', got {v!r}")
+    return v
+
+
 def _period_validator(*names: str):
     return field_validator(*names, mode="before")(lambda cls, v: None if v is None else parse_period(v))
 

@@ -30,19 +30,20 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sveval.catalog import Catalog
 from sveval.errors import DataError, SpecError
 from sveval.paths import ProjectPaths
 from sveval.spc import rate_ratio_ci, xmr
 from sveval.spec import (
-    FY_RE,
     AreaRegistry,
     DataSpec,
     MeasureSpec,
+    StrictModel,
     add_months,
     load_model,
+    parse_financial_year,
     parse_period,
     period_index,
 )
@@ -51,16 +52,10 @@ PARTNERSHIP_CODE = "PARTNERSHIP"
 COMPARISON_CODE = "COMPARISON"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = StrictModel
 
 
-def _fy(v: str) -> str:
-    v = str(v).strip()
-    m = FY_RE.match(v)
-    if not m or (int(m.group(1)) + 1) % 100 != int(m.group(2)):
-        raise ValueError(f"expected a financial year such as '2022/23', got {v!r}")
-    return v
+_fy = parse_financial_year
 
 
 def fy_of(period: str) -> str:

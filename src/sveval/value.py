@@ -17,22 +17,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from sveval.errors import SpecError
-from sveval.spec import FY_RE, InterventionSpec, MeasureSpec, load_model
+from sveval.spec import (
+    InterventionSpec,
+    MeasureSpec,
+    StrictModel,
+    load_model,
+    parse_financial_year,
+)
+
+_Strict = StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _fy(v: str) -> str:
-    v = str(v).strip()
-    m = FY_RE.match(v)
-    if not m or (int(m.group(1)) + 1) % 100 != int(m.group(2)):
-        raise ValueError(f"expected a financial year such as '2025/26', got {v!r}")
-    return v
+_fy = parse_financial_year
 
 
 class CostCategory(_Strict):
