@@ -441,10 +441,13 @@ def fit_negbin(y, X, offset, names) -> ModelFit:
         warnings.simplefilter("ignore")
         nb = NegativeBinomial(y, X, offset=offset, loglike_method="nb2")
         r = nb.fit(start_params=np.r_[start.params, 0.1], disp=0, maxiter=500, method="bfgs", gtol=1e-10)
-        try:
-            r = nb.fit(start_params=r.params, disp=0, maxiter=100, method="newton", tol=1e-12)
-        except Exception:  # noqa: BLE001 - keep the BFGS optimum
-            pass
+        # Newton polishing needs polygamma(1/alpha): very slow and pointless near the boundary
+        # (alpha -> 0, no overdispersion), which the profile likelihood below handles instead
+        if np.isfinite(r.params[-1]) and r.params[-1] > 1e-3:
+            try:
+                r = nb.fit(start_params=r.params, disp=0, maxiter=100, method="newton", tol=1e-12)
+            except Exception:  # noqa: BLE001 - keep the BFGS optimum
+                pass
     alpha = float(r.params[-1])
     if not np.isfinite(alpha) or alpha < 1e-6 or not np.all(np.isfinite(r.params)):
         # boundary (no overdispersion) or failed optimiser: profile the likelihood over log(alpha)
