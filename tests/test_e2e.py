@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_project
 
 from sveval.cli import main
 from sveval.disclosure import load_rules, scan_published
-
-from conftest import make_project
 
 pytestmark = pytest.mark.slow
 
