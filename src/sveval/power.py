@@ -52,7 +52,7 @@ class _SimBase:
 
 
 def _base(data, intervention_start, options, kind, comparison, breaks) -> _SimBase:
-    from sveval.designs.its import _outcome, resolve_model
+    from sveval.designs.its import _outcome, resolve_inference, resolve_model
     from sveval.designs.its_design import build_design
 
     model = resolve_model(options, kind)
@@ -96,7 +96,10 @@ def _base(data, intervention_start, options, kind, comparison, breaks) -> _SimBa
     else:
         phi = float(np.var(pre_fit.resid, ddof=len(names)) if model != "gls_ar" else pre_fit.scale)
     tp = f["post"].to_numpy(bool) & (f["group"] == "treated").to_numpy() & design.included
-    return _SimBase(design=design, model=model, ar_order=options.ar_order, mean=mean, log_link=log_link,
+    # the simulated series are refitted with the AR order the evaluation itself uses; intervals are
+    # Wald (profile-likelihood intervals, the low-count default, cost too much to repeat per draw)
+    ar_order, _, _ = resolve_inference(options, model, design)
+    return _SimBase(design=design, model=model, ar_order=ar_order, mean=mean, log_link=log_link,
                     phi=phi, ar=ar, cf_level=float(np.mean(mean[tp])))
 
 

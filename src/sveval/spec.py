@@ -281,8 +281,9 @@ class ITSOptions(_Strict):
 
     model: ITSModel = Field(
         default="auto",
-        description="auto picks by measure kind: counts -> quasipoisson with AR-aware inference; "
-        "rates/continuous -> gls_ar",
+        description="auto picks by measure kind: counts -> quasipoisson (AR(1) working correlation "
+        "and Wald intervals, or at low counts no AR terms and profile-likelihood intervals); "
+        "continuous -> gls_ar",
     )
     seasonality: Literal["fourier", "month", "none"] = "fourier"
     fourier_terms: int = Field(default=2, ge=1, le=6)
@@ -301,6 +302,12 @@ class ITSOptions(_Strict):
         default_factory=list, description="further intervention dates in the same series"
     )
     ar_order: int = Field(default=1, ge=0, le=3)
+    interval: Literal["auto", "wald", "profile"] = Field(
+        default="auto",
+        description="auto: profile-likelihood intervals for count models at low counts (pre-period "
+        "mean below 5 a month) where the model allows them, else Wald; profile needs model poisson "
+        "or quasipoisson with ar_order 0",
+    )
     population_offset: bool = True
     placebo: bool = True
     sensitivity_months: int = Field(default=3, ge=0, le=12)

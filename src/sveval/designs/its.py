@@ -21,8 +21,11 @@ estimators), and returns a :class:`~sveval.designs.base.Result` with
 
 The default model (``model: auto``) is chosen by the kind of measure and justified by the Monte
 Carlo benchmark ``benchmarks/its_coverage.py``: counts (and rates modelled as counts with a
-population offset) use the AR(1)-aware quasi-Poisson model; continuous measures use GLS with
-AR(1) errors by REML with Kackar-Harville / Satterthwaite small-sample inference.
+population offset) use the AR(1)-aware quasi-Poisson model with Wald intervals when the
+pre-period averages at least ``LOW_COUNT`` (5) events a month, and below that quasi-Poisson
+without AR terms with profile-likelihood intervals (:mod:`sveval.designs.its_profile`);
+continuous measures use GLS with AR(1) errors by REML with Kackar-Harville / Satterthwaite
+small-sample inference. ``interval`` and ``ar_order`` in the parameter file override the choice.
 
 Example
 -------
@@ -72,11 +75,50 @@ class ITSFit:
         return self.fit.link == "log"
 
 
+LOW_COUNT = 5.0  # pre-period events a month below which count models switch to the low-count default
+
+
 def resolve_model(options: ITSOptions, kind: str) -> str:
     """The estimator used: ``options.model``, or for ``auto`` the default of the measure's kind."""
     if options.model != "auto":
         return options.model
     return "quasipoisson" if kind in ("count", "rate") else "gls_ar"
+
+
+def resolve_inference(options: ITSOptions, model: str, design,
+                      y: np.ndarray | None = None) -> tuple[int, str, float | None]:
+    """AR order and interval type actually used, and the pre-period mean count (count models).
+
+    The count default depends on how many events there are (benchmark cells ``pois30_ar`` and
+    ``negbin`` against ``low05``). With a pre-period mean of at least ``LOW_COUNT`` events a month
+    the AR(1)-aware quasi-Poisson with Wald intervals; below it the residual autocorrelation cannot
+    be estimated usefully and the log-likelihood is far from quadratic, so ``model: auto`` uses
+    quasi-Poisson without AR terms and profile-likelihood intervals. An ``ar_order`` or
+    ``interval`` set in the parameter file always wins. ``y`` replaces the design's outcome
+    (simulation studies reuse one design).
+    """
+    ar_order = options.ar_order
+    if model not in COUNT_MODELS:
+        if options.interval == "profile":
+            raise DataError(f"interval 'profile' is for count models; model '{model}' uses Wald intervals")
+        return ar_order, "wald", None
+    f = design.frame
+    pre = (~f["post"].to_numpy(bool)) & design.included & (f["group"] == "treated").to_numpy()
+    yy = f["y"].to_numpy(float) if y is None else np.asarray(y, float)
+    mean_pre = float(np.mean(yy[pre])) if pre.any() else float("nan")
+    low = bool(np.isfinite(mean_pre) and mean_pre < LOW_COUNT)
+    if (low and options.model == "auto" and model == "quasipoisson"
+            and "ar_order" not in options.model_fields_set):
+        ar_order = 0
+    profile_ok = model == "poisson" or (model == "quasipoisson" and ar_order == 0)
+    if options.interval == "profile":
+        if not profile_ok:
+            raise DataError(f"interval 'profile' needs model poisson, or quasipoisson with ar_order 0; got "
+                            f"model '{model}' with ar_order {ar_order}")
+        return ar_order, "profile", mean_pre
+    if options.interval == "auto" and low and profile_ok:
+        return ar_order, "profile", mean_pre
+    return ar_order, "wald", mean_pre
 
 
 def _outcome(kind: str, model: str, data: pd.DataFrame) -> str:
@@ -108,9 +150,10 @@ def fit_core(
         count_model=model in COUNT_MODELS, outcome=_outcome(kind, model, data),
     )
     f = design.frame
+    ar_order, interval, _ = resolve_inference(options, model, design)
     fit = fit_model(
         model, f["y"].to_numpy(float), design.X, f["offset"].to_numpy(float), design.columns,
-        f["t"].to_numpy(float), design.series_id, design.included, ar_order=options.ar_order,
+        f["t"].to_numpy(float), design.series_id, design.included, ar_order=ar_order, interval=interval,
     )
     return ITSFit(fit=fit, design=design, model=model, kind=kind, options=options)
 
@@ -292,6 +335,8 @@ def fit_its(
     f = core.design.frame
     details: dict[str, Any] = {
         "model": core.model,
+        "interval": "profile likelihood" if core.fit.profile is not None else "wald",
+        "ar_order": len(core.fit.ar),
         "kind": kind,
         "outcome": "count" if core.log_link else ("rate per 100,000" if _outcome(kind, core.model, data) == "rate_per_100k" else "value"),
         "headline": "level_change",

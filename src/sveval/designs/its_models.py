@@ -16,7 +16,9 @@ Models (``ITSOptions.model``):
                   maximum likelihood (REML) on the working scale at every iteration (a GEE with an
                   autoregressive working correlation, i.e. penalised quasi-likelihood with AR errors),
                   ``phi`` floored at 1 (Poisson variation is the least there can be), and t
-                  intervals on the residual degrees of freedom.
+                  intervals on the residual degrees of freedom. With ``ar_order = 0`` and
+                  ``interval = "profile"`` (the default at low counts) the intervals are
+                  profile-likelihood intervals, see :mod:`sveval.designs.its_profile`.
 ``negbin``        Negative binomial (NB2) GLM with the dispersion estimated by maximum likelihood
                   (``alpha = 1/theta``; the fixed ``alpha = 1`` of statsmodels' GLM family is a
                   known pitfall), standard errors at the estimated ``alpha`` as in MASS::glm.nb.
@@ -44,6 +46,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy import optimize, stats
 
+from sveval.designs.its_profile import PoissonProfile
 from sveval.errors import EstimationError
 
 COUNT_MODELS = ("poisson", "quasipoisson", "negbin")
@@ -77,6 +80,7 @@ class ModelFit:
     description: str = ""
     extra: dict = field(default_factory=dict)
     df_coef: np.ndarray | None = None
+    profile: PoissonProfile | None = None  # profile-likelihood intervals (low-count default)
 
     def df_of(self, i: int) -> float | None:
         """Degrees of freedom for coefficient ``i`` (Satterthwaite where computed)."""
@@ -99,6 +103,9 @@ class ModelFit:
         b, se = float(self.params[i]), float(self.bse[i])
         c = self.crit(i=i)
         df = self.df_of(i)
+        if self.profile is not None:
+            lo, hi, p = self.profile.interval(i, se)
+            return b, se, lo, hi, p
         z = b / se if se > 0 else np.inf
         p = float(2 * (stats.t.sf(abs(z), df) if df else stats.norm.sf(abs(z))))
         return b, se, b - c * se, b + c * se, p
@@ -349,37 +356,49 @@ def _glm(y, X, offset, family, scale=None):
     return res
 
 
-def fit_poisson(y, X, offset, names) -> ModelFit:
+def fit_poisson(y, X, offset, names, interval: str = "wald") -> ModelFit:
     import statsmodels.api as sm
 
     res = _glm(y, X, offset, sm.families.Poisson())
     pr = np.asarray(res.resid_pearson)
     disp = float(np.sum(pr**2) / res.df_resid)
+    profile = PoissonProfile(y, X, offset, np.asarray(res.params)) if interval == "profile" else None
     return ModelFit(
         model="poisson", link="log", params=np.asarray(res.params), cov=np.asarray(res.cov_params()),
         df=None, scale=1.0, names=names, resid=pr, innovations=pr, n=len(y), dispersion=disp,
-        description="Poisson regression (log link, population offset), model-based standard errors",
+        profile=profile,
+        description="Poisson regression (log link, population offset), "
+        + ("profile-likelihood intervals" if profile else "model-based standard errors"),
     )
 
 
 def fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=1, scale_floor=1.0,
-                     small_sample=True) -> ModelFit:
-    """Quasi-Poisson; with ``ar_order >= 1`` AR(p)-correlated working residuals (see module doc)."""
+                     small_sample=True, interval: str = "wald") -> ModelFit:
+    """Quasi-Poisson; with ``ar_order >= 1`` AR(p)-correlated working residuals (see module doc).
+
+    ``interval="profile"`` (``ar_order = 0`` only) gives profile-likelihood intervals and
+    likelihood-ratio p-values (:mod:`sveval.designs.its_profile`) instead of Wald t intervals.
+    """
     import statsmodels.api as sm
 
     res = _glm(y, X, offset, sm.families.Poisson())
     n, k = X.shape
     pr = np.asarray(res.resid_pearson)
     disp = float(np.sum(pr**2) / (n - k))
+    if interval == "profile" and ar_order:
+        raise EstimationError("profile-likelihood intervals need ar_order: 0 (no AR working correlation)")
     if ar_order == 0:
         phi_hat = max(disp, scale_floor) if scale_floor else disp
         cov = np.asarray(res.cov_params()) * phi_hat
+        profile = (PoissonProfile(y, X, offset, np.asarray(res.params), phi=phi_hat, df=n - k)
+                   if interval == "profile" else None)
         return ModelFit(
             model="quasipoisson", link="log", params=np.asarray(res.params), cov=cov, df=n - k,
             scale=phi_hat, names=names, resid=pr, innovations=pr / math.sqrt(phi_hat), n=n,
-            dispersion=disp,
+            dispersion=disp, profile=profile,
             description="quasi-Poisson regression (log link, population offset), Pearson dispersion"
-            + (" floored at 1" if scale_floor else "") + ", t intervals",
+            + (" floored at 1" if scale_floor else "")
+            + (", profile-likelihood intervals (F reference)" if profile else ", t intervals"),
         )
     beta = np.asarray(res.params)
     t = np.asarray(t, float)
@@ -560,17 +579,25 @@ def fit_model(
     included: np.ndarray,
     ar_order: int = 1,
     newey_west_lags: int | None = None,
+    interval: str = "wald",
 ) -> ModelFit:
-    """Fit one ITS estimator on the included rows (see the module docstring for ``model``)."""
+    """Fit one ITS estimator on the included rows (see the module docstring for ``model``).
+
+    ``interval`` is ``wald`` or ``profile`` (profile likelihood; poisson and quasipoisson with
+    ``ar_order = 0`` only).
+    """
+    if interval == "profile" and not (model == "poisson" or (model == "quasipoisson" and ar_order == 0)):
+        raise EstimationError(f"profile-likelihood intervals are available for poisson and for quasipoisson "
+                              f"with ar_order: 0, not for model '{model}' with ar_order: {ar_order}")
     inc = np.asarray(included, bool)
     yi, Xi, oi, ti, si = y[inc], X[inc], offset[inc], t[inc], series_id[inc]
     if model in COUNT_MODELS and np.sum(yi) == 0:
         raise EstimationError("the series has no events at all: a count model cannot be fitted")
     try:
         if model == "poisson":
-            return fit_poisson(yi, Xi, oi, names)
+            return fit_poisson(yi, Xi, oi, names, interval=interval)
         if model == "quasipoisson":
-            return fit_quasipoisson(yi, Xi, oi, names, ti, si, ar_order=ar_order)
+            return fit_quasipoisson(yi, Xi, oi, names, ti, si, ar_order=ar_order, interval=interval)
         if model == "negbin":
             return fit_negbin(yi, Xi, oi, names)
         if model == "ols":

@@ -55,6 +55,26 @@ def main() -> None:
         X.to_csv(HERE / f"{name}_design.csv", index=False, float_format="%.12g")
         df.to_csv(HERE / f"{name}_series.csv", index=False)
     (HERE / "intervention_start.txt").write_text(start + "\n")
+    low, low_start = simulate_low()
+    d = build_design(low, low_start, opts, count_model=True)
+    X = pd.DataFrame(d.X, columns=[c.replace(":", "_") for c in d.columns])
+    X.insert(0, "y", d.frame["y"].to_numpy())
+    X.insert(1, "offset", d.frame["offset"].to_numpy())
+    X.insert(2, "t", d.frame["t"].to_numpy())
+    X.to_csv(HERE / "lowcounts_design.csv", index=False, float_format="%.12g")
+
+
+def simulate_low(seed: int = 11) -> tuple[pd.DataFrame, str]:
+    """Low counts (about 1.2 events a month, halving at the intervention) for profile intervals."""
+    rng = np.random.default_rng(seed)
+    n, k = 60, 40
+    t = np.arange(n)
+    months = (t + 3) % 12 + 1
+    season = 0.3 * np.sin(2 * np.pi * months / 12)
+    lam = 1.2 * np.exp(season + math.log(0.5) * (t >= k))
+    periods = [add_months("2017-04", i) for i in range(n)]
+    df = pd.DataFrame({"period": periods, "count": rng.poisson(lam).astype(float), "population": np.nan})
+    return df, periods[k]
 
 
 if __name__ == "__main__":
