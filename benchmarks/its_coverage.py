@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sveval.designs.its import resolve_inference
 from sveval.designs.its_design import build_design
 from sveval.designs.its_models import fit_model
 from sveval.errors import EstimationError
@@ -71,9 +72,12 @@ def cells() -> list[Cell]:
 
 ESTIMATORS = {
     "continuous": ["gls_ar", "ols", "newey_west", "arima"],
-    "count": ["quasipoisson_ar1", "quasipoisson", "poisson", "negbin"],
+    "count": ["auto", "quasipoisson_ar1", "quasipoisson_profile", "quasipoisson", "poisson", "negbin"],
 }
-DEFAULTS = {"continuous": "gls_ar", "count": "quasipoisson_ar1"}
+# ``auto`` is what ``model: auto`` does for a count measure: resolved per series by
+# sveval.designs.its.resolve_inference (AR(1) quasi-Poisson with Wald intervals at a pre-period mean of
+# 5 or more events a month, quasi-Poisson with profile-likelihood intervals below it)
+DEFAULTS = {"continuous": "gls_ar", "count": "auto"}
 
 
 def _ar1(rng: np.random.Generator, n: int, rho: float, sd: float) -> np.ndarray:
@@ -113,10 +117,16 @@ def simulate(cell: Cell, rng: np.random.Generator) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame({"period": periods, "count": y, "population": np.nan}), periods[k]
 
 
-def _spec(est: str) -> tuple[str, int]:
+def _spec(est: str, design=None, y=None) -> tuple[str, int, str]:
+    """Model, AR order and interval type of a benchmark estimator name."""
+    if est == "auto":
+        ar, interval, _ = resolve_inference(ITSOptions(), "quasipoisson", design, y)
+        return "quasipoisson", ar, interval
     if est.endswith("_ar1"):
-        return est[:-4], 1
-    return est, (1 if est in ("gls_ar", "arima") else 0)
+        return est[:-4], 1, "wald"
+    if est.endswith("_profile"):
+        return est[: -len("_profile")], 0, "profile"
+    return est, (1 if est in ("gls_ar", "arima") else 0), "wald"
 
 
 def _design(df: pd.DataFrame, start: str, kind: str):
@@ -126,10 +136,11 @@ def _design(df: pd.DataFrame, start: str, kind: str):
 
 def _fit(est: str, design, y: np.ndarray):
     """Level-change estimate, se, CI and p of one estimator (the design is fixed within a cell)."""
-    model, ar = _spec(est)
+    model, ar, interval = _spec(est, design, y)
     f = design.frame
     return fit_model(model, y, design.X, f["offset"].to_numpy(float), design.columns,
-                     f["t"].to_numpy(float), design.series_id, design.included, ar_order=ar).coef("level_1")
+                     f["t"].to_numpy(float), design.series_id, design.included, ar_order=ar,
+                     interval=interval).coef("level_1")
 
 
 def run_cell(cell: Cell, reps: int, seed: int, estimators: list[str] | None = None,
@@ -164,7 +175,9 @@ def run_cell(cell: Cell, reps: int, seed: int, estimators: list[str] | None = No
                 continue
             finally:
                 rec[e]["sec"] += time.perf_counter() - t0
-            if not (np.isfinite(lo) and np.isfinite(hi)):
+            # an infinite bound is a valid interval (profile likelihood with no events after the
+            # intervention); only a missing one is a failure
+            if np.isnan(lo) or np.isnan(hi):
                 rec[e]["fail"] += 1
                 continue
             rec[e]["cover"].append(lo <= cell.truth <= hi)
@@ -180,34 +193,39 @@ def run_cell(cell: Cell, reps: int, seed: int, estimators: list[str] | None = No
             "reps": m, "failed": r["fail"], "coverage": cov,
             "mc_se": math.sqrt(cov * (1 - cov) / m) if m else float("nan"),
             "bias": float(np.mean(r["est"]) - cell.truth) if m else float("nan"),
+            "median_bias": float(np.median(r["est"]) - cell.truth) if m else float("nan"),
             "power": float(np.mean(r["reject"])) if m else float("nan"),
             "ms_per_fit": 1000 * r["sec"] / max(r["runs"], 1),
         })
     return rows
 
 
-def to_markdown(df: pd.DataFrame, command: str, reps: int, seed: int, seconds: float) -> str:
+def to_markdown(df: pd.DataFrame, command: str, reps: int, seed: int, seconds: float | None) -> str:
     lo, hi = COVERAGE_BAND
+    took = f"wall time {seconds / 60:.1f} min (one process)" if seconds is not None else \
+        "merged from runs split by DGP (the per-cell seeds make a split run identical to a single one)"
     lines = [
         "# ITS estimators: Monte Carlo coverage, bias and power",
         "",
         f"Command: `{command}`  ",
-        f"Replications per cell: {reps}; seed {seed}; wall time {seconds / 60:.1f} min (one process).",
+        f"Replications per cell: {reps} for the default estimator; seed {seed}; {took}.",
         "",
         "Level change at 60% of the series; model: linear trend, 2 Fourier pairs, level and slope change.",
         "Truth: Gaussian cells -1.0 (difference); pois30_ar and negbin rate ratio 0.8; low05 rate ratio 0.5.",
         "Coverage = share of 95% intervals containing the truth (MC standard error about 0.007 at 1000",
-        "replications); bias on the model scale (log rate ratio or difference); power = share of",
+        "replications); mean and median bias on the model scale (log rate ratio or difference; at low",
+        "counts a series with no events after the intervention has an estimate near minus infinity,",
+        "which dominates the mean); power = share of",
         "intervals excluding no change at the true effect. `*` marks the default estimator of the kind.",
         "",
-        "| DGP | n | estimator | coverage | bias | power | failed | ms/fit |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| DGP | n | estimator | coverage | bias | median bias | power | reps | failed | ms/fit |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in df.itertuples():
         mark = "*" if r.default else ""
         lines.append(
-            f"| {r.dgp} | {r.n} | {r.estimator}{mark} | {r.coverage:.3f} | {r.bias:+.4f} | {r.power:.3f} "
-            f"| {r.failed} | {r.ms_per_fit:.1f} |"
+            f"| {r.dgp} | {r.n} | {r.estimator}{mark} | {r.coverage:.3f} | {r.bias:+.4f} | {r.median_bias:+.4f} "
+            f"| {r.power:.3f} | {r.reps} | {r.failed} | {r.ms_per_fit:.1f} |"
         )
     d = df[df["default"]]
     bad = d[(d["coverage"] < lo) | (d["coverage"] > hi)]
@@ -234,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="3 replications a cell (for tests)")
     ap.add_argument("--jsonl", default=None, help="append each finished cell's rows here (partial runs)")
     ap.add_argument("--json", default=None, help="write all rows as a JSON list (for the site's methods page)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="no simulation: combine the rows of earlier --json runs into one table (--out/--json)")
     args = ap.parse_args(argv)
+    if args.merge:
+        return _merge(args, argv)
     reps = 3 if args.smoke else args.reps
     sel = cells()
     if args.only:
@@ -269,6 +291,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from pathlib import Path
 
+        Path(args.json).write_text(df.to_json(orient="records", indent=1), encoding="utf-8")
+    return 0
+
+
+def _merge(args, argv) -> int:
+    import json
+    from pathlib import Path
+
+    rows = []
+    for f in args.merge:
+        rows += json.loads(Path(f).read_text(encoding="utf-8"))
+    order = {(c.dgp, c.n): i for i, c in enumerate(cells())}
+    df = pd.DataFrame(rows)
+    df["_o"] = [order.get((d, n), 1e9) for d, n in zip(df["dgp"], df["n"], strict=True)]
+    df = df.sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+    cmd = "python benchmarks/its_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = to_markdown(df, cmd.strip(), int(df.loc[df["default"], "reps"].max()), args.seed, None)
+    print(md)
+    if args.out:
+        Path(args.out).write_text(md, encoding="utf-8")
+    if args.json:
         Path(args.json).write_text(df.to_json(orient="records", indent=1), encoding="utf-8")
     return 0
 

@@ -161,3 +161,15 @@ def test_profile_coverage_at_low_counts():
         cover.append(lo <= truth <= hi)
     # 300 replications: Monte Carlo SE about 0.013
     assert 0.91 <= np.mean(cover) <= 0.985
+
+
+def test_full_low_count_report_uses_one_inference_throughout():
+    df, start = low_series(n=72, k=48, base=0.8, seed=9)
+    res = fit_its(df, start, ITSOptions(covid="none", power_sims=20, sensitivity_months=2))
+    assert res.details["interval"] == "profile likelihood" and res.details["ar_order"] == 0
+    # the checks and power were refitted with the same (pinned) choice
+    assert res.details["options"]["interval"] == "profile" and res.details["options"]["ar_order"] == 0
+    names = {d.name for d in res.diagnostics}
+    assert {"placebo_in_time", "sensitivity_date", "sensitivity_seasonality"} <= names
+    assert res.power is not None
+    json.dumps(res.to_dict(), allow_nan=False)

@@ -84,4 +84,4 @@ def test_benchmark_smoke(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
-    assert "| gauss_rho0.3 | 48 | gls_ar* |" in text and "| low05 | 48 | quasipoisson_ar1* |" in text
+    assert "| gauss_rho0.3 | 48 | gls_ar* |" in text and "| low05 | 48 | auto* |" in text and "| low05 | 48 | quasipoisson_profile |" in text

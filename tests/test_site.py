@@ -432,3 +432,26 @@ def test_publish_with_catalog_names_areas_and_scans(reports):
     with pytest.raises(PublishError, match="record-level field 'crime_reference'"):
         publish(reports, catalog=catalog, quarto=None)
     assert (reports / "_site" / "index.html").read_bytes() == before
+
+
+def test_collect_coverage_keeps_default_estimators(tmp_path):
+    from sveval.site import collect_coverage
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    results.mkdir()
+    reports.mkdir()
+    assert collect_coverage(results, reports) is None  # no benchmark results: nothing written
+    rows = [
+        {"dgp": "low05", "n": 48, "estimator": "auto", "default": True, "reps": 1000, "coverage": 0.955},
+        {"dgp": "low05", "n": 48, "estimator": "poisson", "default": False, "reps": 200, "coverage": 0.96},
+        {"dgp": "gauss_rho0.6", "n": 72, "estimator": "gls_ar", "default": True, "reps": 1000, "coverage": 0.938},
+    ]
+    (results / "its_coverage_x.json").write_text(json.dumps(rows))
+    out = collect_coverage(results, reports)
+    got = json.loads(out.read_text())
+    assert [r["coverage"] for r in got] == [0.955, 0.938]
+    assert got[0]["scenario"] == "low05, 48 months, count default (model: auto)"
+    assert got[1]["n_sim"] == 1000 and got[1]["nominal"] == 0.95
+    (results / "its_coverage_y.json").write_text("{not json")
+    with pytest.raises(PublishError, match="its_coverage_y.json"):
+        collect_coverage(results, reports)

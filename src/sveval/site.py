@@ -893,7 +893,8 @@ def collect_coverage(results_dir: Path, reports_dir: Path) -> Path | None:
                 continue
             rows.append({
                 "design": "its",
-                "scenario": f"{r['dgp']}, {r['n']} months, {r['estimator']}",
+                "scenario": f"{r['dgp']}, {r['n']} months, "
+                            + ("count default (model: auto)" if r["estimator"] == "auto" else r["estimator"]),
                 "nominal": 0.95,
                 "coverage": r["coverage"],
                 "n_sim": r["reps"],

@@ -313,6 +313,12 @@ def fit_its(
     from sveval import checks
     from sveval import power as power_mod
 
+    # placebo dates, date and seasonality sensitivity and power refit with the inference chosen here
+    # (AR order and interval type), so a series near the low-count threshold is not judged by a
+    # different model in its checks than in its headline
+    if core.model in COUNT_MODELS:
+        options = options.model_copy(update={
+            "ar_order": len(core.fit.ar), "interval": "profile" if core.fit.profile is not None else "wald"})
     refit = _Refitter(data, comparison, options, kind, brk, better_if)
     diags: list[Check] = [checks.autocorrelation(core)]
     if core.log_link:
