@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write all rows as a JSON list (for the site's methods page)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="no simulation: combine the rows of earlier --json runs into one table (--out/--json)")
+    ap.add_argument("--summary", action="store_true",
+                    help="with --merge: a coverage-only overview, one row a cell and one column an estimator")
     args = ap.parse_args(argv)
     if args.merge:
         return _merge(args, argv)
@@ -295,6 +297,51 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def summary_markdown(df: pd.DataFrame, command: str) -> str:
+    """Coverage of every estimator, one row a cell, the default first and marked ``*``."""
+    lo, hi = COVERAGE_BAND
+    lines = ["# ITS estimators: coverage of the 95% interval (overview)", "",
+             f"Command: `{command}`", "",
+             "Coverage = share of nominal 95% intervals containing the true level change. Default "
+             "estimators: 1000 replications a cell (Monte Carlo SE about 0.007); comparators fewer (see the "
+             "`reps` column of the full tables `its_coverage_gaussian.md` and `its_coverage_counts.md`). "
+             f"Defaults outside {lo:.0%}-{hi:.0%} are in bold.", ""]
+    for kind, dgps in (("continuous", ("gauss",)), ("count", ("pois30_ar", "low05", "negbin"))):
+        sub = df[df["dgp"].str.startswith(dgps)]
+        if sub.empty:
+            continue
+        ests = [DEFAULTS[kind]] + [e for e in ESTIMATORS[kind] if e != DEFAULTS[kind]]
+        ests = [e for e in ests if e in set(sub["estimator"])]
+        head = ["DGP", "n"] + [f"{e}*" if e == DEFAULTS[kind] else e for e in ests]
+        lines += [f"## {'Continuous measures' if kind == 'continuous' else 'Counts'}", "",
+                  "| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * len(ests)]
+        for (dgp, n), g in sub.groupby(["dgp", "n"], sort=False):
+            cells_ = []
+            for e in ests:
+                r = g[g["estimator"] == e]
+                if r.empty:
+                    cells_.append("")
+                    continue
+                c = float(r["coverage"].iloc[0])
+                txt = f"{c:.3f}"
+                if e == DEFAULTS[kind] and not lo <= c <= hi:
+                    txt = f"**{txt}**"
+                cells_.append(txt)
+            lines.append(f"| {dgp} | {n} | " + " | ".join(cells_) + " |")
+        lines.append("")
+    d = df[df["default"]]
+    bad = d[(d["coverage"] < lo) | (d["coverage"] > hi)]
+    lines.append("## Defaults against the target")
+    lines.append("")
+    if bad.empty:
+        lines.append(f"Every cell: the default estimator covers {d['coverage'].min():.3f} to "
+                     f"{d['coverage'].max():.3f}, within {lo:.0%}-{hi:.0%}.")
+    else:
+        for r in bad.itertuples():
+            lines.append(f"- {r.dgp}, n = {r.n}: default {r.estimator} covers {r.coverage:.3f}, outside the target.")
+    return "\n".join(lines) + "\n"
+
+
 def _merge(args, argv) -> int:
     import json
     from pathlib import Path
@@ -307,7 +354,10 @@ def _merge(args, argv) -> int:
     df["_o"] = [order.get((d, n), 1e9) for d, n in zip(df["dgp"], df["n"], strict=True)]
     df = df.sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
     cmd = "python benchmarks/its_coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = to_markdown(df, cmd.strip(), int(df.loc[df["default"], "reps"].max()), args.seed, None)
+    if args.summary:
+        md = summary_markdown(df, cmd.strip())
+    else:
+        md = to_markdown(df, cmd.strip(), int(df.loc[df["default"], "reps"].max()), args.seed, None)
     print(md)
     if args.out:
         Path(args.out).write_text(md, encoding="utf-8")

@@ -349,7 +349,11 @@ DESIGN_TEXT: dict[str, str] = {
         "season, population) and projects it forward as the counterfactual: what would have happened "
         "without the intervention. The effect is the gap between what happened and that projection. "
         "Without a comparison group, anything else that changed at the same time is attributed to the "
-        "intervention, so this is a level 2 design on the Maryland scale."
+        "intervention, so this is a level 2 design on the Maryland scale. Counts are modelled as "
+        "counts (quasi-Poisson, allowing for months that follow each other being alike); when there "
+        "are fewer than five events a month the intervals come from the likelihood itself (profile "
+        "likelihood), which stays honest when events are rare. Continuous measures use regression "
+        "with autocorrelated errors."
     ),
     "cits": (
         "A controlled interrupted time series adds comparison areas that did not receive the "
