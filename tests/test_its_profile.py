@@ -173,3 +173,17 @@ def test_full_low_count_report_uses_one_inference_throughout():
     assert {"placebo_in_time", "sensitivity_date", "sensitivity_seasonality"} <= names
     assert res.power is not None
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def test_profile_refused_in_parameter_file_for_models_without_it(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="not for model 'gls_ar'"):
+        ITSOptions(model="gls_ar", interval="profile")
+    with pytest.raises(ValidationError, match="needs ar_order 0"):
+        ITSOptions(model="quasipoisson", ar_order=2, interval="profile")
+    # quasipoisson + profile without an ar_order: no AR terms
+    df, start = low_series()
+    design = build_design(df, start, ITSOptions(**FAST), count_model=True)
+    opts = ITSOptions(model="quasipoisson", interval="profile", **FAST)
+    assert resolve_inference(opts, "quasipoisson", design)[:2] == (0, "profile")

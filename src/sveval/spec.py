@@ -315,6 +315,18 @@ class ITSOptions(_Strict):
     mde_threshold: float = Field(default=0.30, gt=0, lt=1)
     _p = _period_validator("covid_start", "covid_end")
 
+    @model_validator(mode="after")
+    def _profile_needs_glm(self) -> ITSOptions:
+        if self.interval != "profile":
+            return self
+        if self.model in ("ols", "newey_west", "gls_ar", "arima", "negbin"):
+            raise ValueError(f"interval 'profile' is available for model poisson, quasipoisson or auto (count "
+                             f"measures), not for model '{self.model}'")
+        if self.model == "quasipoisson" and self.ar_order > 0 and "ar_order" in self.model_fields_set:
+            raise ValueError("interval 'profile' needs ar_order 0 (profile likelihood has no AR working "
+                             f"correlation); got ar_order {self.ar_order}")
+        return self
+
     @field_validator("change_points", mode="before")
     @classmethod
     def _cps(cls, v: Any) -> Any:

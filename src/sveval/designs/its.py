@@ -107,8 +107,9 @@ def resolve_inference(options: ITSOptions, model: str, design,
     yy = f["y"].to_numpy(float) if y is None else np.asarray(y, float)
     mean_pre = float(np.mean(yy[pre])) if pre.any() else float("nan")
     low = bool(np.isfinite(mean_pre) and mean_pre < LOW_COUNT)
-    if (low and options.model == "auto" and model == "quasipoisson"
-            and "ar_order" not in options.model_fields_set):
+    ar_set = "ar_order" in options.model_fields_set
+    if model == "quasipoisson" and not ar_set and (
+            options.interval == "profile" or (low and options.model == "auto")):
         ar_order = 0
     profile_ok = model == "poisson" or (model == "quasipoisson" and ar_order == 0)
     if options.interval == "profile":
