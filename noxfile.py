@@ -35,7 +35,7 @@ def bench(session):
     """Benchmarks, with the settings behind the committed results in ``benchmarks/results/``.
 
     ``nox -s bench`` runs all; ``nox -s bench -- its_coverage`` or ``-- did_speed`` runs one.
-    The ITS coverage benchmark takes about 50 minutes of one core (Gaussian cells about 15, counts 35).
+    The ITS coverage benchmark takes about 40 minutes of one core (Gaussian cells about 17, counts 24).
     """
     session.install("-e", ".")
     wanted = set(session.posargs) or {"its_coverage", "did_speed"}
