@@ -124,7 +124,9 @@ def twfe(panel: DidPanel, inference: str = "auto", draws: int = 999, alpha: floa
     f, fes = _frame(panel, covid)
     G = panel.n_units
     cols = ["y", "D", *[c.strip() for c in fes.split("+")]]
-    fit = _fit_quiet(pf.feols, f"y ~ D | {fes}", data=f[cols], vcov={"CRV1": "unit"}, ssc=pf.ssc(**SSC))
+    # f[cols] is already a fresh frame: copy_data=False spares pyfixest's second copy (memory at LSOA scale)
+    fit = _fit_quiet(pf.feols, f"y ~ D | {fes}", data=f[cols], vcov={"CRV1": "unit"}, ssc=pf.ssc(**SSC),
+                     copy_data=False)
     coef, se, lo, hi, p = _tidy(fit, "D")
     method = f"cluster-robust (CR1) by {panel.unit_kind}, t with {G - 1} df"
     extra: dict = {}
@@ -244,7 +246,7 @@ def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: flo
     G = panel.n_units
     keep = ["y", *names, *[c.strip() for c in fes.split("+")]]  # pyfixest copies what it is given
     fit = _fit_quiet(pf.feols, f"y ~ {' + '.join(names)} | {fes}", data=f[keep], vcov={"CRV1": "unit"},
-                    ssc=pf.ssc(**SSC))
+                    ssc=pf.ssc(**SSC), copy_data=False)
     beta = fit.coef()[names].to_numpy()
     V = np.asarray(fit._vcov)
     idx = [list(fit.coef().index).index(n) for n in names]
