@@ -110,7 +110,20 @@ def test_no_events_after_intervention_gives_open_lower_bound():
     h = res.headline
     assert h.ci_low == 0.0  # exp(-inf): the data set no lower limit on the rate ratio
     assert math.isfinite(h.ci_high) and h.ci_high > 0
-    json.dumps(res.to_dict(), allow_nan=False)
+    # the average post-period effect cannot be bounded from coefficient draws here: said, not faked
+    avg = next(e for e in res.effects if e.name == "average_post_effect")
+    assert (avg.ci_low, avg.ci_high) == (0.0, math.inf) and "too few events" in avg.description
+    from sveval.designs.base import fmt_effect
+
+    assert fmt_effect(avg).endswith("to no upper limit)")
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    from sveval.designs.base import Effect
+    from sveval.site_records import effect_text
+
+    e = Effect(**{k: v for k, v in next(x for x in d["effects"] if x["name"] == "average_post_effect").items()
+                  if k in Effect.__dataclass_fields__})
+    assert e.ci_high is None and effect_text(e).endswith("-100.0% to no upper limit)")
 
 
 def test_auto_uses_profile_at_low_counts_and_ar_wald_otherwise():

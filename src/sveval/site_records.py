@@ -165,6 +165,10 @@ def effect_text(e: Effect | None) -> str:
         return "No estimate"
     if _finite(e.estimate, e.ci_low, e.ci_high):
         return fmt_effect(e)
+    if _finite(e.estimate, e.ci_low) and e.ci_high is None and e.scale == "rate_ratio":
+        # JSON stores an infinite bound as null: a profile-likelihood interval the data leave open
+        return f"{100 * (e.estimate - 1):+.1f}% ({int(round(e.ci_level * 100))}% CI " \
+               f"{100 * (e.ci_low - 1):+.1f}% to no upper limit)"
     if _finite(e.estimate):
         if e.scale == "rate_ratio":
             return f"{100 * (e.estimate - 1):+.1f}% (interval not available)"

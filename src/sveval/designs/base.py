@@ -277,10 +277,18 @@ class Result:
 def fmt_effect(e: Effect, digits: int = 1) -> str:
     """Human-readable effect with interval, e.g. ``-18.2% (95% CI -29.0% to -5.8%)``."""
     level = int(round(e.ci_level * 100))
+
+    def bound(v: float, unit: str, d: int) -> str:
+        # an infinite bound (profile likelihood when the data set no limit) is said in words
+        if math.isinf(v):
+            return "no upper limit" if v > 0 else "no lower limit"
+        return f"{v:+.{d}f}{unit}"
+
     if e.scale in ("rate_ratio", "percent_change"):
         est, lo, hi = e.percent()
-        return f"{est:+.{digits}f}% ({level}% CI {lo:+.{digits}f}% to {hi:+.{digits}f}%)"
-    return f"{e.estimate:+.{digits + 1}f} ({level}% CI {e.ci_low:+.{digits + 1}f} to {e.ci_high:+.{digits + 1}f})"
+        return f"{est:+.{digits}f}% ({level}% CI {bound(lo, '%', digits)} to {bound(hi, '%', digits)})"
+    return (f"{e.estimate:+.{digits + 1}f} ({level}% CI {bound(e.ci_low, '', digits + 1)} to "
+            f"{bound(e.ci_high, '', digits + 1)})")
 
 
 def plain_english(result: Result, measure_name: str = "the measure") -> str:

@@ -196,6 +196,24 @@ def _draw_series(core: ITSFit, n_draws: int, seed: int):
     return eta_f, eta_c
 
 
+UNBOUNDED_SE = 10.0  # a log-rate-ratio standard error this large means the data do not bound the effect
+
+
+def _unbounded_effect(core: ITSFit) -> bool:
+    """True when a level or slope coefficient is not bounded by the data (Wald se huge or an
+    infinite profile-likelihood bound), as when no events follow the intervention."""
+    fit = core.fit
+    for col in core.design.effect_columns.values():
+        i = fit.names.index(col)
+        if not np.isfinite(fit.bse[i]) or fit.bse[i] > UNBOUNDED_SE:
+            return True
+        if fit.profile is not None:
+            _, _, lo, hi, _ = fit.coef(col)
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                return True
+    return False
+
+
 def _effects_series_prevented(core: ITSFit, better_if: str, seed: int):
     d, fit = core.design, core.fit
     f = d.frame
@@ -218,8 +236,13 @@ def _effects_series_prevented(core: ITSFit, better_if: str, seed: int):
         est = float(fitted[tpi].sum() / cf[tpi].sum())
         lo, hi = np.quantile(ratio, [0.025, 0.975])
         p = float(min(1.0, 2 * min(np.mean(ratio >= 1), np.mean(ratio <= 1))))
-        effects.append(Effect("average_post_effect", "rate_ratio", est, float(lo), float(hi), p, better_if,
-                              "fitted / counterfactual over the whole post period (level and slope change)"))
+        desc = "fitted / counterfactual over the whole post period (level and slope change)"
+        if _unbounded_effect(core):
+            # (near-)separation, e.g. no events after the intervention: the coefficient draws say
+            # nothing, so the interval is reported as not bounded by the data rather than as numbers
+            lo, hi, p = 0.0, math.inf, 1.0
+            desc += "; the post period has too few events to bound it"
+        effects.append(Effect("average_post_effect", "rate_ratio", est, float(lo), float(hi), p, better_if, desc))
     else:
         diff = (Ff[:, tpi] - Fc[:, tpi]).mean(1)
         est = float((fitted[tpi] - cf[tpi]).mean())
