@@ -35,17 +35,17 @@ def bench(session):
     """Benchmarks, with the settings behind the committed results in ``benchmarks/results/``.
 
     ``nox -s bench`` runs all; ``nox -s bench -- its_coverage`` or ``-- did_speed`` runs one.
-    The ITS coverage benchmark takes about 40 minutes of one core (Gaussian cells about 17, counts 24).
+    The ITS coverage benchmark takes about 75 minutes of one core (Gaussian cells about 17, counts about 56).
     """
     session.install("-e", ".")
     wanted = set(session.posargs) or {"its_coverage", "did_speed"}
     if "did_speed" in wanted:
         session.run("python", "benchmarks/did_speed.py", "--out", "benchmarks/results/did_speed.md")
     if "its_coverage" in wanted:
-        # defaults 1000 replications a cell; comparators 1000 (Gaussian; exact-ML ARIMA capped at 100)
-        # or 200 (counts, where the comparators are slower)
+        # 1000 replications a cell for every estimator, except the exact-ML ARIMA comparator (100:
+        # about a second a fit)
         for name, dgps, comparator_reps in (("gaussian", "gauss_rho0,gauss_rho0.3,gauss_rho0.6", "1000"),
-                                            ("counts", "pois30_ar,low05,negbin", "200")):
+                                            ("counts", "pois30_ar,low05,negbin", "1000")):
             session.run(
                 "python", "-W", "ignore", "benchmarks/its_coverage.py", "--only", dgps,
                 "--reps", "1000", "--comparator-reps", comparator_reps, "--seed", "20240601",

@@ -303,7 +303,7 @@ def summary_markdown(df: pd.DataFrame, command: str) -> str:
     lines = ["# ITS estimators: coverage of the 95% interval (overview)", "",
              f"Command: `{command}`", "",
              "Coverage = share of nominal 95% intervals containing the true level change. Default "
-             "estimators: 1000 replications a cell (Monte Carlo SE about 0.007); comparators fewer (see the "
+             "estimators: 1000 replications a cell (Monte Carlo SE about 0.007); comparators 1000 too except ARIMA, 100 (see the "
              "`reps` column of the full tables `its_coverage_gaussian.md` and `its_coverage_counts.md`). "
              f"Defaults outside {lo:.0%}-{hi:.0%} are in bold.", ""]
     for kind, dgps in (("continuous", ("gauss",)), ("count", ("pois30_ar", "low05", "negbin"))):
