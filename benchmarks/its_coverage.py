@@ -26,10 +26,12 @@ Run (one process; the numbers in ``benchmarks/results/its_coverage.md`` come fro
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -201,7 +203,6 @@ def run_cell(cell: Cell, reps: int, seed: int, estimators: list[str] | None = No
 
 
 def to_markdown(df: pd.DataFrame, command: str, reps: int, seed: int, seconds: float | None) -> str:
-    lo, hi = COVERAGE_BAND
     took = f"wall time {seconds / 60:.1f} min (one process)" if seconds is not None else \
         "merged from runs split by DGP (the per-cell seeds make a split run identical to a single one)"
     lines = [
@@ -227,16 +228,20 @@ def to_markdown(df: pd.DataFrame, command: str, reps: int, seed: int, seconds: f
             f"| {r.dgp} | {r.n} | {r.estimator}{mark} | {r.coverage:.3f} | {r.bias:+.4f} | {r.median_bias:+.4f} "
             f"| {r.power:.3f} | {r.reps} | {r.failed} | {r.ms_per_fit:.1f} |"
         )
+    lines += ["", "## Defaults against the 93%-97% target", "", *_verdict(df)]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(df: pd.DataFrame) -> list[str]:
+    """Lines saying whether every default estimator's coverage lies in ``COVERAGE_BAND``."""
+    lo, hi = COVERAGE_BAND
     d = df[df["default"]]
     bad = d[(d["coverage"] < lo) | (d["coverage"] > hi)]
-    lines += ["", "## Defaults against the 93%-97% target", ""]
     if bad.empty:
-        lines.append(f"Every cell: the default estimator's coverage lies within {lo:.0%}-{hi:.0%} "
-                     f"(range {d['coverage'].min():.3f} to {d['coverage'].max():.3f}).")
-    else:
-        for r in bad.itertuples():
-            lines.append(f"- {r.dgp}, n = {r.n}: default {r.estimator} covers {r.coverage:.3f}, outside the target.")
-    return "\n".join(lines) + "\n"
+        return [f"Every cell: the default estimator's coverage lies within {lo:.0%}-{hi:.0%} "
+                f"(range {d['coverage'].min():.3f} to {d['coverage'].max():.3f})."]
+    return [f"- {r.dgp}, n = {r.n}: default {r.estimator} covers {r.coverage:.3f}, outside the target."
+            for r in bad.itertuples()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-len(use or ESTIMATORS[c.kind]):]
         print(" ".join(f"{c.dgp} n={c.n} {x['estimator']}={x['coverage']:.3f}" for x in r), flush=True)
         if args.jsonl:
-            import json
-
             with open(args.jsonl, "a", encoding="utf-8") as fh:
                 for x in r:
                     fh.write(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in x.items()}) + "\n")
@@ -286,13 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(df, cmd.strip(), reps, args.seed, time.perf_counter() - t0)
     print(md)
     if args.out:
-        from pathlib import Path
-
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(md, encoding="utf-8")
     if args.json:
-        from pathlib import Path
-
         Path(args.json).write_text(df.to_json(orient="records", indent=1), encoding="utf-8")
     return 0
 
@@ -329,23 +328,11 @@ def summary_markdown(df: pd.DataFrame, command: str) -> str:
                 cells_.append(txt)
             lines.append(f"| {dgp} | {n} | " + " | ".join(cells_) + " |")
         lines.append("")
-    d = df[df["default"]]
-    bad = d[(d["coverage"] < lo) | (d["coverage"] > hi)]
-    lines.append("## Defaults against the target")
-    lines.append("")
-    if bad.empty:
-        lines.append(f"Every cell: the default estimator covers {d['coverage'].min():.3f} to "
-                     f"{d['coverage'].max():.3f}, within {lo:.0%}-{hi:.0%}.")
-    else:
-        for r in bad.itertuples():
-            lines.append(f"- {r.dgp}, n = {r.n}: default {r.estimator} covers {r.coverage:.3f}, outside the target.")
+    lines += ["## Defaults against the target", "", *_verdict(df)]
     return "\n".join(lines) + "\n"
 
 
 def _merge(args, argv) -> int:
-    import json
-    from pathlib import Path
-
     rows = []
     for f in args.merge:
         rows += json.loads(Path(f).read_text(encoding="utf-8"))

@@ -43,25 +43,25 @@ def simulate(seed: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
     return cnt, gau, periods[k]
 
 
-def main() -> None:
-    cnt, gau, start = simulate()
-    opts = ITSOptions(covid="none", fourier_terms=2)
-    for name, df, count_model in (("counts", cnt, True), ("gaussian", gau, False)):
-        d = build_design(df, start, opts, count_model=count_model)
-        X = pd.DataFrame(d.X, columns=[c.replace(":", "_") for c in d.columns])
-        X.insert(0, "y", d.frame["y"].to_numpy())
-        X.insert(1, "offset", d.frame["offset"].to_numpy())
-        X.insert(2, "t", d.frame["t"].to_numpy())
-        X.to_csv(HERE / f"{name}_design.csv", index=False, float_format="%.12g")
-        df.to_csv(HERE / f"{name}_series.csv", index=False)
-    (HERE / "intervention_start.txt").write_text(start + "\n")
-    low, low_start = simulate_low()
-    d = build_design(low, low_start, opts, count_model=True)
+def write_design(name: str, df: pd.DataFrame, start: str, opts: ITSOptions, count_model: bool) -> None:
+    """sveval's design of one series as the CSV its_reference.R fits (y, offset, t, then the terms)."""
+    d = build_design(df, start, opts, count_model=count_model)
     X = pd.DataFrame(d.X, columns=[c.replace(":", "_") for c in d.columns])
     X.insert(0, "y", d.frame["y"].to_numpy())
     X.insert(1, "offset", d.frame["offset"].to_numpy())
     X.insert(2, "t", d.frame["t"].to_numpy())
-    X.to_csv(HERE / "lowcounts_design.csv", index=False, float_format="%.12g")
+    X.to_csv(HERE / f"{name}_design.csv", index=False, float_format="%.12g")
+
+
+def main() -> None:
+    cnt, gau, start = simulate()
+    opts = ITSOptions(covid="none", fourier_terms=2)
+    for name, df, count_model in (("counts", cnt, True), ("gaussian", gau, False)):
+        write_design(name, df, start, opts, count_model)
+        df.to_csv(HERE / f"{name}_series.csv", index=False)
+    (HERE / "intervention_start.txt").write_text(start + "\n")
+    low, low_start = simulate_low()
+    write_design("lowcounts", low, low_start, opts, count_model=True)
 
 
 def simulate_low(seed: int = 11) -> tuple[pd.DataFrame, str]:
