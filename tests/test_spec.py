@@ -163,3 +163,17 @@ def test_cli_validate_all_ok(project, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert out.count("ok ") >= 3
+
+
+def test_count_only_options_refused_for_a_continuous_measure(project):
+    from sveval.catalog import Catalog
+
+    catalog = Catalog.load(project / "parameters")
+    catalog.measures["fte_youth"] = catalog.measures["fte_youth"].model_copy(update={"kind": "continuous"})
+    for its, field in (({"model": "negbin"}, "its.model"), ({"interval": "profile"}, "its.interval")):
+        path = write_spec(project, dict(GOOD, its=its))
+        with pytest.raises(SpecError) as info:
+            prepare(path, root=project, catalog=catalog)
+        text = str(info.value)
+        assert "probe.yaml" in text and field in text and "continuous" in text
+    prepare(write_spec(project, dict(GOOD, its={"model": "gls_ar"})), root=project, catalog=catalog)

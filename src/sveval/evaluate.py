@@ -213,6 +213,16 @@ def prepare_spec(
         post = months_between(iv_start, end)
         if post < 3:
             problems.append(("intervention_start", iv_start, f"only {post} post-period month(s); need at least 3"))
+    if spec.design == "its" and measure.kind == "continuous":
+        from sveval.designs.its_models import COUNT_MODELS
+
+        # count models and profile-likelihood intervals need counts; say so before anything runs
+        if spec.its.model in COUNT_MODELS:
+            problems.append(("its.model", spec.its.model, f"a count model, but measure '{spec.measure}' is "
+                             "continuous; use auto, ols, newey_west, gls_ar or arima"))
+        elif spec.its.interval == "profile":
+            problems.append(("its.interval", "profile", f"profile-likelihood intervals are for count measures; "
+                             f"measure '{spec.measure}' is continuous (use auto or wald)"))
     if problems:
         raise SpecError(spec_path, problems)
     return EvaluationContext(
