@@ -1,6 +1,6 @@
 """The published site in a real browser: headless Chromium loads reports/_site/index.html.
 
-The site is built here with :func:`sveval.site.publish` on the fake evaluations of
+The site is built here with :func:`sveval.publish.site.publish` on the fake evaluations of
 ``test_site.py`` (fallback renderer, so Quarto is not needed). The DOM Chromium builds is checked
 for every evaluation title, the navigation and the fallback banner, and a screenshot of the index
 and of one evaluation page is saved to the test artefact folder (``<repo>/test-artifacts``, or
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_site import EVALUATIONS, build_fake_reports, executed_notebooks  # noqa: F401 (fixture)
 
-from sveval.site import publish
+from sveval.publish.site import publish
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")

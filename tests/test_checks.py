@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sveval import checks
-from sveval.designs.base import Effect
+from sveval.designs import checks
+from sveval.result import Effect
 from sveval.designs.its import fit_core
 from sveval.spec import ITSOptions, add_months
 

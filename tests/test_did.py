@@ -206,7 +206,7 @@ def test_staggered_warns_when_twfe_disagrees():
 
 # -- figures -------------------------------------------------------------------------------------------
 def test_figures_draw_from_result_tables():
-    from sveval.plots import did as did_plots
+    from sveval.report.plots import did as did_plots
 
     df, coh = simulate(n_units=16, n_treated=4, seed=12)
     r = evaluate_panel(make_panel(df, coh), DiDOptions(estimator="staggered", randomisation_draws=20))

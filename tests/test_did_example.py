@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from sveval.evaluate import fit, prepare, result_record
+from sveval.pipeline.context import fit, prepare, result_record
 
 pytestmark = pytest.mark.slow
 

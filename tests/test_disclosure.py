@@ -10,7 +10,7 @@ import pytest
 import yaml
 from openpyxl import Workbook
 
-from sveval.disclosure import (
+from sveval.pipeline.disclosure import (
     apply_to_frame,
     assert_clean,
     check_table,

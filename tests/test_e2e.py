@@ -18,7 +18,7 @@ import pytest
 from conftest import make_project
 
 from sveval.cli import main
-from sveval.disclosure import load_rules, scan_published
+from sveval.pipeline.disclosure import load_rules, scan_published
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sveval.evidence import assess
+from sveval.pipeline.evidence import assess
 
 ITS_OK = [{"name": "autocorrelation", "passed": True}, {"name": "overdispersion", "passed": True},
           {"name": "placebo_in_time", "passed": True}]

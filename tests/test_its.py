@@ -202,7 +202,7 @@ def test_full_report_has_diagnostics_placebo_and_power():
     assert len(res.check("sensitivity_date").data["variants"]) == 5
     assert len(res.check("placebo_in_time").data["placebos"]) > 5
     assert res.power is not None and res.power.n_sim == 40 and res.power.mde is not None
-    from sveval.plots import its as its_plots
+    from sveval.report.plots import its as its_plots
 
     for fn in (its_plots.acf_plot, its_plots.placebo_plot, its_plots.sensitivity_plot, its_plots.power_curve):
         fig, ax = fn(res)

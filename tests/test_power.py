@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sveval.power import analytic_mde, its_power, months_to_detect
+from sveval.designs.power import analytic_mde, its_power, months_to_detect
 from sveval.spec import ITSOptions, add_months
 
 OPTS = ITSOptions(covid="none", seasonality="none", slope_change=False)

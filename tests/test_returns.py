@@ -10,8 +10,8 @@ import pytest
 from openpyxl import load_workbook
 from test_tracking import PARTNERSHIP, PLANTED, make_project
 
-from sveval.disclosure import load_rules, scan_published
-from sveval.returns import ReturnsCheckError, build_returns
+from sveval.pipeline.disclosure import load_rules, scan_published
+from sveval.publish.returns import ReturnsCheckError, build_returns
 
 
 def fake_record(eid: str, intervention: str, measure: str, design: str = "its", **kw) -> dict:

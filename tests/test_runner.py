@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from sveval.cli import main
-from sveval.runner import run
+from sveval.pipeline.runner import run
 
 pytestmark = pytest.mark.slow
 

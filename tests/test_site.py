@@ -1,4 +1,4 @@
-"""Tests of the published site (sveval.site): Quarto project sources and the fallback render.
+"""Tests of the published site (sveval.publish.site): Quarto project sources and the fallback render.
 
 A fake ``reports/`` folder is built from small notebooks executed here with nbclient (one of them
 failing, as papermill leaves a failed run) and result JSON files shaped like sveval's.
@@ -20,7 +20,7 @@ import yaml
 from nbclient import NotebookClient
 
 from sveval.errors import DisclosureError, PublishError
-from sveval.site import (
+from sveval.publish.site import (
     FALLBACK_BANNER,
     disclosure_control,
     existing_front_matter,
@@ -311,7 +311,7 @@ def test_publish_is_idempotent_and_leaves_no_staging(reports):
 def test_failed_render_leaves_previous_site(reports, monkeypatch):
     publish(reports, quarto=None)
     before = _digest(reports)
-    import sveval.site_render as sr
+    import sveval.publish.render as sr
 
     def boom(*args, **kwargs):
         raise PublishError("render exploded")
@@ -378,7 +378,7 @@ def test_disclosure_gate():
         disclosure_control(pd.DataFrame({"a": [1]}), name="t", roles={})
     with pytest.raises(DisclosureError, match="observed counts"):
         disclosure_control(pd.DataFrame({"n": [3]}), name="t", roles={"n": "count"}, rule="hospital")
-    from sveval.disclosure import load_rules
+    from sveval.pipeline.disclosure import load_rules
 
     rules = load_rules(REPO / "parameters")
     t = disclosure_control(pd.DataFrame({"area": ["a", "b", "c"], "n": [3, 12, 0]}), name="t",
@@ -435,7 +435,7 @@ def test_publish_with_catalog_names_areas_and_scans(reports):
 
 
 def test_collect_coverage_keeps_default_estimators(tmp_path):
-    from sveval.site import collect_coverage
+    from sveval.publish.site import collect_coverage
 
     results, reports = tmp_path / "results", tmp_path / "reports"
     results.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sveval.spc import latest_variation, rate_ratio_ci, xmr
+from sveval.designs.spc import latest_variation, rate_ratio_ci, xmr
 
 
 def test_xmr_limits_hand_worked():

@@ -9,7 +9,7 @@ import yaml
 
 from sveval.cli import main
 from sveval.errors import SpecError
-from sveval.evaluate import prepare
+from sveval.pipeline.context import prepare
 from sveval.spec import EvaluationSpec, ITSOptions, load_evaluation, parse_period
 
 GOOD = {

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from sveval.catalog import Catalog
-from sveval.disclosure import check_table, load_rules
+from sveval.pipeline.disclosure import check_table, load_rules
 from sveval.errors import SpecError
-from sveval.spc import rate_ratio_ci
-from sveval.tracking import TrackingSpec, fy_months, fy_of, load_spec, track
+from sveval.designs.spc import rate_ratio_ci
+from sveval.pipeline.tracking import TrackingSpec, fy_months, fy_of, load_spec, track
 
 REPO = Path(__file__).resolve().parents[1]
 PARTNERSHIP = ["E06000047", "E06000005"]
@@ -201,7 +201,7 @@ def test_spec_errors_are_precise(tmp_path, project):
 @pytest.mark.slow
 def test_tracking_notebook_runs_and_publishes_clean(project):
     """Execute evaluations/tracking.ipynb on the simulated project; scan everything it wrote."""
-    from sveval.tracking import run_tracking
+    from sveval.pipeline.tracking import run_tracking
 
     root, _ = project
     shutil.copy(REPO / "evaluations" / "tracking.ipynb", root / "evaluations" / "tracking.ipynb")
@@ -216,6 +216,6 @@ def test_tracking_notebook_runs_and_publishes_clean(project):
                      for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     for name in ("Homicides", "Knife crime", "First-time entrants"):
         assert name in text
-    from sveval.disclosure import load_rules, scan_published
+    from sveval.pipeline.disclosure import load_rules, scan_published
 
     assert scan_published([out], list(PLANTED), rules=load_rules(root / "parameters")) == []

@@ -9,7 +9,7 @@ import yaml
 
 from sveval.errors import SpecError
 from sveval.spec import InterventionSpec, MeasureSpec
-from sveval.value import (
+from sveval.pipeline.value import (
     Deflators,
     assess,
     assess_with_reason,

@@ -46,7 +46,7 @@ def _specs(args: argparse.Namespace, folder: Path) -> list[Path] | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sveval.runner import discover_specs, validate_all
+    from sveval.pipeline.runner import discover_specs, validate_all
 
     paths = _paths(args)
     specs = _specs(args, paths.evaluation_specs) or discover_specs(paths)
@@ -60,7 +60,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sveval.runner import run
+    from sveval.pipeline.runner import run
 
     paths = _paths(args)
     specs = _specs(args, paths.evaluation_specs)
@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from sveval.catalog import Catalog
-    from sveval.site import collect_coverage, publish
+    from sveval.publish.site import collect_coverage, publish
 
     paths = _paths(args)
     catalog = Catalog.load(paths.parameters)
@@ -87,7 +87,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from sveval.tracking import run_tracking
+    from sveval.pipeline.tracking import run_tracking
 
     paths = _paths(args)
     specs = _specs(args, paths.tracking_specs)
@@ -100,7 +100,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_returns(args: argparse.Namespace) -> int:
-    from sveval.returns import build_returns
+    from sveval.publish.returns import build_returns
 
     paths = _paths(args)
     rep = build_returns(paths.root, year=args.year, quarter=args.quarter,
@@ -127,7 +127,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from sveval.evaluate import plan
+    from sveval.pipeline.context import plan
 
     paths = _paths(args)
     if not 0 < args.effect < 1:

@@ -23,38 +23,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sveval.errors import MISSING, SpecError
+from sveval.periods import (  # noqa: F401  (re-exported for parameter models)
+    COVID_END,
+    COVID_START,
+    PERIOD_RE,
+    add_months,
+    months_between,
+    parse_financial_year,
+    parse_period,
+    period_from_index,
+    period_index,
+)
 
-PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-FY_RE = re.compile(r"^(\d{4})/(\d{2})$")
-
-
-def parse_period(value: Any) -> str:
-    """Normalise a monthly period to ``YYYY-MM`` (accepts ``YYYY-MM`` strings or dates)."""
-    if hasattr(value, "year") and hasattr(value, "month"):
-        return f"{value.year:04d}-{value.month:02d}"
-    if not isinstance(value, str) or not PERIOD_RE.match(value.strip()):
-        raise ValueError(f"expected a month as 'YYYY-MM' (e.g. '2023-04'), got {value!r}")
-    return value.strip()
-
-
-def period_index(period: str) -> int:
-    """Months since year 0: ``period_index('2023-04') - period_index('2023-01') == 3``."""
-    y, m = period.split("-")
-    return int(y) * 12 + int(m) - 1
-
-
-def period_from_index(i: int) -> str:
-    return f"{i // 12:04d}-{i % 12 + 1:02d}"
-
-
-def add_months(period: str, n: int) -> str:
-    return period_from_index(period_index(period) + n)
-
-
-def months_between(start: str, end: str) -> int:
-    """Number of months from ``start`` to ``end`` inclusive."""
-    return period_index(end) - period_index(start) + 1
 
 
 Period = Annotated[str, Field(description="month as YYYY-MM")]
@@ -68,15 +49,6 @@ class StrictModel(BaseModel):
     """Base of every configuration model: unknown keys are refused, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def parse_financial_year(value: Any) -> str:
-    """Validate a financial year written ``2025/26`` (April 2025 to March 2026)."""
-    v = str(value).strip()
-    m = FY_RE.match(v)
-    if not m or (int(m.group(1)) + 1) % 100 != int(m.group(2)):
-        raise ValueError(f"expected a financial year such as '2025/26', got {v!r}")
-    return v
 
 
 def _period_validator(*names: str):
@@ -295,8 +267,8 @@ class ITSOptions(_Strict):
     )
     lag_months: int = Field(default=0, ge=0, le=24)
     covid: Literal["indicator", "exclude", "none"] = "indicator"
-    covid_start: str = "2020-03"
-    covid_end: str = "2021-06"
+    covid_start: str = COVID_START
+    covid_end: str = COVID_END
     breaks: list[BreakSpec] = Field(default_factory=list)
     change_points: list[str] = Field(
         default_factory=list, description="further intervention dates in the same series"
@@ -350,8 +322,8 @@ class DiDOptions(_Strict):
     event_window: tuple[int, int] = (-12, 12)
     randomisation_draws: int = Field(default=200, ge=0, le=5000)
     covid: Literal["indicator", "exclude", "none"] = "none"
-    covid_start: str = "2020-03"
-    covid_end: str = "2021-06"
+    covid_start: str = COVID_START
+    covid_end: str = COVID_END
     _p = _period_validator("covid_start", "covid_end")
 
 

@@ -18,31 +18,22 @@ inference, pre-period balance of levels and trends, and power / minimum detectab
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from sveval.designs import did_estimators as est
-from sveval.designs.base import Check, Effect, Power, Prevented, Result
 from sveval.designs.did_inference import codes, randomisation_test
-from sveval.designs.did_panel import DidPanel, panel_from_context
+from sveval.designs.did_panel import DidPanel
 from sveval.designs.staggered import staggered_from_panel
 from sveval.errors import EstimationError
+from sveval.result import Check, Effect, Power, Prevented, Result
 from sveval.spec import DiDOptions, period_from_index, period_index
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sveval.evaluate import EvaluationContext
 
 DESIGN_KEY = {"2x2": "did", "twfe": "twfe", "poisson_fe": "twfe", "event_study": "event_study",
               "staggered": "staggered"}
-
-
-def evaluate(ctx: EvaluationContext) -> Result:
-    """Run the DiD design of an evaluation context (see :mod:`sveval.evaluate`)."""
-    panel = panel_from_context(ctx)
-    return evaluate_panel(panel, ctx.spec.did, better_if=ctx.measure.better_if)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A :class:`DidPanel` is a tidy frame, one row per unit (area or LSOA) and month, with the outcome,
 the exposure (population) where known, and each unit's treatment cohort (the month it was first
 treated; ``-1`` for never-treated comparison units). It is built either from an
-:class:`~sveval.evaluate.EvaluationContext` (:func:`panel_from_context`) or directly from a frame
+a frame (the pipeline's :func:`sveval.pipeline.designs.panel_from_context` builds one from an evaluation)
 (:func:`make_panel`), which is what the tests and benchmarks use.
 
 Treatment timing comes from, in order:
@@ -19,16 +19,13 @@ of the treated areas, most of them residential with much lower counts: prefer an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from sveval.errors import DataError, SpecError
+from sveval.errors import DataError
 from sveval.spec import period_from_index, period_index
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sveval.evaluate import EvaluationContext
 
 NEVER = -1
 OutcomeKind = Literal["rate", "count"]
@@ -203,78 +200,3 @@ def exclude_months(panel: DidPanel, start: str, end: str) -> DidPanel:
     """Drop the months ``start..end`` (e.g. COVID-19 restrictions) from every unit."""
     a, b = period_index(start), period_index(end)
     return panel.restrict(~panel.frame["t"].between(a, b))
-
-
-# ------------------------------------------------------------------------------------------------
-# From an evaluation context
-# ------------------------------------------------------------------------------------------------
-def _cohorts_from_intervention(ctx: EvaluationContext, key: str) -> dict[str, str]:
-    """Unit -> start from the registry's ``intervention.cohorts`` (:class:`~sveval.spec.CohortSpec`)."""
-    out: dict[str, str] = {}
-    for c in ctx.intervention.cohorts:
-        for u in getattr(c, key):
-            out[str(u)] = c.start
-    return out
-
-
-def panel_from_context(ctx: EvaluationContext) -> DidPanel:
-    """Build the DiD panel an evaluation asks for (``did.unit`` = area or lsoa)."""
-    opts = ctx.spec.did if ctx.spec.design == "did" else None
-    unit_kind = getattr(opts, "unit", "area") if opts is not None else "area"
-    outcome = getattr(opts, "outcome", "auto") if opts is not None else "auto"
-    if unit_kind == "area":
-        p = ctx.panel()
-        cohorts = _cohorts_from_intervention(ctx, "areas")
-        cohorts = {a: cohorts.get(a, ctx.intervention_start) for a in ctx.treated}
-        panel = make_panel(p, cohorts, unit="area_code", outcome=outcome, unit_kind="area",
-                           rate_per=ctx.measure.rate_per)
-    else:
-        panel = _lsoa_panel(ctx, outcome)
-    if opts is not None and getattr(opts, "covid", "none") == "exclude":
-        panel = exclude_months(panel, opts.covid_start, opts.covid_end)
-    return panel
-
-
-def _lsoa_panel(ctx: EvaluationContext, outcome: str) -> DidPanel:
-    lp = ctx.lsoa_panel
-    cohorts = _cohorts_from_intervention(ctx, "lsoas")
-    if not cohorts:
-        if not ctx.intervention.lsoas:
-            raise SpecError(
-                ctx.spec_path,
-                [("did.unit", "lsoa", f"intervention '{ctx.intervention.id}' names no LSOAs or cohorts; "
-                  "use did.unit: area, or list the treated LSOAs in interventions.yaml")],
-            )
-        cohorts = {lsoa: ctx.intervention_start for lsoa in ctx.intervention.lsoas}
-    comp = ctx.spec.comparison
-    treated_set = set(cohorts)
-    if comp is not None and comp.lsoas:
-        known = set(lp["lsoa_code"])
-        problems = [(f"comparison.lsoas.{i}", c, "a treated LSOA cannot also be a comparison")
-                    for i, c in enumerate(comp.lsoas) if c in treated_set]
-        problems += [(f"comparison.lsoas.{i}", c, f"no '{ctx.measure.id}' rows for this LSOA in the "
-                      "treated areas' data (check the code against the LSOA lookup)")
-                     for i, c in enumerate(comp.lsoas) if c not in known and c not in treated_set]
-        if problems:
-            raise SpecError(ctx.spec_path, problems)
-        keep = treated_set | set(comp.lsoas)
-    elif comp is not None and comp.rule == "untreated_lsoas_same_areas":
-        areas = set(lp.loc[lp["lsoa_code"].isin(treated_set), "area_code"])
-        keep = set(lp.loc[lp["area_code"].isin(areas), "lsoa_code"])
-    else:
-        keep = treated_set | set(lp.loc[lp["area_code"].isin(ctx.comparison), "lsoa_code"])
-    lp = lp[lp["lsoa_code"].isin(keep)]
-    absent = sorted(treated_set - set(lp["lsoa_code"]))
-    if absent:
-        raise DataError(f"treated LSOA(s) {absent[:5]} have no '{ctx.measure.id}' rows in the data")
-    # Fill the whole evaluation window (LSOA event data are sparse: a month with no event has no row)
-    full = pd.DataFrame({"period": [period_from_index(i) for i in
-                                    range(period_index(ctx.start), period_index(ctx.end) + 1)]})
-    units = sorted(lp["lsoa_code"].unique())
-    grid = full.merge(pd.DataFrame({"lsoa_code": units}), how="cross")
-    lp = grid.merge(lp[["period", "lsoa_code", "count"]], on=["period", "lsoa_code"], how="left")
-    lp["count"] = lp["count"].fillna(0.0)
-    # LSOA populations are not part of the data contract: LSOA outcomes are counts
-    return make_panel(lp, cohorts, unit="lsoa_code", population=None,
-                      outcome="count" if outcome == "auto" else outcome, unit_kind="LSOA",
-                      rate_per=ctx.measure.rate_per, fill_zero=True)

@@ -2,7 +2,7 @@
 
 :func:`fit_its` fits a segmented regression to a monthly series (see
 :mod:`sveval.designs.its_design` for the terms and :mod:`sveval.designs.its_models` for the
-estimators), and returns a :class:`~sveval.designs.base.Result` with
+estimators), and returns a :class:`~sveval.result.Result` with
 
 * ``effects`` - the **headline is the level change** (``level_change``): for count models a rate
   ratio (0.8 = 20% lower than the counterfactual once the effect is in place, i.e. after any lag
@@ -17,7 +17,7 @@ estimators), and returns a :class:`~sveval.designs.base.Result` with
   over the post months used in the fit, with a 95% interval from the same draws (count outcomes);
 * ``diagnostics`` - ``autocorrelation``, ``overdispersion`` (count outcomes), ``placebo_in_time``,
   ``sensitivity_date``, ``sensitivity_seasonality``;
-* ``power`` - simulated power and minimum detectable effect (:func:`sveval.power.its_power`).
+* ``power`` - simulated power and minimum detectable effect (:func:`sveval.designs.power.its_power`).
 
 The default model (``model: auto``) is chosen by the kind of measure and justified by the Monte
 Carlo benchmark ``benchmarks/its_coverage.py``: counts (and rates modelled as counts with a
@@ -50,10 +50,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sveval.designs.base import Check, Effect, Prevented, Result
+from sveval.designs.its_choice import LOW_COUNT, outcome_scale, resolve_inference, resolve_model  # noqa: F401
 from sveval.designs.its_design import ITSDesign, build_design
 from sveval.designs.its_models import COUNT_MODELS, ModelFit, fit_model
-from sveval.errors import DataError, EstimationError
+from sveval.errors import DataError
+from sveval.result import Check, Effect, Prevented, Result
 from sveval.spec import ITSOptions, add_months, parse_period, period_index
 
 N_DRAWS = 2000
@@ -75,63 +76,6 @@ class ITSFit:
         return self.fit.link == "log"
 
 
-LOW_COUNT = 5.0  # pre-period events a month below which count models switch to the low-count default
-
-
-def resolve_model(options: ITSOptions, kind: str) -> str:
-    """The estimator used: ``options.model``, or for ``auto`` the default of the measure's kind."""
-    if options.model != "auto":
-        return options.model
-    return "quasipoisson" if kind in ("count", "rate") else "gls_ar"
-
-
-def resolve_inference(options: ITSOptions, model: str, design,
-                      y: np.ndarray | None = None) -> tuple[int, str, float | None]:
-    """AR order and interval type actually used, and the pre-period mean count (count models).
-
-    The count default depends on how many events there are (benchmark cells ``pois30_ar`` and
-    ``negbin`` against ``low05``). With a pre-period mean of at least ``LOW_COUNT`` events a month
-    the AR(1)-aware quasi-Poisson with Wald intervals; below it the residual autocorrelation cannot
-    be estimated usefully and the log-likelihood is far from quadratic, so ``model: auto`` uses
-    quasi-Poisson without AR terms and profile-likelihood intervals. An ``ar_order`` or
-    ``interval`` set in the parameter file always wins. ``y`` replaces the design's outcome
-    (simulation studies reuse one design).
-    """
-    ar_order = options.ar_order
-    if model not in COUNT_MODELS:
-        if options.interval == "profile":
-            raise DataError(f"interval 'profile' is for count models; model '{model}' uses Wald intervals")
-        return ar_order, "wald", None
-    f = design.frame
-    pre = (~f["post"].to_numpy(bool)) & design.included & (f["group"] == "treated").to_numpy()
-    yy = f["y"].to_numpy(float) if y is None else np.asarray(y, float)
-    mean_pre = float(np.mean(yy[pre])) if pre.any() else float("nan")
-    low = bool(np.isfinite(mean_pre) and mean_pre < LOW_COUNT)
-    ar_set = "ar_order" in options.model_fields_set
-    if model == "quasipoisson" and not ar_set and (
-            options.interval == "profile" or (low and options.model == "auto")):
-        ar_order = 0
-    profile_ok = model == "poisson" or (model == "quasipoisson" and ar_order == 0)
-    if options.interval == "profile":
-        if not profile_ok:
-            raise DataError(f"interval 'profile' needs model poisson, or quasipoisson with ar_order 0; got "
-                            f"model '{model}' with ar_order {ar_order}")
-        return ar_order, "profile", mean_pre
-    if options.interval == "auto" and low and profile_ok:
-        return ar_order, "profile", mean_pre
-    return ar_order, "wald", mean_pre
-
-
-def _outcome(kind: str, model: str, data: pd.DataFrame) -> str:
-    if model in COUNT_MODELS:
-        return "count"
-    if kind == "rate":
-        pop = pd.to_numeric(data.get("population"), errors="coerce") if "population" in data else None
-        if pop is not None and bool(np.all(np.isfinite(pop) & (pop > 0))):
-            return "rate_per_100k"
-    return "count"
-
-
 def fit_core(
     data: pd.DataFrame,
     intervention_start: str,
@@ -148,7 +92,7 @@ def fit_core(
                         "newey_west, gls_ar or arima")
     design = build_design(
         data, intervention_start, options, comparison=comparison, breaks=breaks,
-        count_model=model in COUNT_MODELS, outcome=_outcome(kind, model, data),
+        count_model=model in COUNT_MODELS, outcome=outcome_scale(kind, model, data),
     )
     f = design.frame
     ar_order, interval, _ = resolve_inference(options, model, design)
@@ -334,8 +278,8 @@ def fit_its(
     core = fit_core(data, intervention_start, options, kind=kind, comparison=comparison, breaks=brk)
     effects, series, prevented = _effects_series_prevented(core, better_if, SEED)
 
-    from sveval import checks
-    from sveval import power as power_mod
+    from sveval.designs import checks
+    from sveval.designs import power as power_mod
 
     # placebo dates, date and seasonality sensitivity and power refit with the inference chosen here
     # (AR order and interval type), so a series near the low-count threshold is not judged by a
@@ -368,7 +312,7 @@ def fit_its(
         "interval": "profile likelihood" if core.fit.profile is not None else "wald",
         "ar_order": len(core.fit.ar),
         "kind": kind,
-        "outcome": "count" if core.log_link else ("rate per 100,000" if _outcome(kind, core.model, data) == "rate_per_100k" else "value"),
+        "outcome": "count" if core.log_link else ("rate per 100,000" if outcome_scale(kind, core.model, data) == "rate_per_100k" else "value"),
         "headline": "level_change",
         "intervention_start": intervention_start,
         "change_points": list(options.change_points),
@@ -499,22 +443,5 @@ class _Refitter:
         return list(self.data["period"])
 
 
-def evaluate(ctx) -> Result:
-    """Run the ITS design of an evaluation context (:func:`sveval.evaluate.prepare`)."""
-    spec = ctx.spec
-    opts: ITSOptions = spec.its
-    if opts.phase_in_months is None:
-        opts = opts.model_copy(update={"phase_in_months": int(getattr(ctx.intervention, "phase_in_months", 0) or 0)})
-    comparison = ctx.comparison_series() if spec.comparison is not None else None
-    breaks = tuple((b["period"], b.get("name", b["period"])) for b in (ctx.measure.breaks or []))
-    try:
-        return fit_its(
-            ctx.series(), ctx.intervention_start, opts, kind=ctx.measure.kind,
-            better_if=ctx.measure.better_if, comparison=comparison, breaks=breaks, end=ctx.end,
-        )
-    except EstimationError as exc:
-        raise EstimationError(f"{ctx.spec_path}: {exc}") from exc
-
-
-__all__ = ["fit_its", "evaluate", "fit_core", "resolve_model", "ITSFit", "headline_of",
+__all__ = ["fit_its", "fit_core", "resolve_model", "ITSFit", "headline_of",
            "add_months", "period_index"]

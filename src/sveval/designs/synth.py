@@ -19,18 +19,14 @@ change is bounded below at -100%.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from sveval.designs.base import Check, Effect, Power, Prevented, Result
 from sveval.errors import EstimationError
-from sveval.spec import SynthOptions, period_from_index, period_index
-
-if TYPE_CHECKING:  # pragma: no cover
-    from sveval.evaluate import EvaluationContext
+from sveval.result import Check, Effect, Power, Prevented, Result
+from sveval.spec import SynthOptions, period_from_index
 
 PRE_RMSPE_FILTER = 5.0
 #: monthly evaluations match (and judge the pre-period fit on) trailing 12-month mean rates
@@ -190,35 +186,6 @@ def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[
 
 
 # ------------------------------------------------------------------------------------------------
-def _wide(ctx: EvaluationContext, opts: SynthOptions) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    p = ctx.panel()
-    label = "+".join(ctx.treated)
-    p = p.assign(unit=np.where(p["area_code"].isin(ctx.treated), label, p["area_code"]))
-    p = p.groupby(["unit", "period"], as_index=False).agg(count=("count", "sum"), population=("population", "sum"))
-    if opts.outcome == "rate":
-        if (p["population"] <= 0).any() or p["population"].isna().any():
-            raise EstimationError("synth.outcome 'rate' needs populations for every area and month")
-        p["y"] = p["count"] / p["population"] * ctx.measure.rate_per
-    else:
-        p["y"] = p["count"]
-    p["t"] = p["period"].map(period_index)
-    return p.pivot(index="unit", columns="t", values="y"), p, label
-
-
-def evaluate(ctx: EvaluationContext) -> Result:
-    """Run the synthetic-control design of an evaluation context."""
-    opts = ctx.spec.synth
-    wide, long, label = _wide(ctx, opts)
-    donors = [d for d in wide.index if d != label]
-    unit_desc = (f"rate per {ctx.measure.rate_per:,} population per month" if opts.outcome == "rate"
-                 else "count per month")
-    pop = long[long["unit"] == label].set_index("t")["population"]
-    return evaluate_wide(wide, label, period_index(ctx.intervention_start), donors, opts,
-                         better_if=ctx.measure.better_if, unit_desc=unit_desc,
-                         events_per_unit=(pop / ctx.measure.rate_per) if opts.outcome == "rate" else None,
-                         smooth=MONTHLY_SMOOTH, demean=True)
-
-
 def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
                   opts: SynthOptions | None = None, better_if: str = "lower",
                   unit_desc: str = "outcome", events_per_unit: pd.Series | None = None,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from sveval.designs.base import Check, Effect
 from sveval.errors import SvevalError
+from sveval.result import Check, Effect
 from sveval.spec import add_months, period_index
 
 Refit = Callable[..., Effect]

@@ -5,7 +5,7 @@ Neither renderer executes code. Quarto reads the executed notebooks as they are
 renderer turns notebooks into HTML with nbconvert (inputs excluded, outputs as stored) and the
 generated Markdown pages with mistune (the Markdown library nbconvert itself uses), puts the same
 navigation bar on every page, keeps every link relative (so the site works from ``file://`` and any
-static server), and labels every page with :data:`sveval.site.FALLBACK_BANNER`.
+static server), and labels every page with :data:`sveval.publish.site.FALLBACK_BANNER`.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def _nav(items: Sequence[Mapping[str, Any]], prefix: str, current: str) -> list[
 
 def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any]) -> list[str]:
     """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto."""
-    from sveval.site import FALLBACK_BANNER, template_text
+    from sveval.publish.site import FALLBACK_BANNER, template_text
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("sveval", "templates"),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from sveval.designs.base import Check
+from sveval.result import Check
 
 
 def acf(x: np.ndarray, nlags: int) -> np.ndarray:

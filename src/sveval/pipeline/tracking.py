@@ -5,9 +5,9 @@ For the partnership, each of its areas and the comparison areas, and for each me
 * monthly counts, rates (per ``measure.rate_per``: per 100,000, per million for homicide) from the
   measure's denominator population, and rolling 12-month totals and rates;
 * financial-year totals and rates against a baseline year, with the change as an exact Poisson
-  rate ratio and its interval (:func:`sveval.spc.rate_ratio_ci`), and against the comparison areas'
+  rate ratio and its interval (:func:`sveval.designs.spc.rate_ratio_ci`), and against the comparison areas'
   change over the same years (ratio of rate ratios);
-* XmR statistical process control charts (:func:`sveval.spc.xmr`) on the partnership series, with
+* XmR statistical process control charts (:func:`sveval.designs.spc.xmr`) on the partnership series, with
   limits recalculated only at declared change points (the Duty's start, recording breaks);
 * a short plain-English reading of each measure, written from disclosure-controlled figures.
 
@@ -33,9 +33,11 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from sveval.catalog import Catalog
+from sveval.data.load import load_long
+from sveval.designs.spc import rate_ratio_ci, xmr
 from sveval.errors import DataError, SpecError
 from sveval.paths import ProjectPaths
-from sveval.spc import rate_ratio_ci, xmr
+from sveval.periods import financial_year, fy_months, quarter_start
 from sveval.spec import (
     AreaRegistry,
     DataSpec,
@@ -58,24 +60,8 @@ _Strict = StrictModel
 _fy = parse_financial_year
 
 
-def fy_of(period: str) -> str:
-    """Financial year of a month: ``'2023-03' -> '2022/23'``."""
-    y, m = (int(x) for x in period.split("-"))
-    s = y if m >= 4 else y - 1
-    return f"{s}/{(s + 1) % 100:02d}"
-
-
-def fy_months(fy: str) -> list[str]:
-    """The twelve months of a financial year, April to March."""
-    s = int(fy[:4])
-    return [add_months(f"{s}-04", k) for k in range(12)]
-
-
-def quarter_months(fy: str, q: int) -> list[str]:
-    """Months of quarter ``q`` (1 = April-June) of financial year ``fy``."""
-    if q not in (1, 2, 3, 4):
-        raise ValueError(f"quarter must be 1-4, got {q}")
-    return fy_months(fy)[3 * (q - 1) : 3 * q]
+fy_of = financial_year
+_quarter_start = quarter_start
 
 
 class ChangePoint(_Strict):
@@ -168,13 +154,13 @@ class TrackingResult:
 
     # -- publishing --------------------------------------------------------------------------------
     def published(self, rules) -> dict[str, pd.DataFrame]:
-        """Disclosure-controlled tables for the site and the returns (see :mod:`sveval.disclosure`).
+        """Disclosure-controlled tables for the site and the returns (see :mod:`sveval.pipeline.disclosure`).
 
         Rates and rate ratios of controlled classes (hospital data) are recomputed from the rounded
         counts, as the NHS rules require, so that no exact count can be recovered from a ratio;
         they are suppressed with their counts. Individual comparison areas are not published.
         """
-        from sveval.disclosure import apply_to_frame
+        from sveval.pipeline.disclosure import apply_to_frame
 
         m = self.monthly[self.monthly["area_type"] != "comparison_area"]
         monthly = apply_to_frame(
@@ -246,24 +232,7 @@ def _partnership(catalog: Catalog) -> tuple[str, str]:
 
 
 def _load_long(spec: TrackingSpec, spec_path: Path | None, paths: ProjectPaths, catalog: Catalog) -> pd.DataFrame:
-    if spec.data.source == "csv":
-        try:
-            from sveval.data.ingest import read_long_csv
-        except ImportError:  # the data layer is optional for a plain long CSV
-
-            def read_long_csv(path: Path) -> pd.DataFrame:
-                return pd.read_csv(path, dtype={"period": str, "area_code": str, "measure": str})
-
-        p = Path(spec.data.path)
-        if not p.is_absolute() and spec_path is not None:
-            p = (spec_path.parent / p).resolve()
-        if not p.exists():
-            raise SpecError(spec_path, [("data.path", spec.data.path, f"file not found: {p}")])
-        return read_long_csv(p)
-    from sveval.data.example import ensure_example
-    from sveval.data.ingest import load_example_long
-
-    return load_example_long(ensure_example(paths.example_data), catalog)
+    return load_long(spec.data, spec_path, paths, catalog).long
 
 
 def _resolve(spec: TrackingSpec, catalog: Catalog, spec_path: Path | None) -> tuple[list[MeasureSpec], list[str], list[str]]:
@@ -416,11 +385,11 @@ def publish_totals(totals: pd.DataFrame, rules, baseline: str, label: str = "fin
     Parameters
     ----------
     totals : rows of :func:`period_totals` (any extra columns are dropped and recomputed)
-    rules : :class:`sveval.disclosure.DisclosureRules`
+    rules : :class:`sveval.pipeline.disclosure.DisclosureRules`
     baseline : the baseline window's label
     label : the window column (``financial_year`` or ``period``)
     """
-    from sveval.disclosure import apply_to_frame
+    from sveval.pipeline.disclosure import apply_to_frame
 
     totals = totals[[*TOTAL_COLUMNS[:7], label, *TOTAL_COLUMNS[7:]]].reset_index(drop=True)
     ctl = apply_to_frame(totals, "disclosure", rules, ["fy_count"], group_by=["measure", label])
@@ -479,12 +448,6 @@ def _chart(monthly: pd.DataFrame, ms: MeasureSpec, spec: TrackingSpec, start: st
     return chart, note
 
 
-def _quarter_start(p: str) -> str:
-    y, m = (int(x) for x in p.split("-"))
-    qm = ((m - 1) // 3) * 3 + 1
-    return f"{y:04d}-{qm:02d}"
-
-
 def _next_quarter(p: str) -> str:
     return add_months(_quarter_start(p), 3)
 
@@ -529,7 +492,7 @@ def track(
     pcode, pname = _partnership(catalog)
     rules = None
     if (catalog.parameters_dir / "disclosure.yaml").exists():
-        from sveval.disclosure import load_rules
+        from sveval.pipeline.disclosure import load_rules
 
         rules = load_rules(catalog.parameters_dir)
     notes: list[str] = []
@@ -578,7 +541,7 @@ def _fmt_rate(v: Any, per: int) -> str:
 
 def reading(ms: MeasureSpec, rows: pd.DataFrame, baseline: str, chart: pd.DataFrame | None, chart_note: str = "") -> str:
     """A short plain-English reading of one measure from its controlled partnership rows."""
-    from sveval.spc import latest_variation
+    from sveval.designs.spc import latest_variation
 
     rows = rows[rows["complete"].astype(bool)] if "complete" in rows else rows
     rows = rows.sort_values("financial_year")

@@ -9,7 +9,7 @@ and renders it to ``reports/_site/``:
   papermill and ``execute: enabled: false`` makes sure Quarto never runs a cell;
 * otherwise with a clearly labelled fallback renderer (nbconvert for notebooks, mistune for the
   generated Markdown) that writes the same pages, links and navigation
-  (:mod:`sveval.site_render`).
+  (:mod:`sveval.publish.render`).
 
 Everything is built in a staging folder (``reports/.sveval/publish-*``) and swapped in only when the
 render succeeded, so a failure never leaves a half-written site.
@@ -19,7 +19,7 @@ statistical disclosure control is applied (see its docstring).
 
 Example
 -------
->>> from sveval.site import publish                       # doctest: +SKIP
+>>> from sveval.publish.site import publish                       # doctest: +SKIP
 >>> report = publish(Path("reports"), quarto=None)        # doctest: +SKIP
 >>> report.renderer, len(report.pages)                    # doctest: +SKIP
 ('fallback', 6)
@@ -44,7 +44,7 @@ import pandas as pd
 import yaml
 
 from sveval.errors import DisclosureError, PublishError
-from sveval.site_records import (
+from sveval.publish.records import (
     DESIGN_NAMES,
     EvaluationRecord,
     SiteContent,
@@ -60,7 +60,7 @@ from sveval.site_records import (
     verdict_text,
 )
 
-STATE_DIR = ".sveval"  # shared with sveval.runner; hidden from Quarto (leading dot)
+STATE_DIR = ".sveval"  # shared with sveval.pipeline.runner; hidden from Quarto (leading dot)
 FRONT_MATTER_CELL_ID = "sveval-front-matter"
 GENERATED_PAGES = ("index.qmd", "methods.qmd", "data.qmd")
 FALLBACK_BANNER = (
@@ -100,7 +100,7 @@ def disclosure_control(
     new column cannot slip past the gate unclassified.
 
     The site's own pages publish model estimates only. ``count`` columns are controlled here and
-    nowhere else, with :func:`sveval.disclosure.apply_to_frame` under ``rules`` for the disclosure
+    nowhere else, with :func:`sveval.pipeline.disclosure.apply_to_frame` under ``rules`` for the disclosure
     class ``rule`` (``hospital``: counts 1-7 shown as ``*``, others rounded to 5; ``police``:
     unrounded); without ``rules`` they are refused with :class:`~sveval.errors.DisclosureError`.
 
@@ -110,7 +110,7 @@ def disclosure_control(
     name : a short name for the table (recorded in :attr:`PublishReport.tables`)
     roles : column -> ``label`` | ``estimate`` | ``count``
     rule : the disclosure class of any ``count`` columns
-    rules : :class:`sveval.disclosure.DisclosureRules`, needed only for ``count`` columns
+    rules : :class:`sveval.pipeline.disclosure.DisclosureRules`, needed only for ``count`` columns
     log : if given, ``name`` is appended (the publish report lists every table that passed)
 
     Returns
@@ -133,9 +133,9 @@ def disclosure_control(
             raise DisclosureError(
                 f"table '{name}': column(s) {counts} hold observed counts ({rule} disclosure class) but "
                 "no disclosure rules were given; the site publishes model estimates only unless "
-                "rules (sveval.disclosure.load_rules) are passed"
+                "rules (sveval.pipeline.disclosure.load_rules) are passed"
             )
-        from sveval.disclosure import apply_to_frame
+        from sveval.pipeline.disclosure import apply_to_frame
 
         out = apply_to_frame(out, rule, rules, count_columns=counts)
     if log is not None:
@@ -716,7 +716,7 @@ def _disclosure_rules(catalog: Any) -> Any:
     pdir = getattr(catalog, "parameters_dir", None)
     if pdir is None or not (Path(pdir) / "disclosure.yaml").exists():
         return None
-    from sveval.disclosure import load_rules
+    from sveval.pipeline.disclosure import load_rules
 
     return load_rules(pdir)
 
@@ -833,7 +833,7 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
         no evaluations, an unreadable JSON or notebook (named), or a failed render; ``reports_dir``
         is then left as it was.
     """
-    from sveval.site_render import render_fallback, render_quarto
+    from sveval.publish.render import render_fallback, render_quarto
 
     reports_dir = Path(reports_dir).resolve()
     if not reports_dir.is_dir():
@@ -855,7 +855,7 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
             raise PublishError(f"the {renderer} render did not produce {missing}; the site was left unchanged")
         rules = _disclosure_rules(catalog)
         if rules is not None:
-            from sveval.disclosure import scan_published
+            from sveval.pipeline.disclosure import scan_published
 
             findings = scan_published([stage / "_site"], rules=rules)
             if findings:

@@ -6,8 +6,8 @@
    areas and the comparison areas) for the reporting window and the same window of the baseline year;
 2. reads every result JSON in ``reports/evaluations/`` and adds, per intervention in the registry,
    its evaluations' status, headline effect and interval, evidence level
-   (:func:`sveval.evidence.assess`) and value for money (:func:`sveval.value.assess`);
-3. applies disclosure control (:mod:`sveval.disclosure`) to every cell;
+   (:func:`sveval.pipeline.evidence.assess`) and value for money (:func:`sveval.pipeline.value.assess`);
+3. applies disclosure control (:mod:`sveval.pipeline.disclosure`) to every cell;
 4. checks the return: every month of the window (and of the baseline window) present, the areas
    summing to the partnership total before rounding, no suppressed cell recoverable from a total,
    no record-level field anywhere; and only then
@@ -36,6 +36,7 @@ import sveval
 from sveval.catalog import Catalog
 from sveval.errors import PublishError
 from sveval.paths import ProjectPaths
+from sveval.periods import COVID_END, COVID_START
 from sveval.spec import StrictModel, load_model
 
 Content = Literal["headline", "local", "interventions", "data_quality", "metadata"]
@@ -96,7 +97,8 @@ class ReturnsReport:
 
 
 def _window(year: str, quarter: int | None) -> tuple[str, list[str]]:
-    from sveval.tracking import _fy, fy_months, quarter_months
+    from sveval.periods import fy_months, quarter_months
+    from sveval.periods import parse_financial_year as _fy
 
     year = _fy(year)
     if quarter is None:
@@ -128,7 +130,7 @@ def _fmt_num(v: Any, digits: int = 4) -> Any:
 
 def interventions_table(catalog: Catalog, records: list[dict[str, Any]], year: str) -> pd.DataFrame:
     """One row per evaluation of each registered intervention (or one 'not evaluated' row)."""
-    from sveval import evidence, value
+    from sveval.pipeline import evidence, value
 
     rows = []
     by_iv: dict[str, list[dict[str, Any]]] = {}
@@ -199,7 +201,7 @@ def _data_quality(tr, window: list[str], base_window: list[str], measure_rows: p
         if not rule.exempt and (rule.suppress_min is not None or rule.round_to > 1):
             rows.append({"measure": ms.id, "area": "all", "kind": "disclosure",
                          "detail": f"{rule.description or ms.disclosure}; {n_sup} count cell(s) suppressed in this return."})
-    covid = [p for p in ("2020-03", "2021-06") if p >= min(base_window)]
+    covid = [p for p in (COVID_START, COVID_END) if p >= min(base_window)]
     if covid:
         rows.append({"measure": "all", "area": "all", "kind": "break",
                      "detail": "COVID-19 restrictions (March 2020 to June 2021) overlap the baseline or reporting window."})
@@ -210,8 +212,8 @@ def _data_quality(tr, window: list[str], base_window: list[str], measure_rows: p
 
 
 def _metadata(cfg, tr, catalog, period, baseline, rules, long_hash, generated, parameters_dir) -> pd.DataFrame:
-    from sveval.evaluate import git_commit
-    from sveval.value import load_tables
+    from sveval.pipeline.context import git_commit
+    from sveval.pipeline.value import load_tables
 
     costs, defl = load_tables(parameters_dir)
     rows = [
@@ -300,8 +302,8 @@ def build_returns(
     ReturnsCheckError
         when a check fails (nothing is written)
     """
-    from sveval.disclosure import check_table, load_rules, scan_published
-    from sveval.tracking import load_spec, period_totals, publish_totals, track
+    from sveval.pipeline.disclosure import check_table, load_rules, scan_published
+    from sveval.pipeline.tracking import load_spec, period_totals, publish_totals, track
 
     paths = ProjectPaths(Path(root))
     catalog = catalog or Catalog.load(paths.parameters)

@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sveval.designs.base import Result
+    from sveval.result import Result
 
 PALETTE = {"observed": "#1b4f72", "fitted": "#2e86c1", "counterfactual": "#d35400", "band": "#f0b27a"}
 

@@ -1,7 +1,7 @@
 """Tracking figures: Making Data Count SPC charts and rolling 12-month rates.
 
-Both take disclosure-controlled frames (:meth:`sveval.tracking.TrackingResult.published_chart`,
-:meth:`~sveval.tracking.TrackingResult.published`) and return ``(fig, ax)``.
+Both take disclosure-controlled frames (:meth:`sveval.pipeline.tracking.TrackingResult.published_chart`,
+:meth:`~sveval.pipeline.tracking.TrackingResult.published`) and return ``(fig, ax)``.
 """
 
 from __future__ import annotations

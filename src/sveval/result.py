@@ -248,7 +248,7 @@ class Result:
 
     def plot(self, title: str | None = None, **kwargs: Any):
         """Observed vs counterfactual with its band; returns ``(fig, ax)``."""
-        from sveval import plots
+        from sveval.report import plots
 
         return plots.observed_vs_counterfactual(self, title=title, **kwargs)
 

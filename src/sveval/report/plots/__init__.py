@@ -4,6 +4,6 @@
 (``its``, ``did``, ``tracking``).
 """
 
-from sveval.plots.core import observed_vs_counterfactual
+from sveval.report.plots.core import observed_vs_counterfactual
 
 __all__ = ["observed_vs_counterfactual"]

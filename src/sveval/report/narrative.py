@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from sveval.designs.base import Effect, Result, fmt_effect, plain_english
+from sveval.result import Effect, Result, fmt_effect, plain_english
 
 EFFECT_LABELS = {
     "level_change": "Immediate change in level",

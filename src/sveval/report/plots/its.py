@@ -1,6 +1,6 @@
 """Figures of the ITS diagnostics: ACF, placebo dates, sensitivity and power curve.
 
-Each function takes a :class:`~sveval.designs.base.Result` of :func:`sveval.designs.its.fit_its`
+Each function takes a :class:`~sveval.result.Result` of :func:`sveval.designs.its.fit_its`
 and returns ``(fig, ax)``; the data behind each figure is in the named check's ``data``.
 """
 
@@ -12,10 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from sveval.plots.core import PALETTE
+from sveval.report.plots.core import PALETTE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sveval.designs.base import Result
+    from sveval.result import Result
 
 
 def _ax(ax: Any, size=(8, 4)):

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from sveval.errors import SpecError
+from sveval.periods import financial_year
 from sveval.spec import (
     InterventionSpec,
     MeasureSpec,
@@ -98,13 +99,6 @@ def _load(parameters_dir: str) -> tuple[CostsOfCrime, Deflators]:
 def load_tables(parameters_dir: Path | str) -> tuple[CostsOfCrime, Deflators]:
     """The costs-of-crime table and the deflator series (validated, cached per folder)."""
     return _load(str(Path(parameters_dir).resolve()))
-
-
-def financial_year(period: str) -> str:
-    """Financial year (April-March) of a ``YYYY-MM`` month: ``'2026-03' -> '2025/26'``."""
-    y, m = (int(x) for x in period.split("-"))
-    start = y if m >= 4 else y - 1
-    return f"{start}/{(start + 1) % 100:02d}"
 
 
 def unit_cost(category: str, reporting_year: str, parameters_dir: Path | str) -> dict[str, Any]:

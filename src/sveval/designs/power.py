@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sveval.designs.base import Power
 from sveval.designs.its_design import ITSDesign
 from sveval.designs.its_models import COUNT_MODELS, ar_acf, fit_model
 from sveval.errors import DataError, EstimationError
+from sveval.result import Power
 from sveval.spec import ITSOptions, add_months, parse_period, period_index
 
 DEFAULT_EFFECTS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -52,7 +52,8 @@ class _SimBase:
 
 
 def _base(data, intervention_start, options, kind, comparison, breaks) -> _SimBase:
-    from sveval.designs.its import _outcome, resolve_inference, resolve_model
+    from sveval.designs.its_choice import outcome_scale as _outcome
+    from sveval.designs.its_choice import resolve_inference, resolve_model
     from sveval.designs.its_design import build_design
 
     model = resolve_model(options, kind)
@@ -216,7 +217,7 @@ def its_power(
 
     Returns
     -------
-    :class:`~sveval.designs.base.Power` with ``mde`` (None if even a 95% change is not detectable),
+    :class:`~sveval.result.Power` with ``mde`` (None if even a 95% change is not detectable),
     ``power_at`` (keys like ``"0.2"``), ``underpowered`` (MDE > ``options.mde_threshold``).
     """
     options = options or ITSOptions()

@@ -35,8 +35,8 @@ from typing import Any
 import sveval
 from sveval.catalog import Catalog
 from sveval.errors import SvevalError
-from sveval.evaluate import prepare, write_json_atomic
 from sveval.paths import ProjectPaths
+from sveval.pipeline.context import prepare, write_json_atomic
 
 KERNEL_START_ERRORS = ("Kernel died before replying to kernel_info", "Kernel didn't respond", "DeadKernelError")
 STATE_DIR = ".sveval"  # hidden from Quarto: reports/.sveval/{manifest.json, previous/}

@@ -1,6 +1,6 @@
 """Figures of the difference-in-differences family and synthetic control.
 
-Each function takes a :class:`~sveval.designs.base.Result` and returns ``(fig, ax)``; the frame
+Each function takes a :class:`~sveval.result.Result` and returns ``(fig, ax)``; the frame
 behind it is in ``result.tables`` (``trends``, ``event_study``, ``by_cohort``, ``gaps``).
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from sveval.plots.core import PALETTE, _dates
+from sveval.report.plots.core import PALETTE, _dates
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sveval.designs.base import Result
+    from sveval.result import Result
 
 
 def _axes(ax: Any, size=(10, 4.5)):

@@ -1,9 +1,9 @@
 """Reading what the site publishes: result JSON, executed notebooks, and their plain-English reading.
 
 The site never recomputes anything. It reads ``reports/evaluations/<id>.json`` (written by
-:func:`sveval.evaluate.save` or, for a failed run, by :mod:`sveval.runner`) and the executed
+:func:`sveval.pipeline.context.save` or, for a failed run, by :mod:`sveval.pipeline.runner`) and the executed
 notebook beside it, and turns the numbers into short text with the same helpers the notebooks use
-(:func:`sveval.designs.base.fmt_effect`, :func:`sveval.designs.base.plain_english`).
+(:func:`sveval.result.fmt_effect`, :func:`sveval.result.plain_english`).
 
 Only model estimates are read for display (effects, prevented events, power); the observed
 ``series`` in the JSON is never shown by the site.
@@ -19,8 +19,8 @@ from typing import Any
 
 import nbformat
 
-from sveval.designs.base import Effect, Power, Prevented, Result, fmt_effect, plain_english
 from sveval.errors import PublishError
+from sveval.result import Effect, Power, Prevented, Result, fmt_effect, plain_english
 
 DESIGN_NAMES: dict[str, str] = {
     "its": "Interrupted time series",
@@ -115,7 +115,7 @@ class EvaluationRecord:
         return effects[0] if effects else None
 
     def result(self) -> Result | None:
-        """A :class:`~sveval.designs.base.Result` rebuilt from the JSON's estimates (no series)."""
+        """A :class:`~sveval.result.Result` rebuilt from the JSON's estimates (no series)."""
         effects = self.effects
         if not effects:
             return None
@@ -214,7 +214,7 @@ def verdict_text(rec: EvaluationRecord) -> str:
 
 
 def evidence_text(evidence: Any, *, long: bool = False) -> str:
-    """``evidence`` {level, label, short, reason} (from :mod:`sveval.evidence`) as text.
+    """``evidence`` {level, label, short, reason} (from :mod:`sveval.pipeline.evidence`) as text.
 
     Short form: ``Level 2 (limited)``; long form: the label and the reason.
     """
@@ -235,7 +235,7 @@ def _gbp(v: Any) -> str:
 
 
 def value_for_money_text(vfm: Any, *, long: bool = False, reason: Any = None) -> str:
-    """``value_for_money`` (from :mod:`sveval.value`) as text.
+    """``value_for_money`` (from :mod:`sveval.pipeline.value`) as text.
 
     Reads ``bcr`` with ``bcr_ci_low``/``bcr_ci_high``, ``benefit_gbp`` with its interval,
     ``cost_gbp``, ``price_year`` and ``caveats``; ``reason`` (the record's
