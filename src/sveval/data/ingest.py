@@ -37,6 +37,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from sveval.data.filters import compile_filter, lock_down, source_columns
 from sveval.errors import DataError
 from sveval.spec import PERIOD_RE, MeasureSpec, add_months, months_between
 
@@ -163,6 +164,7 @@ class _Session:
             pass
         self.views: set[str] = set()
         self._make_views()
+        lock_down(self.con)  # sources attached: no file or network access from here on
 
     def close(self) -> None:
         self.con.close()
@@ -222,7 +224,7 @@ class _Session:
 def _where(m: MeasureSpec, age_col: str) -> str:
     conds = []
     if m.filter:
-        conds.append(f"({m.filter})")
+        conds.append(f"({compile_filter(m.filter, source_columns(m.source), where=f'measure {m.id!r}')})")
     if m.age_max is not None:
         conds.append(f"{age_col} <= {int(m.age_max)}")
     return " AND ".join(conds) if conds else "TRUE"
