@@ -318,6 +318,12 @@ class DiDOptions(_Strict):
     control_group: Literal["never_treated", "not_yet_treated"] = "never_treated"
     cluster: Literal["unit"] = "unit"
     inference: Literal["auto", "cluster", "wild_bootstrap"] = "auto"
+    vcov: Literal["fixest", "CR1", "CR1S", "CR2", "CR3"] = Field(
+        default="fixest",
+        description="cluster-robust variance: fixest (fixest's default small-sample correction, "
+        "unit effects nested in the clusters not counted), CR1 (G/(G-1)), CR1S (every fixed effect "
+        "counted, Stata / clubSandwich CR1S), CR2 (Bell-McCaffrey, Satterthwaite df), CR3 (jackknife)",
+    )
     bootstrap_draws: int = Field(default=999, ge=99, le=99999)
     event_window: tuple[int, int] = (-12, 12)
     randomisation_draws: int = Field(default=200, ge=0, le=5000)
