@@ -70,7 +70,9 @@ def test_exclude_months():
 
 # -- clustered SEs against R ---------------------------------------------------------------------
 def test_twfe_clustered_se_matches_r_clubsandwich():
-    """pyfixest CR1 with every FE counted == clubSandwich CR1S == sandwich::vcovCL(HC1) (R fixture)."""
+    """vcov='CR1S' (every FE counted; selected explicitly since the default is now fixest's
+    correction) == clubSandwich CR1S == sandwich::vcovCL(HC1); CR1 and CR2 (with its Satterthwaite
+    df) against the same R fixture."""
     d = pd.read_csv(REF / "twfe_panel.csv")
     r = pd.read_csv(REF / "twfe_clubsandwich.csv").set_index("type")
     d["period"] = d["t"].map(lambda t: period_from_index(period_index("2020-01") + t))
@@ -78,10 +80,16 @@ def test_twfe_clustered_se_matches_r_clubsandwich():
     coh = {u: period_from_index(period_index("2020-01") + int(t)) for u, t in starts.items()}
     # a constant shift keeps counts non-negative and changes neither coefficient nor SE (unit FE)
     p = make_panel(d.assign(count=d["y"] + 100), coh, population=None, outcome="count")
-    fit = est.twfe(p, inference="cluster")
+    fit = est.twfe(p, inference="cluster", vcov="CR1S")
     assert fit.coef == pytest.approx(r.loc["CR1S", "estimate"], rel=1e-8)
     assert fit.se == pytest.approx(r.loc["CR1S", "se"], rel=1e-6)
     assert fit.se == pytest.approx(r.loc["vcovCL_HC1", "se"], rel=1e-6)
+    assert est.twfe(p, inference="cluster", vcov="CR1").se == pytest.approx(r.loc["CR1", "se"], rel=1e-6)
+    cr2 = est.twfe(p, inference="cluster", vcov="CR2")
+    assert cr2.se == pytest.approx(r.loc["CR2", "se"], rel=1e-6)
+    assert cr2.extra["df"] == pytest.approx(r.loc["CR2", "df"], rel=1e-6)
+    assert cr2.p_value == pytest.approx(r.loc["CR2", "p_value"], rel=1e-5)
+    assert "Satterthwaite" in cr2.inference
 
 
 # -- estimators recover effects --------------------------------------------------------------------

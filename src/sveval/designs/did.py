@@ -58,11 +58,12 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         "units": G, "treated_units": panel.n_treated_units, "months": panel.n_periods,
         "cohorts": [period_from_index(c) for c in panel.cohorts],
         "comparison_units": sorted(panel.frame.loc[~panel.frame["treated"], "unit"].unique().tolist()),
+        "vcov": opts.vcov,
     }
     diagnostics: list[Check] = []
     unit_desc = panel.outcome_label
 
-    twfe = est.twfe(panel, opts.inference, opts.bootstrap_draws, alpha, covid)
+    twfe = est.twfe(panel, opts.inference, opts.bootstrap_draws, alpha, covid, vcov=opts.vcov)
     few = est.few_treated(panel) and opts.inference == "auto" and opts.estimator != "staggered"
     details["inference"] = "time_permutation" if few else opts.inference
     if opts.estimator == "staggered":
@@ -83,11 +84,11 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         if opts.estimator == "twfe":
             fit = twfe
         elif opts.estimator == "poisson_fe":
-            fit = est.poisson_fe(panel, alpha, covid)
+            fit = est.poisson_fe(panel, alpha, covid, vcov=opts.vcov)
         elif opts.estimator == "2x2":
-            fit = est.two_by_two(panel, opts.inference, opts.bootstrap_draws, alpha)
+            fit = est.two_by_two(panel, opts.inference, opts.bootstrap_draws, alpha, vcov=opts.vcov)
         elif opts.estimator == "event_study":
-            fit = est.event_study(panel, tuple(opts.event_window), alpha, covid)
+            fit = est.event_study(panel, tuple(opts.event_window), alpha, covid, vcov=opts.vcov)
         else:  # pragma: no cover - the spec's Literal forbids it
             raise EstimationError(f"unknown DiD estimator {opts.estimator!r}")
         if few:
@@ -108,7 +109,7 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         if opts.estimator == "event_study" and not few:
             diagnostics.append(_pretrend_check(fit.extra["pre_trend"], G))
         elif opts.estimator not in ("2x2", "event_study"):
-            es = est.event_study(panel, tuple(opts.event_window), alpha, covid)
+            es = est.event_study(panel, tuple(opts.event_window), alpha, covid, vcov=opts.vcov)
             tables["event_study"] = es.table
             details["event_study"] = _small(es.table)
             if not few:
@@ -453,7 +454,8 @@ def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float, few: bool 
     fr["D"] = (fr["treated"] & (fr["t"] >= fake)).astype(np.int64)
     p2 = DidPanel(fr.reset_index(drop=True), panel.outcome, panel.unit_kind, panel.rate_per)
     if few:
-        base = est.poisson_fe(p2, alpha, covid) if family == "poisson" else est.twfe(p2, "cluster", alpha=alpha, covid=covid)
+        base = (est.poisson_fe(p2, alpha, covid, vcov=opts.vcov) if family == "poisson"
+                else est.twfe(p2, "cluster", alpha=alpha, covid=covid, vcov=opts.vcov))
         fit = est.with_time_permutation(p2, base, alpha, covid)
         if family == "poisson":  # report on the rate-ratio scale
             return Check("placebo_in_time",
@@ -465,7 +467,7 @@ def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float, few: bool 
                          {"fake_start": period_from_index(fake), "estimate": fit.estimate,
                           "ci_low": float(np.exp(fit.ci_low)), "ci_high": float(np.exp(fit.ci_high))})
     else:
-        fit = est.twfe(p2, opts.inference, min(opts.bootstrap_draws, 999), alpha)
+        fit = est.twfe(p2, opts.inference, min(opts.bootstrap_draws, 999), alpha, vcov=opts.vcov)
     return Check("placebo_in_time",
                  f"TWFE on pre-period data with a fake start {period_from_index(fake)}; no effect expected",
                  fit.coef, fit.p_value, bool(fit.p_value > 0.05),

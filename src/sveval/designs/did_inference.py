@@ -439,3 +439,158 @@ def conformal_interval(resid, post: np.ndarray, estimate: float, scale: float, a
         return float(lo_b)
 
     return edge(-1), edge(+1), _block_p_value(resid(0.0), post)
+
+
+# ------------------------------------------------------------------------------------------------
+# Bias-reduced (CR2) and jackknife (CR3) cluster-robust variances
+# ------------------------------------------------------------------------------------------------
+#: the CR2 / CR3 adjustment matrices need one eigen-decomposition per cluster and a dense basis of
+#: the non-nested fixed effects; above this many rows they are refused rather than left to run for
+#: hours (the LSOA panels have millions of rows: use the fixest or CR1 corrections there)
+ADJUSTED_MAX_ROWS = 25_000
+ADJUSTED_MAX_CLUSTER_ROWS = 2_000
+
+
+@dataclass(frozen=True)
+class AdjustedVcov:
+    """A CR2 or CR3 cluster-robust covariance of the coefficients of interest.
+
+    ``df`` holds the Bell-McCaffrey / Satterthwaite degrees of freedom of each row of the
+    contrasts asked for (CR2 only; ``G - 1`` for CR3), as clubSandwich's ``coef_test``.
+    """
+
+    kind: str
+    coef: np.ndarray
+    vcov: np.ndarray
+    df: np.ndarray
+    clusters: int
+
+
+def _dummies(fe: np.ndarray) -> np.ndarray:
+    cols = []
+    for j in range(fe.shape[1]):
+        c = codes(fe[:, j]).astype(np.int64)
+        cols.append(np.eye(int(c.max()) + 1)[c])
+    return np.hstack(cols) if cols else np.zeros((fe.shape[0], 0))
+
+
+def _basis(a: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """Orthonormal basis of the column space of ``a`` (n x r)."""
+    if a.shape[1] == 0:
+        return np.zeros((a.shape[0], 0))
+    u, s, _ = np.linalg.svd(a, full_matrices=False)
+    return u[:, s > tol * max(s.max(), 1.0)] if s.size else u[:, :0]
+
+
+def _sym_power(b: np.ndarray, p: float, tol: float = 1e-12) -> np.ndarray:
+    """``b^p`` of a symmetric p.s.d. matrix, zero on its null space (clubSandwich's matrix_power)."""
+    val, vec = np.linalg.eigh(b)
+    vp = np.where(val > tol, np.abs(val) ** p, 0.0)
+    return (vec * vp) @ vec.T
+
+
+def adjusted_cluster_vcov(x: np.ndarray, cluster: np.ndarray, other_fe: np.ndarray | None,
+                          kind: str, y: np.ndarray | None = None, resid: np.ndarray | None = None,
+                          weights: np.ndarray | None = None,
+                          contrasts: np.ndarray | None = None) -> AdjustedVcov:
+    """CR2 (Bell & McCaffrey 2002) or CR3 cluster-robust covariance of ``x``'s coefficients.
+
+    The model is ``y ~ x | cluster + other_fe``: unit fixed effects nested in the clusters (every
+    fit of this module clusters by unit) and further fixed effects (month, COVID indicator) that
+    are not. The adjustment matrices are those of clubSandwich on the dummy-variable regression:
+    ``A_j = (I - H_jj)^{-1/2}`` (CR2) or ``(I - H_jj)^{-1}`` (CR3), with ``H`` the hat matrix of
+    the full model including every dummy and the generalised inverse where the nested unit effect
+    makes ``I - H_jj`` singular. ``H_jj`` is computed without forming ``H``: within-unit centring
+    plus an orthonormal basis of the unit-centred other regressors.
+
+    Parameters
+    ----------
+    x : (n, k) regressors of interest
+    cluster : (n,) cluster (= unit) labels
+    other_fe : (n, m) codes of the fixed effects not nested in the clusters, or None
+    kind : ``"CR2"`` or ``"CR3"``
+    y : outcome of a linear model (residuals and coefficients are computed here), or
+    resid : residuals of a fitted GLM (``y - mu`` for Poisson) together with
+    weights : its working weights (``mu`` for Poisson; the model is then the weighted least
+        squares problem at convergence, as clubSandwich treats a ``glm``)
+    contrasts : (q, k) rows ``c`` whose Satterthwaite degrees of freedom are wanted (default: each
+        coefficient)
+
+    Returns
+    -------
+    AdjustedVcov
+
+    Raises
+    ------
+    ValueError
+        for an unknown ``kind``, or a panel too large for the adjustment matrices (callers
+        translate it into an :class:`~sveval.errors.EstimationError`).
+    """
+    if kind not in ("CR2", "CR3"):
+        raise ValueError(f"kind must be 'CR2' or 'CR3', got {kind!r}")
+    x = np.asarray(x, float)
+    x = x[:, None] if x.ndim == 1 else x
+    n, k = x.shape
+    g = codes(cluster).astype(np.int64)
+    G = int(g.max()) + 1
+    sizes = np.bincount(g)
+    if n > ADJUSTED_MAX_ROWS or sizes.max() > ADJUSTED_MAX_CLUSTER_ROWS:
+        raise ValueError(
+            f"{kind} needs one adjustment matrix per cluster: {n:,} rows (largest cluster "
+            f"{int(sizes.max()):,}) exceed the limits of {ADJUSTED_MAX_ROWS:,} rows and "
+            f"{ADJUSTED_MAX_CLUSTER_ROWS:,} rows per cluster; use the fixest or CR1 correction")
+    s = np.sqrt(np.asarray(weights, float)) if weights is not None else np.ones(n)
+    if (y is None) == (resid is None):
+        raise ValueError("give exactly one of y (linear model) or resid (GLM)")
+
+    def centre(v: np.ndarray) -> np.ndarray:  # within-cluster (weighted) projection residual
+        v2 = v[:, None] if v.ndim == 1 else v
+        num = np.zeros((G, v2.shape[1]))
+        np.add.at(num, g, s[:, None] * v2)
+        den = np.bincount(g, weights=s * s, minlength=G)
+        out = v2 - s[:, None] * (num / den[:, None])[g]
+        return out[:, 0] if v.ndim == 1 else out
+
+    xs = centre(s[:, None] * x)
+    od = centre(s[:, None] * _dummies(other_fe)) if other_fe is not None and other_fe.size else \
+        np.zeros((n, 0))
+    qo = _basis(od)
+    q = _basis(np.hstack([xs, od]))
+    r = xs - qo @ (qo.T @ xs)  # regressors of interest net of every fixed effect
+    bread = np.linalg.pinv(r.T @ r)
+    if y is not None:
+        yc = centre(s * np.asarray(y, float))
+        coef = bread @ (r.T @ yc)
+        e = yc - q @ (q.T @ yc)
+    else:
+        e = np.asarray(resid, float) / s
+        coef = np.full(k, np.nan)
+    power = -0.5 if kind == "CR2" else -1.0
+    cmat = np.eye(k) if contrasts is None else np.atleast_2d(np.asarray(contrasts, float))
+    order = np.argsort(g, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    comps = np.zeros((G, k))
+    pc = bread @ cmat.T  # k x q
+    diag = np.zeros((G, cmat.shape[0]))
+    a_rows = np.zeros((G, q.shape[1], cmat.shape[0]))
+    for j in range(G):
+        idx = order[bounds[j]:bounds[j + 1]]
+        sj, qj, rj = s[idx], q[idx], r[idx]
+        cj = np.eye(len(idx)) - np.outer(sj, sj) / (sj @ sj)
+        aj = _sym_power(cj - qj @ qj.T, power)
+        ar = aj @ rj  # n_j x k
+        comps[j] = ar.T @ e[idx]
+        if kind == "CR2":
+            pj = ar @ pc  # n_j x q: contribution vectors p_j of each contrast
+            diag[j] = np.einsum("iq,iq->q", pj, cj @ pj)
+            a_rows[j] = qj.T @ pj
+    vcov = bread @ (comps.T @ comps) @ bread
+    if kind == "CR2":
+        df = np.empty(cmat.shape[0])
+        for c in range(cmat.shape[0]):
+            a = a_rows[:, :, c]
+            gram = np.diag(diag[:, c]) - a @ a.T  # g_i'g_j of the Satterthwaite approximation
+            df[c] = np.trace(gram) ** 2 / np.sum(gram * gram)
+    else:
+        df = np.full(cmat.shape[0], float(G - 1))
+    return AdjustedVcov(kind, coef, vcov, df, G)
