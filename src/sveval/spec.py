@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -72,7 +73,8 @@ class MeasureSpec(_Strict):
     short_name: str | None = None
     description: str
     kind: Literal["count", "rate", "continuous"] = "count"
-    source: SourceKind
+    source: str = Field(description="id of a source in parameters/sources.yaml (for the built-in "
+                        "example: " + ", ".join(SourceKind.__args__) + ")")
     filter: str | None = Field(
         default=None, description="SQL WHERE condition selecting records (record-level sources)"
     )
@@ -89,7 +91,7 @@ class MeasureSpec(_Strict):
         default_factory=list, description="known recording breaks: {period: YYYY-MM, name: ...}"
     )
 
-    @field_validator("id")
+    @field_validator("id", "source")
     @classmethod
     def _id(cls, v: str) -> str:
         if not ID_RE.match(v):
@@ -120,15 +122,34 @@ class AreaSpec(_Strict):
     @field_validator("code")
     @classmethod
     def _code(cls, v: str) -> str:
-        if not re.match(r"^[EWSN]\d{8}$", v):
-            raise ValueError("area codes are 9-character ONS codes such as 'E06000047'")
+        if not AREA_CODE_RE.match(v):
+            raise ValueError("area codes are 1-32 letters, digits, '_' or '-' (no spaces); with "
+                             "code_system 'ons' (the default) 9-character ONS codes such as 'E06000047'")
         return v
+
+
+AREA_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+ONS_CODE_RE = re.compile(r"^[EWSNK]\d{8}$")
 
 
 class AreaRegistry(_Strict):
     partnership: str = Field(description="the partnership's name")
     partnership_code: str | None = None
+    code_system: Literal["ons", "other"] = Field(
+        default="ons", description="ons: area codes are 9-character ONS codes (checked); other: any "
+        "code system (letters, digits, '_' and '-')")
     areas: list[AreaSpec]
+
+    @model_validator(mode="after")
+    def _ons_codes(self) -> AreaRegistry:
+        if self.code_system != "ons":
+            return self
+        bad = [f"areas.{k}.code {a.code!r}" for k, a in enumerate(self.areas) if not ONS_CODE_RE.match(a.code)]
+        if bad:
+            raise ValueError(f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}: not a 9-character "
+                             "ONS code such as 'E06000047'; declare 'code_system: other' for another "
+                             "code system")
+        return self
     groups: dict[str, list[str]] = Field(
         default_factory=dict, description="named lists of area codes (e.g. most_similar)"
     )
@@ -196,20 +217,23 @@ class InterventionRegistry(_Strict):
 # Evaluation parameter files
 # ------------------------------------------------------------------------------------------------
 class DataSpec(_Strict):
-    """Where the data comes from: the built-in example, or a long CSV of the user's own.
+    """Where the data comes from: the built-in example, the project's store, or a long CSV.
 
-    A long CSV has columns ``period`` (YYYY-MM), ``area_code``, ``measure``, ``count`` and
-    optionally ``population``. Relative paths are relative to the parameter file.
+    ``example``: the built-in example (described by ``parameters/sources.yaml``, ingested into its
+    store). ``store``: the project's own sources (``parameters/sources.yaml``), read from the store
+    under ``data/store`` (new or changed files are ingested first). ``csv``: a long CSV with columns
+    ``period`` (YYYY-MM), ``area_code``, ``measure``, ``count`` and optionally ``population``;
+    relative paths are relative to the parameter file.
     """
 
-    source: Literal["example", "csv"] = "example"
+    source: Literal["example", "csv", "store"] = "example"
     path: str | None = None
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataSpec:
         if self.source == "csv" and not self.path:
             raise ValueError("data.source 'csv' needs data.path: a long CSV file")
-        if self.source == "example" and self.path:
+        if self.source != "csv" and self.path:
             raise ValueError("data.path is only used with data.source 'csv'")
         return self
 
@@ -243,6 +267,13 @@ class ComparisonSpec(_Strict):
         if given > 1:
             raise ValueError("give only one of comparison 'areas'/'lsoas', 'group' or 'rule'")
         return self
+
+
+def _covid_in_order(opts: Any) -> Any:
+    if period_index(opts.covid_start) > period_index(opts.covid_end):
+        raise ValueError(f"covid_start {opts.covid_start} is after covid_end {opts.covid_end}; the COVID "
+                         "window runs from covid_start to covid_end (inclusive)")
+    return opts
 
 
 ITSModel = Literal["auto", "poisson", "quasipoisson", "negbin", "ols", "newey_west", "gls_ar", "arima"]
@@ -286,6 +317,10 @@ class ITSOptions(_Strict):
     power_sims: int = Field(default=200, ge=0, le=20000)
     mde_threshold: float = Field(default=0.30, gt=0, lt=1)
     _p = _period_validator("covid_start", "covid_end")
+
+    @model_validator(mode="after")
+    def _covid_order(self):
+        return _covid_in_order(self)
 
     @model_validator(mode="after")
     def _profile_needs_glm(self) -> ITSOptions:
@@ -332,6 +367,10 @@ class DiDOptions(_Strict):
     covid_end: str = COVID_END
     _p = _period_validator("covid_start", "covid_end")
 
+    @model_validator(mode="after")
+    def _covid_order(self):
+        return _covid_in_order(self)
+
 
 class SynthOptions(_Strict):
     """Options of the synthetic control design (``design: synth``)."""
@@ -339,6 +378,13 @@ class SynthOptions(_Strict):
     outcome: Literal["rate", "count"] = "rate"
     placebo: bool = True
     min_pre_fit_r2: float = Field(default=0.5, ge=0, le=1)
+    method: Literal["sc", "sdid"] = Field(
+        default="sc", description="sc: synthetic control; sdid: synthetic difference-in-differences"
+    )
+    frequency: Literal["month", "quarter", "year"] | None = Field(
+        default=None, description="period of the series; default inferred from the period index"
+    )
+    placebo_replications: int = Field(default=200, ge=20, description="sdid placebo standard error")
 
 
 class EvaluationSpec(_Strict):
@@ -368,6 +414,14 @@ class EvaluationSpec(_Strict):
     def _id(cls, v: str) -> str:
         if not ID_RE.match(v):
             raise ValueError("ids use lower-case letters, digits, '_' and '-' (file-name safe)")
+        return v
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the title is empty; give a short title that names the intervention, "
+                             "the measure and the area")
         return v
 
     @model_validator(mode="after")
@@ -436,28 +490,160 @@ def _problems_from(err: ValidationError, model: type[BaseModel], data: Any) -> l
             msg = msg[len("Value error, ") :]
         if isinstance(value, dict):
             value = MISSING
+        elif value is not MISSING:
+            value = shorten_value(value)
         problems.append((field, value, msg))
     return problems
 
 
+#: largest parameter or registry file read (bytes)
+MAX_PARAMETER_BYTES = 1_000_000
+#: most values a parameter file may hold once YAML aliases are expanded
+MAX_YAML_VALUES = 200_000
+#: longest excerpt of a bad value shown in an error message
+SHOWN_VALUE_CHARS = 200
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int):
+        self.key, self.line, self.first_line = key, line, first_line
+        super().__init__(f"duplicate key {key!r}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys in a mapping (instead of keeping the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: left to the safe loader's own error
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(data: Any, limit: int) -> int | None:
+    """Number of values in ``data`` with every alias expanded; None if it refers to itself.
+
+    Shared (aliased) containers are sized once and their size reused, so an alias bomb is sized
+    without being walked value by value.
+    """
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(x: Any) -> int | None:
+        if not isinstance(x, dict | list):
+            return 1
+        key = id(x)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            return None
+        busy.add(key)
+        total = 1
+        items = [*x.keys(), *x.values()] if isinstance(x, dict) else x
+        for item in items:
+            n = size(item)
+            if n is None:
+                return None
+            total += n
+            if total > limit:
+                break
+        busy.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        return size(data)
+    except RecursionError:
+        return None
+
+
 def read_yaml(path: Path | str) -> Any:
-    """Read a YAML file; missing files and YAML syntax errors become :class:`SpecError`."""
+    """Read a YAML parameter file, refusing anything that is not a small, plain YAML file.
+
+    Missing files, folders and devices, files over :data:`MAX_PARAMETER_BYTES`, text that is not
+    UTF-8, YAML syntax errors, duplicate keys and aliases that expand to more than
+    :data:`MAX_YAML_VALUES` values all become a :class:`SpecError` naming the file (and the line).
+    """
     path = Path(path)
     if not path.exists():
         raise SpecError(path, [("<file>", MISSING, "file not found")])
     if path.is_dir():
         raise SpecError(path, [("<file>", MISSING, "is a directory, expected a YAML file")])
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise SpecError(path, [("<file>", MISSING, "not a regular file (a device, pipe or socket); "
+                                                   "expected a YAML file")])
+    if st.st_size > MAX_PARAMETER_BYTES:
+        raise SpecError(path, [("<file>", MISSING, f"{st.st_size:,} bytes; parameter files are at most "
+                                                   f"{MAX_PARAMETER_BYTES:,} bytes")])
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PARAMETER_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(path, [("<file>", MISSING, f"cannot be read: {exc.strerror}")]) from None
+    if len(raw) > MAX_PARAMETER_BYTES:
+        raise SpecError(path, [("<file>", MISSING, f"more than {MAX_PARAMETER_BYTES:,} bytes; parameter "
+                                                   "files are smaller")])
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(path, [("<file>", MISSING, f"not UTF-8 text ({exc.reason})")]) from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise SpecError(path, [("<file>", MISSING, f"duplicate key {shorten_value(exc.key)!r} at line "
+                                                   f"{exc.line} (first given at line {exc.first_line}); "
+                                                   "each key may appear once")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError(path, [("<file>", MISSING, f"invalid YAML at {where}: {problem}")]) from None
+    except RecursionError:
+        raise SpecError(path, [("<file>", MISSING, "YAML nested too deeply")]) from None
+    n = _expanded_size(data, MAX_YAML_VALUES)
+    if n is None:
+        raise SpecError(path, [("<file>", MISSING, "a YAML alias refers to itself (recursive anchor)")])
+    if n > MAX_YAML_VALUES:
+        raise SpecError(path, [("<file>", MISSING, f"YAML aliases ('*name') expand to more than "
+                                                   f"{MAX_YAML_VALUES:,} values; parameter files do "
+                                                   "not need aliases: write the values out")])
+    return data
+
+
+class _Shown:
+    """A shortened stand-in for a long or nested bad value in an error message."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def shorten_value(value: Any, limit: int = SHOWN_VALUE_CHARS) -> Any:
+    """``value`` as shown in an error message: long text cut, containers summarised."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}... ({len(value) - limit:,} more characters)"
+    if isinstance(value, list | tuple | set | dict):
+        import reprlib
+
+        r = reprlib.Repr()
+        r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 2, 6, 6, 40, 40
+        text = r.repr(value)
+        return _Shown(text if len(text) <= limit else text[:limit] + "...")
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return _Shown(shorten_value(repr(value), limit))
 
 
 def load_model(model: type[BaseModel], path: Path | str, data: Any | None = None) -> Any:

@@ -19,18 +19,66 @@ change is bounded below at -100%.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from sveval.errors import EstimationError
+from sveval.designs import sdid as S
+from sveval.errors import EstimationError, SpecError
 from sveval.result import Check, Effect, Power, Prevented, Result
 from sveval.spec import SynthOptions, period_from_index
 
 PRE_RMSPE_FILTER = 5.0
 #: monthly evaluations match (and judge the pre-period fit on) trailing 12-month mean rates
 MONTHLY_SMOOTH = 12
+#: default smoothing window by frequency: a year of periods for sub-annual data (seasonality and
+#: noise averaged out), none for yearly data (Prop 99: ADH 2010 match the yearly outcomes)
+FREQUENCY_SMOOTH: dict[str, int] = {"month": MONTHLY_SMOOTH, "quarter": 4, "year": 1}
+Frequency = Literal["month", "quarter", "year"]
+_WORD = {"month": "month", "quarter": "quarter", "year": "year", None: "period"}
+_EVERY = {"month": "monthly", "quarter": "quarterly", "year": "yearly", None: "per-period"}
+
+
+def infer_frequency(times) -> Frequency | None:
+    """The frequency of an integer time index, or None when it is not one of the known encodings.
+
+    Months are :func:`~sveval.periods.period_index` values (``12 * year + month - 1``, 12000 to
+    35999 for years 1000-2999), quarters ``4 * year + quarter - 1`` (4000 to 11999) and years
+    plain (1000 to 2999); anything else (e.g. ``0, 1, 2, ...``) is unknown.
+    """
+    t = np.asarray(times)
+    if t.size == 0 or not np.issubdtype(t.dtype, np.number) or not np.all(t == np.round(t)):
+        return None
+    lo, hi = float(t.min()), float(t.max())
+    for freq, (a, b) in (("year", (1000, 3000)), ("quarter", (4000, 12000)), ("month", (12000, 36000))):
+        if a <= lo and hi < b:
+            return freq  # type: ignore[return-value]
+    return None
+
+
+def resolve_frequency(times, frequency: str | None = None, opts: SynthOptions | None = None) -> Frequency | None:
+    """Explicit ``frequency`` first, then ``opts.frequency``, then :func:`infer_frequency`."""
+    f = frequency or (opts.frequency if opts is not None else None) or infer_frequency(times)
+    if f is not None and f not in FREQUENCY_SMOOTH:
+        raise SpecError(f"synth frequency must be one of {sorted(FREQUENCY_SMOOTH)}, got {f!r}")
+    return f  # type: ignore[return-value]
+
+
+def default_smooth(frequency: str | None) -> int:
+    """Smoothing window implied by the frequency (1 when unknown)."""
+    return FREQUENCY_SMOOTH.get(frequency, 1) if frequency else 1
+
+
+def period_label(t: int, frequency: str | None) -> str:
+    """``YYYY-MM`` for months, ``YYYY-Qn`` for quarters, ``YYYY`` for years, else the number."""
+    t = int(t)
+    if frequency == "month":
+        return period_from_index(t)
+    if frequency == "quarter":
+        return f"{t // 4:04d}-Q{t % 4 + 1}"
+    return str(t)
 
 
 @dataclass(frozen=True)
@@ -91,7 +139,7 @@ def _r2(y: np.ndarray, yhat: np.ndarray) -> float:
 
 
 def synth_fit(wide: pd.DataFrame, treated: str, start: int, donors: list[str] | None = None,
-              smooth: int = 1, demean: bool = False) -> SynthFit:
+              smooth: int | None = None, demean: bool = False, frequency: str | None = None) -> SynthFit:
     """Fit the synthetic control of ``treated`` (a row of ``wide``: units x times) from ``donors``.
 
     With ``smooth = k > 1`` the weights are chosen to match the trailing ``k``-period means of the
@@ -105,15 +153,22 @@ def synth_fit(wide: pd.DataFrame, treated: str, start: int, donors: list[str] | 
     intercept (the demeaned synthetic control of Ferman & Pinto 2021; Doudchenko & Imbens 2016):
     it matches trends rather than levels, so a treated area outside the donors' range of levels
     can still be fitted, and the pre-fit R-squared measures how well its trajectory is tracked.
+
+    ``smooth`` defaults to the window of the series' ``frequency`` (:data:`FREQUENCY_SMOOTH`: 12 for
+    months, 4 for quarters, 1 for years; ``frequency`` itself defaults to
+    :func:`infer_frequency` of the columns); an explicit ``smooth`` wins.
     """
+    if smooth is None:
+        smooth = default_smooth(resolve_frequency(wide.columns, frequency))
     donors = [d for d in (donors if donors is not None else wide.index) if d != treated]
     if len(donors) < 2:
         raise EstimationError(f"a synthetic control needs at least 2 donor areas, got {len(donors)}")
     times = np.asarray(wide.columns)
     pre = times < start
     if pre.sum() < 6 + max(smooth - 1, 0) or (~pre).sum() < 1:
-        raise EstimationError("the synthetic control needs at least 6 pre-period months (after smoothing) "
-                              "and 1 post-period month")
+        word = _WORD.get(frequency or infer_frequency(times), "period")
+        raise EstimationError(f"the synthetic control needs at least 6 pre-period {word}s (after smoothing) "
+                              f"and 1 post-period {word}")
     y1 = wide.loc[treated].to_numpy(float)
     Y0 = wide.loc[donors].to_numpy(float).T
     y1s, Y0s = rolling_mean(y1[pre], smooth), rolling_mean(Y0[pre], smooth)
@@ -169,8 +224,14 @@ class PlaceboResult:
 
 
 def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
-                     smooth: int = 1, demean: bool = False) -> PlaceboResult:
-    """Refit with each donor as the treated unit; p-value = rank of the treated RMSPE ratio."""
+                     smooth: int | None = None, demean: bool = False,
+                     frequency: str | None = None) -> PlaceboResult:
+    """Refit with each donor as the treated unit; p-value = rank of the treated RMSPE ratio.
+
+    ``smooth`` defaults as in :func:`synth_fit`.
+    """
+    if smooth is None:
+        smooth = default_smooth(resolve_frequency(wide.columns, frequency))
     actual = synth_fit(wide, treated, start, donors, smooth, demean)
     placebos = {}
     for d in donors:
@@ -189,16 +250,29 @@ def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[
 def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
                   opts: SynthOptions | None = None, better_if: str = "lower",
                   unit_desc: str = "outcome", events_per_unit: pd.Series | None = None,
-                  alpha: float = 0.05, smooth: int = 1, demean: bool = False) -> Result:
-    """Synthetic control on a units x months matrix.
+                  alpha: float = 0.05, smooth: int | None = None, demean: bool = False,
+                  frequency: str | None = None) -> Result:
+    """Synthetic control (or synthetic DiD) on a units x periods matrix.
 
-    The headline interval and p-value come from conformal inference with moving-block permutations
-    of the periods (:func:`conformal_gap_interval`), valid for one treated unit however few the
-    donors; the placebo-in-space RMSPE-ratio rank (whose p-value cannot go below 1 / (donors + 1))
-    is reported as a check. ``smooth`` (12 for monthly data from :func:`evaluate`) is the window of
-    the rolling means the weights and the pre-fit R-squared are computed on.
+    With ``opts.method == "sc"`` (default) the headline interval and p-value come from conformal
+    inference with moving-block permutations of the periods (:func:`conformal_gap_interval`), valid
+    for one treated unit however few the donors; the placebo-in-space RMSPE-ratio rank (whose
+    p-value cannot go below 1 / (donors + 1)) is reported as a check. ``smooth`` is the window of
+    the rolling means the weights and the pre-fit R-squared are computed on; it defaults to the
+    window of the frequency (12 for months, 4 for quarters, none for years), the frequency being
+    ``frequency``, else ``opts.frequency``, else inferred from the columns (:func:`infer_frequency`).
+
+    With ``opts.method == "sdid"`` the headline is the synthetic difference-in-differences estimate
+    with its placebo standard error (:func:`evaluate_sdid`; ``smooth`` and ``demean`` unused).
     """
     opts = opts or SynthOptions()
+    freq = resolve_frequency(wide.columns, frequency, opts)
+    if opts.method == "sdid":
+        return evaluate_sdid(wide, treated, start, donors, opts, better_if, unit_desc, events_per_unit,
+                             alpha, freq)
+    if smooth is None:
+        smooth = default_smooth(freq)
+    word = _WORD.get(freq, "period")
     pr = placebo_in_space(wide, treated, start, donors, smooth, demean)
     fit = pr.actual
     times = np.asarray(wide.columns)
@@ -220,7 +294,7 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     synth = fit.synthetic.to_numpy()
     obs = fit.observed.to_numpy()
     series = pd.DataFrame({
-        "period": [period_from_index(int(t)) for t in times], "observed": obs, "fitted": synth,
+        "period": [period_label(t, freq) for t in times], "observed": obs, "fitted": synth,
         "counterfactual": synth,
         "cf_low": np.where(post, synth + band_lo, synth), "cf_high": np.where(post, synth + band_hi, synth),
         "post": post,
@@ -228,7 +302,7 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     syn_post = float(synth[post].mean())
     pct = 100 * est / syn_post if syn_post else float("nan")
     inf_desc = (f"interval and p-value by conformal inference ({n_perm} moving-block permutations of the "
-                "months, Chernozhukov, Wuethrich & Zhu 2021)")
+                f"{word}s, Chernozhukov, Wuethrich & Zhu 2021)")
     effects = [
         Effect("Average post-period gap (treated - synthetic)", "difference", est, ci_lo, ci_hi, p_conf,
                better_if, f"difference in the {unit_desc}; {inf_desc}"),
@@ -238,11 +312,11 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     ]
     checks = [
         Check("pre_fit", "pre-period fit of the synthetic control (R-squared at least "
-              f"{opts.min_pre_fit_r2}" + (f", on trailing {smooth}-month means" if smooth > 1 else "") + ")",
+              f"{opts.min_pre_fit_r2}" + (f", on trailing {smooth}-{word} means" if smooth > 1 else "") + ")",
               fit.r2_pre, None, bool(fit.r2_pre >= opts.min_pre_fit_r2),
               f"pre-period R-squared {fit.r2_pre:.2f}"
-              + (f" on {smooth}-month means ({fit.r2_pre_raw:.2f} month by month, where noise dominates)"
-                 if smooth > 1 else "") + f", monthly RMSPE {fit.pre_rmspe:.3f}",
+              + (f" on {smooth}-{word} means ({fit.r2_pre_raw:.2f} {word} by {word}, where noise dominates)"
+                 if smooth > 1 else "") + f", {_EVERY.get(freq, 'per-period')} RMSPE {fit.pre_rmspe:.3f}",
               {"rmspe": fit.pre_rmspe, "r2": fit.r2_pre, "r2_monthly": fit.r2_pre_raw, "smooth_months": smooth}),
         Check("placebo_in_space", "rank of the treated area's post/pre RMSPE ratio among "
               f"{len(pr.table)} units (treated + donors as placebos)", fit.ratio, pr.p_value, None,
@@ -260,15 +334,15 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     if len(pr.table) < 20:
         warnings.append(f"Only {len(pr.table) - 1} donors: the placebo-in-space p-value cannot go below "
                         f"{1 / len(pr.table):.2f}; the headline interval therefore uses conformal inference "
-                        "over the months instead.")
+                        f"over the {word}s instead.")
     prevented = None
     if events_per_unit is not None or unit_desc.startswith("count"):
         k = (events_per_unit.reindex(times).to_numpy() if events_per_unit is not None else np.ones(len(times)))
         tot = float(np.sum((synth - obs)[post] * k[post]))
         per = tot / -est if est else 0.0
         lo, hi = sorted([-ci_hi * per, -ci_lo * per])
-        prevented = Prevented(tot, lo, hi, period_from_index(int(times[post][0])),
-                              period_from_index(int(times[post][-1])), int(post.sum()), "events")
+        prevented = Prevented(tot, lo, hi, period_label(times[post][0], freq),
+                              period_label(times[post][-1], freq), int(post.sum()), "events")
     # power from the standard error implied by the conformal interval (normal approximation)
     sd = float((ci_hi - ci_lo) / (2 * stats.norm.ppf(1 - alpha / 2))) if np.isfinite(ci_hi - ci_lo) else float("nan")
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(0.8)
@@ -281,20 +355,151 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     tables = {"weights": fit.weights.rename("weight").rename_axis("donor").reset_index(),
               "placebos": pr.table,
               "gaps": pd.DataFrame({f.treated: f.gap for f in [fit, *pr.placebos.values()]}).reindex(times)
-              .assign(period=[period_from_index(int(t)) for t in times]).reset_index(drop=True)}
+              .assign(period=[period_label(t, freq) for t in times]).reset_index(drop=True)}
     return Result(
         design="synth",
         method=f"synthetic control ({len(donors)} donors, simplex weights matching the pre-period "
-               + (f"trailing {smooth}-month means" if smooth > 1 else "outcomes")
+               + (f"trailing {smooth}-{word} means" if smooth > 1 else "outcomes")
                + (", demeaned: trends matched, pre-period level difference kept as an intercept" if demean else "")
                + f"); {unit_desc}; "
-               f"conformal inference by moving-block permutations of the {n_perm} months (Chernozhukov, "
+               f"conformal inference by moving-block permutations of the {n_perm} {word}s (Chernozhukov, "
                "Wuethrich & Zhu 2021), valid for one treated area; placebo-in-space rank as a check",
         effects=tuple(effects), prevented=prevented, series=series, diagnostics=tuple(checks), power=power,
         warnings=tuple(warnings), n_obs=int(wide.size),
         details={"weights": {k: float(v) for k, v in fit.weights.items()}, "pre_rmspe": fit.pre_rmspe,
                  "post_rmspe": fit.post_rmspe, "r2_pre": fit.r2_pre, "r2_pre_monthly": fit.r2_pre_raw,
-                 "smooth_months": smooth, "demeaned": demean, "treated_unit": treated, "comparison_units": list(donors),
+                 "smooth_months": smooth, "smooth_periods": smooth, "frequency": freq, "demeaned": demean,
+                 "treated_unit": treated, "comparison_units": list(donors),
                  "placebo_gap_interval": [float(x) for x in placebo_ci]},
+        tables=tables,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+def evaluate_sdid(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
+                  opts: SynthOptions | None = None, better_if: str = "lower",
+                  unit_desc: str = "outcome", events_per_unit: pd.Series | None = None,
+                  alpha: float = 0.05, frequency: str | None = None) -> Result:
+    """Synthetic difference-in-differences on a units x periods matrix (``synth.method: sdid``).
+
+    The headline is the SDID estimate of Arkhangelsky et al. (2021) (:mod:`sveval.designs.sdid`, a
+    port of the R package ``synthdid``) with a normal interval from its placebo standard error
+    (``opts.placebo_replications`` placebo assignments among the donors, R's generator seeded
+    12345). The figure's counterfactual is the unit-weighted donor average shifted by the
+    time-weighted pre-period gap, so its post-period mean gap to the treated series is the
+    estimate. The package's synthetic control and DiD estimates are kept in ``details`` for
+    comparison. Outcomes are used as they are (no smoothing or demeaning: the intercepts and time
+    weights of SDID take their place).
+    """
+    opts = opts or SynthOptions()
+    freq = resolve_frequency(wide.columns, frequency, opts)
+    word = _WORD.get(freq, "period")
+    donors = [d for d in donors if d != treated]
+    if len(donors) < 2:
+        raise EstimationError(f"synthetic DiD needs at least 2 donor areas, got {len(donors)}")
+    times = np.asarray(wide.columns)
+    post = times >= start
+    T0 = int((~post).sum())
+    if T0 < 2 or post.sum() < 1 or np.any(post[:T0]):
+        raise EstimationError(f"synthetic DiD needs at least 2 pre-period {word}s before the first "
+                              f"post-period {word}, in time order")
+    Y = wide.loc[[*donors, treated]].to_numpy(float)
+    fit = S.synthdid_estimate(Y, len(donors), T0)
+    placebos = S.placebo_estimates(fit, opts.placebo_replications)
+    se = float(np.std(placebos, ddof=0))
+    est = fit.estimate
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    ci_lo, ci_hi = est - z * se, est + z * se
+    p = float(2 * stats.norm.sf(abs(est) / se)) if se > 0 else float("nan")
+    p_rank = float((1 + np.sum(np.abs(placebos) >= abs(est) - 1e-12)) / (len(placebos) + 1))
+    sc = S.sc_estimate(Y, len(donors), T0)
+    did = S.did_estimate(Y, len(donors), T0)
+
+    obs = Y[-1]
+    synth = fit.synthetic()
+    r2 = _r2(obs[~post], synth[~post])
+    pre_rmspe = float(np.sqrt(np.mean((obs - synth)[~post] ** 2)))
+    series = pd.DataFrame({
+        "period": [period_label(t, freq) for t in times], "observed": obs, "fitted": synth,
+        "counterfactual": synth,
+        "cf_low": np.where(post, synth + est - ci_hi, synth), "cf_high": np.where(post, synth + est - ci_lo, synth),
+        "post": post,
+    })
+    syn_post = float(synth[post].mean())
+    pct = 100 * est / syn_post if syn_post else float("nan")
+    inf_desc = (f"normal interval from the placebo standard error ({len(placebos)} placebo assignments "
+                "among the donors, Arkhangelsky et al. 2021 Algorithm 4)")
+    effects = [
+        Effect("Average post-period effect (synthetic DiD)", "difference", est, ci_lo, ci_hi, p, better_if,
+               f"difference in the {unit_desc}; {inf_desc}"),
+        Effect("Percent change against the synthetic DiD counterfactual", "percent_change", pct,
+               max(100 * ci_lo / syn_post, -100.0), 100 * ci_hi / syn_post, p, better_if,
+               "average post-period effect as a percentage of the counterfactual's post-period mean; " + inf_desc),
+    ]
+    weights = pd.Series(fit.omega, index=donors)
+    lam = pd.Series(fit.lam, index=times[~post])
+    checks = [
+        Check("pre_fit", f"pre-period fit of the synthetic DiD counterfactual (R-squared at least "
+              f"{opts.min_pre_fit_r2}, after its intercept)", r2, None, bool(r2 >= opts.min_pre_fit_r2),
+              f"pre-period R-squared {r2:.2f}, {_EVERY.get(freq, 'per-period')} RMSPE {pre_rmspe:.3f}",
+              {"rmspe": pre_rmspe, "r2": r2}),
+        Check("placebo_in_space", "placebo assignments among the donors (the spread of their estimates is "
+              "the standard error; the rank of the actual estimate among them a permutation p-value)",
+              se, p_rank, None,
+              f"placebo standard error {se:.3g}; |estimate| reached by {int(np.sum(np.abs(placebos) >= abs(est)))} "
+              f"of {len(placebos)} placebo estimates (p = {p_rank:.3f})",
+              {"placebo_estimates": placebos.tolist(), "seed": S.PLACEBO_SEED}),
+        Check("donor_weights", "donor areas with weight in the synthetic DiD (and pre-period "
+              f"{word}s with weight in its baseline)", None, None, None,
+              ", ".join(f"{k} {v:.2f}" for k, v in weights[weights > 0.005].sort_values(ascending=False).items())
+              + "; baseline " + ", ".join(f"{period_label(k, freq)} {v:.2f}" for k, v in lam[lam > 0.005].items()),
+              {"weights": {k: float(v) for k, v in weights.items()},
+               "time_weights": {period_label(k, freq): float(v) for k, v in lam.items()}}),
+        Check("estimator_agreement", "synthetic DiD against the synthetic control and DiD estimates of the "
+              "same package (Arkhangelsky et al. 2021, Table 1 layout)", None, None, None,
+              f"synthetic DiD {est:.3g}, synthetic control {sc.estimate:.3g}, DiD {did.estimate:.3g}",
+              {"sdid": est, "sc": sc.estimate, "did": did.estimate}),
+    ]
+    warnings = []
+    if r2 < opts.min_pre_fit_r2:
+        warnings.append(f"The synthetic DiD counterfactual tracks the pre-period poorly (R-squared {r2:.2f}): "
+                        "the post-period effect is not a credible estimate.")
+    if len(donors) < 20:
+        warnings.append(f"Only {len(donors)} donors: the placebo standard error rests on few distinct "
+                        "placebo units and may be unreliable.")
+    prevented = None
+    if events_per_unit is not None or unit_desc.startswith("count"):
+        k = (events_per_unit.reindex(times).to_numpy() if events_per_unit is not None else np.ones(len(times)))
+        tot = float(np.sum((synth - obs)[post] * k[post]))
+        per = tot / -est if est else 0.0
+        lo, hi = sorted([-ci_hi * per, -ci_lo * per])
+        prevented = Prevented(tot, lo, hi, period_label(times[post][0], freq),
+                              period_label(times[post][-1], freq), int(post.sum()), "events")
+    zp = z + stats.norm.ppf(0.8)
+    mde = float(zp * se / syn_post) if syn_post and se > 0 else None
+    power = Power(mde=mde, post_months=int(post.sum()), n_sim=0, underpowered=bool(mde is None or mde > 0.3),
+                  power_at={f"{d:.2f}": float(stats.norm.cdf(d * abs(syn_post) / se - z))
+                            for d in (0.1, 0.2, 0.3, 0.5)} if se > 0 else {},
+                  method="analytic: normal approximation with the placebo standard error")
+    tables = {"weights": weights.rename("weight").rename_axis("donor").reset_index(),
+              "time_weights": pd.DataFrame({"period": [period_label(t, freq) for t in lam.index],
+                                            "weight": lam.to_numpy()}),
+              "placebos": pd.DataFrame({"replication": np.arange(1, len(placebos) + 1), "estimate": placebos})}
+    assert fit.options is not None
+    return Result(
+        design="synth",
+        method=f"synthetic difference-in-differences (Arkhangelsky et al. 2021; {len(donors)} donors, unit and "
+               f"time weights with intercepts as in the R package synthdid); {unit_desc}; placebo standard "
+               f"error from {len(placebos)} placebo assignments",
+        effects=tuple(effects), prevented=prevented, series=series, diagnostics=tuple(checks), power=power,
+        warnings=tuple(warnings), n_obs=int(Y.size),
+        details={"weights": {k: float(v) for k, v in weights.items()},
+                 "time_weights": {period_label(k, freq): float(v) for k, v in lam.items()},
+                 "estimator": "sdid", "placebo_se": se, "placebo_replications": len(placebos),
+                 "placebo_seed": S.PLACEBO_SEED, "placebo_rank_p": p_rank,
+                 "sc_estimate": sc.estimate, "did_estimate": did.estimate,
+                 "zeta_omega": fit.options.zeta_omega, "zeta_lambda": fit.options.zeta_lambda,
+                 "noise_level": fit.noise_level, "pre_rmspe": pre_rmspe, "r2_pre": r2, "frequency": freq,
+                 "treated_unit": treated, "comparison_units": list(donors)},
         tables=tables,
     )
