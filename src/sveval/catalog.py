@@ -16,6 +16,7 @@ from sveval.spec import (
     MeasureRegistry,
     MeasureSpec,
     load_model,
+    shorten_value,
 )
 
 
@@ -109,12 +110,12 @@ class Catalog:
         problems = []
         if spec.measure not in self.measures:
             problems.append(
-                ("measure", spec.measure,
+                ("measure", shorten_value(spec.measure),
                  "unknown measure; allowed: " + ", ".join(sorted(self.measures)) + "." + _suggest(spec.measure, list(self.measures)))
             )
         if spec.intervention not in self.interventions:
             problems.append(
-                ("intervention", spec.intervention,
+                ("intervention", shorten_value(spec.intervention),
                  "unknown intervention; allowed: " + ", ".join(sorted(self.interventions)) + "."
                  + _suggest(spec.intervention, list(self.interventions)))
             )

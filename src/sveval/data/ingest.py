@@ -444,22 +444,39 @@ def load_example_lsoa(data_dir: Path | str, catalog, measure_id: str) -> pd.Data
 # A user's long CSV
 # ------------------------------------------------------------------------------------------------
 REQUIRED = ("period", "area_code", "measure", "count")
+#: largest long CSV read (bytes): area totals are small; a bigger file is a wrong path or a device
+MAX_LONG_CSV_BYTES = 512 * 1024 * 1024
 
 
-def read_long_csv(path: Path | str) -> pd.DataFrame:
+def read_long_csv(path: Path | str, continuous: Iterable[str] = ()) -> pd.DataFrame:
     """Read and validate a user's long CSV: period, area_code, measure, count[, population].
 
     Errors (:class:`~sveval.errors.DataError`) name the file, the 1-based data row and the column:
-    a missing column, a period not in ``YYYY-MM`` form, a count that is missing, non-numeric or
-    negative, a negative or non-numeric population, duplicated period x area x measure rows.
-    Unknown extra columns are ignored.
+    a path that is not a regular file (a folder, a device such as ``/dev/zero``) or is larger
+    than :data:`MAX_LONG_CSV_BYTES`, no data rows, a missing column, a period not in ``YYYY-MM``
+    form, a count that is missing, non-numeric, infinite or negative (negative values are
+    allowed for the measures named in ``continuous``), a negative, infinite or non-numeric
+    population, duplicated period x area x measure rows. Unknown extra columns are ignored.
     """
+    import stat
+
     path = Path(path)
     if not path.exists():
         raise DataError("file not found", path=path)
+    st = path.stat()
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError("is a folder; data.path names one long CSV file", path=path)
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError("not a regular file (a device, pipe or socket); data.path names a CSV file",
+                        path=path)
+    if st.st_size > MAX_LONG_CSV_BYTES:
+        raise DataError(f"{st.st_size:,} bytes; a long CSV of area totals is at most "
+                        f"{MAX_LONG_CSV_BYTES:,} bytes", path=path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError:
+        raise DataError("empty file: no header and no data rows", path=path) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"not a readable CSV file: {str(exc).strip()}", path=path) from None
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in REQUIRED if c not in raw.columns]
@@ -468,6 +485,9 @@ def read_long_csv(path: Path | str) -> pd.DataFrame:
             f"missing column(s) {', '.join(missing)}; a long CSV needs period, area_code, measure, count "
             f"(and optionally population); found: {', '.join(raw.columns)}",
             path=path, column=missing[0])
+    if raw.empty:
+        raise DataError("no data rows: the file has a header only; a long CSV needs one row per "
+                        "period x area_code x measure", path=path)
     for col in ("period", "area_code", "measure"):
         vals = raw[col].str.strip()
         bad = np.flatnonzero(vals == "")
@@ -480,7 +500,8 @@ def read_long_csv(path: Path | str) -> pd.DataFrame:
         raise DataError(f"period {raw['period'].iloc[r]!r} is not a month as YYYY-MM (e.g. 2023-04)",
                         path=path, row=r + 1, column="period")
     out = raw[["period", "area_code", "measure"]].copy()
-    out["count"] = _numbers(raw["count"], path, "count", required=True)
+    out["count"] = _numbers(raw["count"], path, "count", required=True,
+                            may_be_negative=raw["measure"].isin(set(continuous)).to_numpy())
     if "population" in raw.columns:
         out["population"] = _numbers(raw["population"], path, "population", required=False)
     else:
@@ -498,7 +519,8 @@ def read_long_csv(path: Path | str) -> pd.DataFrame:
     return _typed_long(out)
 
 
-def _numbers(col: pd.Series, path: Path, name: str, required: bool) -> pd.Series:
+def _numbers(col: pd.Series, path: Path, name: str, required: bool,
+             may_be_negative: np.ndarray | None = None) -> pd.Series:
     s = col.str.strip()
     empty = s == ""
     if required and empty.any():
@@ -509,9 +531,18 @@ def _numbers(col: pd.Series, path: Path, name: str, required: bool) -> pd.Series
     if len(bad):
         r = int(bad[0])
         raise DataError(f"{name} {col.iloc[r]!r} is not a number", path=path, row=r + 1, column=name)
-    neg = np.flatnonzero((num < 0).to_numpy())
+    inf = np.flatnonzero(np.isinf(num.to_numpy(dtype=float)))
+    if len(inf):
+        r = int(inf[0])
+        raise DataError(f"{name} {col.iloc[r]!r} is not a finite number", path=path, row=r + 1,
+                        column=name)
+    negative = (num < 0).to_numpy()
+    if may_be_negative is not None:
+        negative = negative & ~may_be_negative
+    neg = np.flatnonzero(negative)
     if len(neg):
         r = int(neg[0])
-        raise DataError(f"{name} {col.iloc[r]!r} is negative; counts and populations are >= 0",
-                        path=path, row=r + 1, column=name)
+        what = ("counts and populations are >= 0" if may_be_negative is None or name != "count"
+                else "only continuous measures (kind: continuous in measures.yaml) may be negative")
+        raise DataError(f"{name} {col.iloc[r]!r} is negative; {what}", path=path, row=r + 1, column=name)
     return num.astype(float)

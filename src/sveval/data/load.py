@@ -43,7 +43,8 @@ def load_long(data: DataSpec, spec_path: Path | None, paths: ProjectPaths, catal
         from sveval.data.ingest import read_long_csv
 
         p = resolve_data_path(data, spec_path)
-        return LoadedData(read_long_csv(p), [p], None)
+        continuous = [m.id for m in catalog.measures.values() if m.kind == "continuous"]
+        return LoadedData(read_long_csv(p, continuous=continuous), [p], None)
     from sveval.data.example import ensure_example
     from sveval.data.ingest import load_example_long
 

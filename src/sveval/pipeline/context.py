@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from sveval.catalog import Catalog
+from sveval.data.check import check_evaluation_series
 from sveval.data.load import load_long
 from sveval.errors import MISSING, DataError, SpecError
 from sveval.paths import ProjectPaths
@@ -205,6 +206,8 @@ def prepare_spec(
                              f"measure '{spec.measure}' is continuous (use auto or wald)"))
     if problems:
         raise SpecError(spec_path, problems)
+    check_evaluation_series(long, measure, spec.areas, comparison, start, end, iv_start,
+                            path=files[0] if spec.data.source == "csv" and files else spec_path)
     return EvaluationContext(
         spec=spec, spec_path=spec_path, paths=paths, catalog=catalog, measure=measure,
         intervention=intervention, treated=list(spec.areas), comparison=comparison,
