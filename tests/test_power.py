@@ -85,3 +85,35 @@ def test_benchmark_smoke(tmp_path):
     assert r.returncode == 0, r.stderr
     text = out.read_text()
     assert "| gauss_rho0.3 | 48 | gls_ar* |" in text and "| low05 | 48 | auto* |" in text and "| low05 | 48 | quasipoisson_profile |" in text
+
+
+def test_clopper_pearson_matches_scipy():
+    from scipy.stats import binomtest
+
+    from sveval.designs.power import clopper_pearson
+
+    for x, n in ((0, 50), (3, 50), (40, 75), (75, 75), (160, 200)):
+        ci = binomtest(x, n).proportion_ci(confidence_level=0.99, method="exact")
+        assert clopper_pearson(x, n, 0.01) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+def test_sequential_power_stops_early_and_equals_the_truncated_run():
+    # large counts: every reported power is far from 0.8 except possibly one; the rule must stop at a
+    # look (50, 75, ...) and give exactly the non-sequential result on that many simulations
+    data = counts(200.0)
+    seq = its_power(data, "2022-04", OPTS, n_sim=150)
+    full = its_power(data, "2022-04", OPTS, n_sim=150, sequential=False)
+    assert full.n_sim == 150
+    assert seq.n_sim in (50, 75, 100, 125, 150)
+    same = its_power(data, "2022-04", OPTS, n_sim=seq.n_sim, sequential=False)
+    assert seq.power_at == same.power_at and seq.mde == same.mde
+    expect_se = max(np.sqrt(p * (1 - p) / seq.n_sim) for p in seq.power_at.values())
+    assert seq.mc_se == pytest.approx(expect_se)
+    if seq.n_sim < 150:
+        from sveval.designs.power import clopper_pearson
+
+        for p in seq.power_at.values():
+            lo, hi = clopper_pearson(round(p * seq.n_sim), seq.n_sim)
+            assert hi < 0.8 or lo > 0.8
+        assert "stopped early" in seq.method
+    assert "mc_se" in seq.to_dict()

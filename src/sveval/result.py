@@ -145,7 +145,9 @@ class Power:
     """Power and minimum detectable effect for the available (or planned) post period.
 
     ``mde`` is the smallest proportional fall (0.2 = 20%) detectable with ``target_power`` at
-    ``alpha``; ``power_at`` maps proportional falls to simulated power.
+    ``alpha``; ``power_at`` maps proportional falls to simulated power. ``n_sim`` is the number of
+    simulations used (a sequential rule may stop before the maximum) and ``mc_se`` the largest
+    Monte Carlo standard error ``sqrt(p (1 - p) / n_sim)`` of the ``power_at`` values.
     """
 
     mde: float | None
@@ -157,6 +159,7 @@ class Power:
     underpowered: bool = False
     threshold: float = 0.3
     method: str = ""
+    mc_se: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))

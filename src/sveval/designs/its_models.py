@@ -43,8 +43,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg as sla
 from scipy import optimize, stats
+from scipy.linalg import lapack
 
 from sveval.designs.its_profile import PoissonProfile
 from sveval.errors import EstimationError
@@ -129,6 +129,18 @@ class ModelFit:
 
 # ------------------------------------------------------------------------------------------------
 # AR(p) correlation machinery (shared by gls_ar and the AR-aware quasi-Poisson)
+#
+# Everything here is O(n) in the number of months: the inverse of an AR(p) correlation matrix is
+# banded, and its Cholesky factor is the Prais-Winsten transform. Whitening row i is the
+# standardised one-step prediction error of row i given the rows before it in its series, which
+# for an AR(p) process is ``(z_i - sum_j phi_j z_{i-j}) / sqrt(v)`` as soon as the p months before
+# row i are observed (``v`` the innovation variance of the unit-variance process). Only the first
+# p rows of a series and the few rows after a gap (excluded months) need the conditional
+# distribution on a short window of earlier rows: by the Markov property of the AR(p) state,
+# conditioning on all earlier rows equals conditioning on the last p consecutive observed months
+# before the gap and the observed rows since. The result equals ``L^-1 Z`` with ``L`` the dense
+# Cholesky factor of the correlation matrix of the observed rows, and ``log|R|`` is the sum of
+# the log conditional variances. No n x n matrix is formed.
 # ------------------------------------------------------------------------------------------------
 def pacf_to_ar(pacf: np.ndarray) -> np.ndarray:
     """AR coefficients from partial autocorrelations (Durbin-Levinson); stationary when |pacf| < 1."""
@@ -139,61 +151,158 @@ def pacf_to_ar(pacf: np.ndarray) -> np.ndarray:
 
 
 def ar_acf(phi: np.ndarray, nlags: int) -> np.ndarray:
-    """Autocorrelations 0..nlags of a stationary AR(p) process."""
-    from statsmodels.tsa.arima_process import arma_acf
-
-    return arma_acf(np.r_[1.0, -np.asarray(phi)], np.array([1.0]), lags=nlags + 1)
+    """Autocorrelations 0..nlags of a stationary AR(p) process (Yule-Walker, then the recursion)."""
+    phi = np.asarray(phi, dtype=float)
+    p = len(phi)
+    rho = np.zeros(max(nlags, p) + 1)
+    rho[0] = 1.0
+    if p == 0:
+        return rho[: nlags + 1]
+    # rho_k = sum_j phi_j rho_|k-j| for k = 1..p, a p x p linear system in rho_1..rho_p
+    A = np.eye(p)
+    for k in range(1, p + 1):
+        for j in range(1, p + 1):
+            if j != k:
+                A[k - 1, abs(k - j) - 1] -= phi[j - 1]
+    rho[1:p + 1] = np.linalg.solve(A, phi)
+    for k in range(p + 1, len(rho)):
+        rho[k] = float(np.dot(phi, rho[k - 1:k - p - 1 if k - p - 1 >= 0 else None:-1]))
+    return rho[: nlags + 1]
 
 
 class ARWhitener:
-    """Whitening of series with AR(p) errors observed at month indices ``t`` (gaps allowed).
+    """Whitening of series with AR(p) errors observed at month indices ``t`` (gaps allowed), in O(n).
 
-    ``whiten(Z, phi)`` returns ``Q Z`` with ``Q R Q' = I`` (R the AR correlation matrix within each
-    series, independence between series) and ``log|R|``.
+    ``whiten(Z, phi)`` returns ``Q Z`` with ``Q R Q' = I`` (R the AR correlation matrix of the
+    observed rows within each series, independence between series; ``Q = L^-1`` for the Cholesky
+    factor ``L`` of R) and ``log|R|``. See the section comment above for the method.
     """
 
     def __init__(self, t: np.ndarray, series_id: np.ndarray):
         self.t = np.asarray(t, dtype=float)
         self.sid = np.asarray(series_id)
+        n = len(self.t)
         order = np.lexsort((self.t, self.sid))
-        if not np.array_equal(order, np.arange(len(order))):
+        if not np.array_equal(order, np.arange(n)):
             raise ValueError("rows must be sorted by series then month")
         new = np.r_[True, self.sid[1:] != self.sid[:-1]]
         self.gap = np.where(new, np.inf, np.r_[np.inf, np.diff(self.t)])
-        self.blocks = [np.flatnonzero(self.sid == s) for s in np.unique(self.sid)]
+        self._first = new
+        self._block_start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+        self._plans: dict[int, tuple] = {}
+        # AR(1) pieces that do not depend on the coefficient
+        self._has_prev = ~np.isinf(self.gap)
+        self._gap1 = np.where(self._has_prev, self.gap, 1.0)
+        self._single_no_gap = n > 0 and bool(np.all(self.gap[1:] == 1.0))
+
+    def _plan(self, p: int) -> tuple:
+        """Regular rows (p observed months just before) and the windows of the other rows."""
+        if p in self._plans:
+            return self._plans[p]
+        n = len(self.t)
+        idx = np.arange(n)
+        bs = self._block_start
+        # row i has its previous p months observed when row i-p is in its series p months earlier
+        regular = np.zeros(n, bool)
+        ok = idx - p >= bs
+        ip = np.where(ok, idx - p, 0)
+        regular[ok] = (self.t[ok] - self.t[ip[ok]]) == p
+        # rows j whose p months j-p+1..j are all observed (the AR state at j is observed)
+        full_state = np.zeros(n, bool)
+        ok = idx - (p - 1) >= bs
+        iq = np.where(ok, idx - (p - 1), 0)
+        full_state[ok] = (self.t[ok] - self.t[iq[ok]]) == p - 1
+        windows = []
+        last_full = -1
+        for i in range(n):
+            if i == bs[i]:
+                last_full = -1
+            if not regular[i]:
+                lo = bs[i] if last_full < 0 else max(bs[i], last_full - p + 1)
+                S = np.arange(lo, i)
+                ts = self.t[np.r_[S, i]]
+                lags = np.abs(ts[:, None] - ts[None, :]).astype(int)
+                windows.append((i, S, lags))
+            if full_state[i]:
+                last_full = i
+        reg = np.flatnonzero(regular)
+        maxlag = max([int(w[2].max()) for w in windows] + [p])
+        plan = (reg, windows, maxlag)
+        self._plans[p] = plan
+        return plan
 
     def whiten(self, Z: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, float]:
         phi = np.asarray(phi, dtype=float)
-        if len(phi) == 0:
+        p = len(phi)
+        if p == 0:
             return Z, 0.0
-        if len(phi) == 1:
+        if p == 1:
             r = phi[0]
-            rd = np.where(np.isinf(self.gap), 0.0, r ** np.where(np.isinf(self.gap), 1.0, self.gap))
+            if self._single_no_gap:  # one series, no excluded months: the plain Prais-Winsten form
+                s1 = math.sqrt(1.0 - r * r)
+                out = np.empty_like(Z, dtype=float)
+                out[0] = Z[0]
+                np.subtract(Z[1:], r * Z[:-1], out=out[1:])
+                out[1:] /= s1
+                return out, (len(Z) - 1) * math.log(s1 * s1)
+            rd = np.where(self._has_prev, r ** self._gap1, 0.0)
             s = np.sqrt(1.0 - rd**2)
-            prev = np.roll(Z, 1, axis=0)
-            out = (Z - (rd[:, None] if Z.ndim == 2 else rd) * prev) / (s[:, None] if Z.ndim == 2 else s)
+            prev = np.empty_like(Z, dtype=float)
+            prev[1:] = Z[:-1]
+            prev[:1] = 0.0
+            if Z.ndim == 2:
+                out = (Z - rd[:, None] * prev) / s[:, None]
+            else:
+                out = (Z - rd * prev) / s
             return out, float(np.sum(np.log(s**2)))
+        reg, windows, maxlag = self._plan(p)
+        rho = ar_acf(phi, maxlag)
+        v = 1.0 - float(np.dot(phi, rho[1:p + 1]))  # innovation variance of the unit-variance process
         out = np.empty_like(Z, dtype=float)
-        logdet = 0.0
-        for b in self.blocks:
-            tb = self.t[b]
-            lags = (tb[:, None] - tb[None, :]).astype(int)
-            acf = ar_acf(phi, int(tb.max() - tb.min()))
-            R = acf[np.abs(lags)]
-            L = np.linalg.cholesky(R)
-            out[b] = sla.solve_triangular(L, Z[b], lower=True)
-            logdet += 2.0 * float(np.sum(np.log(np.diag(L))))
+        acc = Z[reg].astype(float, copy=True)
+        for j in range(1, p + 1):
+            acc -= phi[j - 1] * Z[reg - j]
+        out[reg] = acc / math.sqrt(v)
+        logdet = len(reg) * math.log(v)
+        for i, S, lags in windows:
+            if len(S) == 0:
+                out[i] = Z[i]
+                continue
+            R = rho[lags]
+            c = np.linalg.solve(R[:-1, :-1], R[:-1, -1])
+            vi = float(R[-1, -1] - R[-1, :-1] @ c)
+            out[i] = (Z[i] - c @ Z[S]) / math.sqrt(vi)
+            logdet += math.log(vi)
         return out, logdet
 
 
-def _reml_objective(Xw: np.ndarray, yw: np.ndarray, logdet: float) -> tuple[float, np.ndarray, float, np.ndarray]:
-    n, k = Xw.shape
-    Q, Rm = np.linalg.qr(Xw)
-    beta = sla.solve_triangular(Rm, Q.T @ yw)
-    resid = yw - Xw @ beta
-    rss = float(resid @ resid)
-    obj = (n - k) * math.log(max(rss, 1e-300) / (n - k)) + logdet + 2.0 * float(np.sum(np.log(np.abs(np.diag(Rm)))))
-    return obj, beta, rss, Rm
+def _ls_parts(W: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Triangular factor of ``X`` and the residual sum of squares of ``y`` from one QR of ``[X | y]``.
+
+    ``W`` is ``[X | y]`` (n x (k+1)); returns ``R`` ((k+1) x (k+1), ``R[:k, :k]`` the factor of X,
+    ``R[:k, k]`` = ``Q'y``) and the residual sum of squares ``R[k, k]^2``.
+    """
+    qr, _, _, info = lapack.dgeqrf(W)  # LAPACK directly: numpy's wrapper costs 5x the work here
+    if info != 0:  # pragma: no cover - only on invalid input
+        raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
+    R = np.triu(qr[: k + 1])
+    return R, float(R[k, k] ** 2)
+
+
+def _reml_value(W: np.ndarray, k: int, logdet: float) -> float:
+    """-2 x restricted log-likelihood (profiled over sigma2, up to a constant) of whitened ``[X | y]``."""
+    n = W.shape[0]
+    R, rss = _ls_parts(W, k)
+    return ((n - k) * math.log(max(rss, 1e-300) / (n - k)) + logdet
+            + 2.0 * float(np.sum(np.log(np.abs(np.diag(R)[:k])))))
+
+
+def _gls_solution(W: np.ndarray, k: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Coefficients, residual sum of squares and ``(X'X)^-1`` of whitened ``[X | y]``."""
+    R, rss = _ls_parts(W, k)
+    Rinv = np.linalg.inv(R[:k, :k])
+    beta = Rinv @ R[:k, k]
+    return beta, rss, Rinv @ Rinv.T
 
 
 def gls_ar_reml(
@@ -204,50 +313,44 @@ def gls_ar_reml(
     p: int,
     weights: np.ndarray | None = None,
     start: np.ndarray | None = None,
+    whitener: ARWhitener | None = None,
 ) -> dict:
     """GLS with AR(p) errors (and optional inverse-variance weights) fitted by REML.
 
     Returns a dict with ``beta``, ``cov`` (``sigma2 (X' Sigma^-1 X)^-1``), ``sigma2``, ``phi`` (AR
     coefficients), ``pacf``, ``resid`` (raw, weighted scale), ``innov`` (whitened) and ``df``.
+    ``whitener`` reuses the :class:`ARWhitener` of ``(t, series_id)``.
     """
     n, k = X.shape
     sw = np.sqrt(weights) if weights is not None else np.ones(n)
-    Xs, ys = X * sw[:, None], y * sw
-    wh = ARWhitener(t, series_id)
+    W = np.column_stack([X * sw[:, None], y * sw])
+    wh = whitener or ARWhitener(t, series_id)
 
-    def evaluate(z: np.ndarray):
-        pacf = np.tanh(np.atleast_1d(z))
-        phi = pacf_to_ar(pacf)
-        Xw, lw = wh.whiten(Xs, phi)
-        yw, _ = wh.whiten(ys, phi)
-        return _reml_objective(Xw, yw, lw), pacf, phi, Xw, yw
+    def objective(z: np.ndarray) -> float:
+        phi = pacf_to_ar(np.tanh(np.atleast_1d(z)))
+        Ww, lw = wh.whiten(W, phi)
+        return _reml_value(Ww, k, lw)
 
     if p == 0:
-        z = np.zeros(0)
+        pacf = np.zeros(0)
     elif p == 1:
         res = optimize.minimize_scalar(
-            lambda z: evaluate(np.array([z]))[0][0], bounds=(-3.8, 3.8), method="bounded",
+            lambda z: objective(np.array([z])), bounds=(-3.8, 3.8), method="bounded",
             options={"xatol": 1e-9},
         )
-        z = np.array([res.x])
+        pacf = np.tanh(np.array([res.x]))
     else:
         z0 = np.arctanh(np.clip(start, -0.9, 0.9)) if start is not None else np.zeros(p)
-        res = optimize.minimize(lambda z: evaluate(z)[0][0], z0, method="Nelder-Mead",
+        res = optimize.minimize(objective, z0, method="Nelder-Mead",
                                 options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 4000})
-        z = np.clip(res.x, -3.8, 3.8)
-    if p == 0:
-        Xw, yw = Xs, ys
-        obj = _reml_objective(Xw, yw, 0.0)
-        pacf, phi = np.zeros(0), np.zeros(0)
-    else:
-        obj, pacf, phi, Xw, yw = evaluate(z)
-    _, beta, rss, Rm = obj
+        pacf = np.tanh(np.clip(res.x, -3.8, 3.8))
+    phi = pacf_to_ar(pacf) if p else np.zeros(0)
+    Ww, _ = wh.whiten(W, phi)
+    beta, rss, XtXi = _gls_solution(Ww, k)
     sigma2 = rss / (n - k)
-    Rinv = sla.solve_triangular(Rm, np.eye(k))
-    cov = sigma2 * Rinv @ Rinv.T
     return {
-        "beta": beta, "cov": cov, "sigma2": sigma2, "phi": phi, "pacf": pacf,
-        "resid": ys - Xs @ beta, "innov": (yw - Xw @ beta), "df": n - k,
+        "beta": beta, "cov": sigma2 * XtXi, "sigma2": sigma2, "phi": phi, "pacf": pacf,
+        "resid": W[:, k] - W[:, :k] @ beta, "innov": Ww[:, k] - Ww[:, :k] @ beta, "df": n - k,
     }
 
 
@@ -259,7 +362,8 @@ def satterthwaite_df(
     pacf: np.ndarray,
     sigma2: float,
     weights: np.ndarray | None = None,
-) -> np.ndarray:
+    whitener: ARWhitener | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Small-sample inference of a REML GLS-AR(p) fit: Satterthwaite df and a variance correction.
 
     Returns ``(df, extra)``: the degrees of freedom of each coefficient and a ``k x k`` matrix to
@@ -269,23 +373,22 @@ def satterthwaite_df(
     of the covariance parameters ``theta = (log sigma2, atanh pacf)``, ``g_j`` its gradient and ``A``
     the inverse of the observed REML information of ``theta`` (numerical derivatives). Short series
     with autocorrelation get fewer df than ``n - k``, widening intervals for the uncertainty in the
-    AR parameters (as in SAS/lme4 small-sample inference for mixed models).
+    AR parameters (as in SAS/lme4 small-sample inference for mixed models). Each evaluation is one
+    O(n) whitening and one QR of the n x (k + 1) whitened design.
     """
     n, k = X.shape
     sw = np.sqrt(weights) if weights is not None else np.ones(n)
-    Xs, ys = X * sw[:, None], y * sw
-    wh = ARWhitener(t, series_id)
+    W = np.column_stack([X * sw[:, None], y * sw])
+    wh = whitener or ARWhitener(t, series_id)
 
     def parts(theta):
         s2 = math.exp(theta[0])
         phi = pacf_to_ar(np.tanh(theta[1:]))
-        Xw, lw = wh.whiten(Xs, phi)
-        yw, _ = wh.whiten(ys, phi)
-        Q, Rm = np.linalg.qr(Xw)
-        beta = sla.solve_triangular(Rm, Q.T @ yw)
-        r = yw - Xw @ beta
-        rinv = sla.solve_triangular(Rm, np.eye(k))
-        ll = -0.5 * ((n - k) * theta[0] + lw + 2 * np.sum(np.log(np.abs(np.diag(Rm)))) + float(r @ r) / s2)
+        Ww, lw = wh.whiten(W, phi)
+        R, rss = _ls_parts(Ww, k)
+        rinv = np.linalg.inv(R[:k, :k])
+        beta = rinv @ R[:k, k]
+        ll = -0.5 * ((n - k) * theta[0] + lw + 2 * np.sum(np.log(np.abs(np.diag(R)[:k]))) + rss / s2)
         return ll, s2 * np.sum(rinv**2, axis=1), beta
 
     theta0 = np.r_[math.log(sigma2), np.arctanh(np.clip(pacf, -0.999, 0.999))]
@@ -326,19 +429,17 @@ def satterthwaite_df(
     return np.clip(df, 1.0, n - k), extra
 
 
-def gls_ar_fixed(y, X, t, series_id, phi, weights=None) -> dict:
+def gls_ar_fixed(y, X, t, series_id, phi, weights=None, whitener: ARWhitener | None = None) -> dict:
     """Weighted GLS with AR errors of known coefficients ``phi`` (one IRLS step)."""
     n, k = X.shape
     sw = np.sqrt(weights) if weights is not None else np.ones(n)
-    Xs, ys = X * sw[:, None], y * sw
-    wh = ARWhitener(t, series_id)
-    Xw, _ = wh.whiten(Xs, phi)
-    yw, _ = wh.whiten(ys, phi)
-    _, beta, rss, Rm = _reml_objective(Xw, yw, 0.0)
+    W = np.column_stack([X * sw[:, None], y * sw])
+    wh = whitener or ARWhitener(t, series_id)
+    Ww, _ = wh.whiten(W, phi)
+    beta, rss, XtXi = _gls_solution(Ww, k)
     sigma2 = rss / (n - k)
-    Rinv = sla.solve_triangular(Rm, np.eye(k))
-    return {"beta": beta, "cov": sigma2 * Rinv @ Rinv.T, "sigma2": sigma2, "phi": np.asarray(phi),
-            "resid": ys - Xs @ beta, "innov": yw - Xw @ beta, "df": n - k}
+    return {"beta": beta, "cov": sigma2 * XtXi, "sigma2": sigma2, "phi": np.asarray(phi),
+            "resid": W[:, k] - W[:, :k] @ beta, "innov": Ww[:, k] - Ww[:, :k] @ beta, "df": n - k}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -402,6 +503,7 @@ def fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=1, scale_floor=
         )
     beta = np.asarray(res.params)
     t = np.asarray(t, float)
+    wh = ARWhitener(t, series_id)
     pacf = None
     out = None
     converged = False
@@ -409,14 +511,16 @@ def fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=1, scale_floor=
         # REML step for the AR parameters at the current mean ...
         eta = X @ beta + offset
         mu = np.exp(eta)
-        out = gls_ar_reml(eta - offset + (y - mu) / mu, X, t, series_id, ar_order, weights=mu, start=pacf)
+        out = gls_ar_reml(eta - offset + (y - mu) / mu, X, t, series_id, ar_order, weights=mu, start=pacf,
+                          whitener=wh)
         new_pacf = out["pacf"]
         # ... then GLS-IRLS for the coefficients with the AR parameters held fixed
         beta = out["beta"]
         for _inner in range(100):
             eta = X @ beta + offset
             mu = np.exp(eta)
-            fixed = gls_ar_fixed(eta - offset + (y - mu) / mu, X, t, series_id, out["phi"], weights=mu)
+            fixed = gls_ar_fixed(eta - offset + (y - mu) / mu, X, t, series_id, out["phi"], weights=mu,
+                                 whitener=wh)
             step = fixed["beta"] - beta
             beta = fixed["beta"]
             if np.max(np.abs(step)) < 1e-9:
@@ -438,7 +542,7 @@ def fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=1, scale_floor=
     dfc = None
     if small_sample:
         dfc, extra = satterthwaite_df(eta - offset + (y - mu) / mu, X, t, series_id, out["pacf"], sigma2,
-                                      weights=mu)
+                                      weights=mu, whitener=wh)
         cov = cov + extra / sigma2 * phi_hat
     return ModelFit(
         model="quasipoisson", link="log", params=beta, cov=cov, df=n - k, scale=phi_hat, names=names,
@@ -523,11 +627,12 @@ def fit_newey_west(y, X, names, maxlags: int | None = None) -> ModelFit:
 
 
 def fit_gls_ar(y, X, names, t, series_id, ar_order=1, small_sample=True) -> ModelFit:
-    out = gls_ar_reml(y, X, t, series_id, ar_order)
+    wh = ARWhitener(t, series_id)
+    out = gls_ar_reml(y, X, t, series_id, ar_order, whitener=wh)
     s = math.sqrt(out["sigma2"])
     dfc, cov = None, out["cov"]
     if small_sample:
-        dfc, extra = satterthwaite_df(y, X, t, series_id, out["pacf"], out["sigma2"])
+        dfc, extra = satterthwaite_df(y, X, t, series_id, out["pacf"], out["sigma2"], whitener=wh)
         cov = cov + extra
     return ModelFit(
         model="gls_ar", link="identity", params=out["beta"], cov=cov, df=float(out["df"]),
