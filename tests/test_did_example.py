@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from sveval.pipeline.context import fit, prepare, result_record
+from sveval.pipeline.api import build_record as result_record
+from sveval.pipeline.api import fit, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def runs(tmp_path_factory, example_data):
     for spec_id in ("did-da-knife-darlington", "did-nte-safe-streets", "synth-da-knife-darlington",
                     "synth-focused-deterrence-durham"):
         ctx, res = _run(project, spec_id)
-        out[spec_id] = (ctx, res, result_record(ctx, res))
+        out[spec_id] = (ctx, res, result_record(ctx, res).to_json())
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from sveval.pipeline.context import fit, prepare
+from sveval.pipeline.api import fit, prepare
 from sveval.spec import load_evaluation
 
 pytestmark = pytest.mark.slow

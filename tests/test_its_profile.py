@@ -113,13 +113,13 @@ def test_no_events_after_intervention_gives_open_lower_bound():
     # the average post-period effect cannot be bounded from coefficient draws here: said, not faked
     avg = next(e for e in res.effects if e.name == "average_post_effect")
     assert (avg.ci_low, avg.ci_high) == (0.0, math.inf) and "too few events" in avg.description
-    from sveval.result import fmt_effect
+    from sveval.report.prose import fmt_effect
 
     assert fmt_effect(avg).endswith("to no upper limit)")
     d = res.to_dict()
     json.dumps(d, allow_nan=False)
     from sveval.result import Effect
-    from sveval.publish.records import effect_text
+    from sveval.report.prose import effect_text
 
     e = Effect(**{k: v for k, v in next(x for x in d["effects"] if x["name"] == "average_post_effect").items()
                   if k in Effect.__dataclass_fields__})

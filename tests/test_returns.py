@@ -22,9 +22,11 @@ def fake_record(eid: str, intervention: str, measure: str, design: str = "its", 
         "effects": [{"name": "level change", "scale": "rate_ratio", "estimate": 0.8, "ci_low": 0.7,
                      "ci_high": 0.92, "p_value": 0.002}],
         "prevented": {"estimate": 60.0, "ci_low": 25.0, "ci_high": 95.0, "months": 27},
-        "diagnostics": [{"name": "autocorrelation", "passed": True}, {"name": "overdispersion", "passed": True},
-                        {"name": "placebo_in_time", "passed": True}],
+        "diagnostics": [{"name": "autocorrelation", "description": "d", "passed": True},
+                        {"name": "overdispersion", "description": "d", "passed": True},
+                        {"name": "placebo_in_time", "description": "d", "passed": True}],
         "details": {},
+        "provenance": {"sveval_version": "0.1.0", "generated_at": "2026-01-01T00:00:00Z"},
     }
     rec.update(kw)
     return rec
@@ -37,7 +39,8 @@ def built(tmp_path_factory):
     ev.mkdir(parents=True)
     (ev / "fd-knife-did.json").write_text(json.dumps(fake_record(
         "fd-knife-did", "focused_deterrence", "knife_crime", design="did", comparison=["E06000001"],
-        diagnostics=[{"name": "pre_trend", "passed": True}, {"name": "placebo_in_space", "passed": True}])))
+        diagnostics=[{"name": "pre_trend", "description": "d", "passed": True},
+                     {"name": "placebo_in_space", "description": "d", "passed": True}])))
     (ev / "yn-fte-its.json").write_text(json.dumps(fake_record("yn-fte-its", "youth_navigators", "fte_youth")))
     # record-level fields planted in the input must not travel into the return
     planted = long.assign(**PLANTED)

@@ -75,7 +75,8 @@ def _record(eid: str, spec: dict) -> dict:
     }
     if "failed" in spec:
         return {**base, "status": "failed", "error": spec["failed"], "effects": [], "prevented": None,
-                "warnings": [f"Evaluation failed: {spec['failed']}"]}
+                "warnings": [f"Evaluation failed: {spec['failed']}"],
+                "provenance": {"sveval_version": "0.1.0", "generated_at": "2026-01-01T00:00:00Z"}}
     effects = [
         {"name": n, "scale": s, "estimate": e, "ci_low": lo, "ci_high": hi, "p_value": 0.01,
          "better_if": "lower", "description": "", "ci_level": 0.95, "significant": not (lo <= 1 <= hi)}
@@ -85,7 +86,7 @@ def _record(eid: str, spec: dict) -> dict:
         **base, "status": "completed", "effects": effects,
         "prevented": {"estimate": 41.0, "ci_low": 9.0, "ci_high": 70.0, "period_start": "2023-04",
                       "period_end": "2025-03", "months": 24, "unit": "offences"},
-        "diagnostics": [{"name": "ljung_box", "description": "Residual autocorrelation (Ljung-Box)",
+        "diagnostics": [{"name": "autocorrelation", "description": "Residual autocorrelation (Ljung-Box)",
                          "statistic": 8.1, "p_value": 0.42, "passed": True, "detail": "", "data": {}}],
         "power": spec.get("power"), "warnings": [], "n_obs": 84, "details": {},
         # observed counts: must never reach a page
@@ -349,7 +350,11 @@ def test_errors_are_clear(tmp_path, reports):
     with pytest.raises(PublishError, match="field 'id' is 'other'"):
         publish(reports, quarto=None)
     bad.write_text(json.dumps({"id": "youth-did", "status": "completed"}))
-    with pytest.raises(PublishError, match="field 'effects'"):
+    with pytest.raises(PublishError, match=r"youth-did\.json: not a valid result record \(field 'title': Field required"):
+        publish(reports, quarto=None)
+    no_effects = {**_record("youth-did", EVALUATIONS["youth-did"]), "effects": []}
+    bad.write_text(json.dumps(no_effects))
+    with pytest.raises(PublishError, match="a completed result needs at least one effect"):
         publish(reports, quarto=None)
     assert not (reports / "_site").exists()
 

@@ -13,11 +13,11 @@ from sveval.pipeline.value import (
     Deflators,
     assess,
     assess_with_reason,
-    financial_year,
     load_tables,
-    summary_text,
     unit_cost,
 )
+from sveval.periods import financial_year
+from sveval.report.prose import value_paragraph as summary_text
 
 REPO = Path(__file__).resolve().parents[1]
 PDIR = REPO / "parameters"

@@ -7,9 +7,11 @@ The project root is the nearest folder (from the current directory upwards) hold
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -63,3 +65,15 @@ class ProjectPaths:
     @property
     def outputs(self) -> Path:
         return self.root / "outputs"
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Write JSON through a temporary file in the same folder and swap it in (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,8 +1,9 @@
 """The result object shared by every design, and small helpers around it.
 
 Every design (ITS, controlled ITS, DiD, event study, staggered DiD, synthetic control) returns a
-:class:`Result`. The notebook narrative, the runner's result JSON, the site and the returns read
-only this object, so a new design needs nothing but a function that builds one.
+:class:`Result`. The pipeline turns it into the typed result record (:mod:`sveval.pipeline.record`) that
+the site and the returns read, so a new design needs nothing but a function that builds one.
+This module imports nothing else from sveval: it is the bottom of the design layers.
 
 Conventions (``../shared/design.md``):
 
@@ -16,12 +17,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 Scale = Literal["rate_ratio", "difference", "percent_change"]
+
+
+class Status(StrEnum):
+    """Status of an evaluation's result record."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class CheckName(StrEnum):
+    """Every diagnostic and robustness check a design may report (one name each)."""
+
+    AUTOCORRELATION = "autocorrelation"
+    OVERDISPERSION = "overdispersion"
+    PLACEBO_IN_TIME = "placebo_in_time"
+    PLACEBO_IN_SPACE = "placebo_in_space"
+    SENSITIVITY_DATE = "sensitivity_date"
+    SENSITIVITY_SEASONALITY = "sensitivity_seasonality"
+    PRE_TREND = "pre_trend"
+    PRE_TREND_POWER = "pre_trend_power"
+    PARALLEL_TRENDS_SENSITIVITY = "parallel_trends_sensitivity"
+    ESTIMATOR_AGREEMENT = "estimator_agreement"
+    BALANCE = "balance"
+    PRE_FIT = "pre_fit"
+    DONOR_WEIGHTS = "donor_weights"
 Direction = Literal["lower", "higher"]
 
 SCALES: tuple[str, ...] = ("rate_ratio", "difference", "percent_change")
@@ -136,8 +163,17 @@ class Check:
     detail: str = ""
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "name", CheckName(self.name))
+        except ValueError:
+            raise ValueError(f"unknown check name {self.name!r}; add it to sveval.result.CheckName "
+                             f"(known: {', '.join(CheckName)})") from None
+
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        d = asdict(self)
+        d["name"] = str(self.name)
+        return _clean(d)
 
 
 @dataclass(frozen=True)
@@ -239,21 +275,11 @@ class Result:
         ]
         return pd.DataFrame(rows)
 
-    def effect_summary(self, measure_name: str = "the measure") -> tuple[pd.DataFrame, str]:
-        """The effects table and a plain-English paragraph."""
-        return self.summary(), plain_english(self, measure_name)
-
     def get_plot_data(self) -> pd.DataFrame:
         """The frame behind :meth:`plot`."""
         if self.series is None:
             raise ValueError("this result carries no series")
         return self.series.copy()
-
-    def plot(self, title: str | None = None, **kwargs: Any):
-        """Observed vs counterfactual with its band; returns ``(fig, ax)``."""
-        from sveval.report import plots
-
-        return plots.observed_vs_counterfactual(self, title=title, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (without record-level data: only aggregates and estimates)."""
@@ -275,63 +301,3 @@ class Result:
                     s[col] = s[col].astype(bool)
             out["series"] = _clean(s.to_dict(orient="list"))
         return out
-
-
-def fmt_effect(e: Effect, digits: int = 1) -> str:
-    """Human-readable effect with interval, e.g. ``-18.2% (95% CI -29.0% to -5.8%)``."""
-    level = int(round(e.ci_level * 100))
-
-    def bound(v: float, unit: str, d: int) -> str:
-        # an infinite bound (profile likelihood when the data set no limit) is said in words
-        if math.isinf(v):
-            return "no upper limit" if v > 0 else "no lower limit"
-        return f"{v:+.{d}f}{unit}"
-
-    if e.scale in ("rate_ratio", "percent_change"):
-        est, lo, hi = e.percent()
-        return f"{est:+.{digits}f}% ({level}% CI {bound(lo, '%', digits)} to {bound(hi, '%', digits)})"
-    return (f"{e.estimate:+.{digits + 1}f} ({level}% CI {bound(e.ci_low, '', digits + 1)} to "
-            f"{bound(e.ci_high, '', digits + 1)})")
-
-
-def plain_english(result: Result, measure_name: str = "the measure") -> str:
-    """A short plain-English reading of a result, honest about uncertainty and power."""
-    e = result.headline
-    parts: list[str] = []
-    if e.scale in ("rate_ratio", "percent_change"):
-        est, lo, hi = e.percent()
-        direction = "lower" if est < 0 else "higher"
-        parts.append(
-            f"After the intervention, {measure_name} was an estimated {abs(est):.0f}% {direction} "
-            f"than expected had it not happened (95% confidence interval {lo:+.0f}% to {hi:+.0f}%)."
-        )
-    else:
-        direction = "lower" if e.estimate < 0 else "higher"
-        parts.append(
-            f"After the intervention, {measure_name} was an estimated {abs(e.estimate):.2f} "
-            f"{direction} than expected had it not happened (95% confidence interval "
-            f"{e.ci_low:+.2f} to {e.ci_high:+.2f})."
-        )
-    if e.improved is True:
-        parts.append("The interval excludes no change: the data support a reduction.")
-    elif e.improved is False:
-        parts.append("The interval excludes no change: the measure got worse, not better.")
-    else:
-        if result.power is not None and result.power.underpowered:
-            parts.append(
-                "The interval includes no change, and the evaluation is underpowered "
-                f"(it could only reliably detect a fall of {100 * (result.power.mde or float('nan')):.0f}% "
-                "or more), so this is not evidence that the intervention had no effect."
-            )
-        else:
-            parts.append(
-                "The interval includes no change, so the data cannot rule out that the "
-                "intervention made no difference."
-            )
-    p = result.prevented
-    if p is not None:
-        parts.append(
-            f"That is about {p.estimate:.0f} {p.unit} prevented over {p.months} months "
-            f"(95% CI {p.ci_low:.0f} to {p.ci_high:.0f}); negative numbers mean more than expected."
-        )
-    return " ".join(parts)

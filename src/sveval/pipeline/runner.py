@@ -32,11 +32,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sveval
+from sveval._version import __version__
 from sveval.catalog import Catalog
 from sveval.errors import SvevalError
-from sveval.paths import ProjectPaths
-from sveval.pipeline.context import prepare, write_json_atomic
+from sveval.paths import ProjectPaths, write_json_atomic
+from sveval.pipeline.context import prepare
+from sveval.pipeline.record import failure_record, write_record
 
 KERNEL_START_ERRORS = ("Kernel died before replying to kernel_info", "Kernel didn't respond", "DeadKernelError")
 STATE_DIR = ".sveval"  # hidden from Quarto: reports/.sveval/{manifest.json, previous/}
@@ -87,7 +88,7 @@ def _hash_files(files: Iterable[Path]) -> str:
 
 def _sveval_source_hash() -> str:
     """Hash of the installed sveval sources, so a code change invalidates the cache."""
-    pkg = Path(sveval.__file__).parent
+    pkg = Path(__file__).resolve().parents[1]  # the sveval package folder
     return _hash_files(sorted(pkg.rglob("*.py")))
 
 
@@ -198,18 +199,7 @@ def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int,
         os.replace(tmp_json, final_json)
         status = "completed"
     else:
-        record = {
-            "id": eid, "title": ctx.spec.title, "description": ctx.spec.description,
-            "design": ctx.spec.design, "measure": ctx.measure.id, "measure_name": ctx.measure.name,
-            "area": ctx.treated, "area_name": ctx.area_label, "intervention": ctx.intervention.id,
-            "intervention_title": ctx.intervention.title, "priority": ctx.intervention.priority,
-            "intervention_start": ctx.intervention_start, "status": "failed", "error": error,
-            "effects": [], "prevented": None, "warnings": [f"Evaluation failed: {error}"],
-            "notebook": final_nb.name if final_nb.exists() else None,
-            "provenance": {"sveval_version": sveval.__version__,
-                           "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        }
-        write_json_atomic(final_json, record)
+        write_record(final_json, failure_record(ctx, error, notebook=final_nb.name if final_nb.exists() else None))
         status = "failed"
     shutil.rmtree(tmp, ignore_errors=True)
     return RunOutcome(
@@ -315,5 +305,5 @@ def run(
                 "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
     if entries:
-        write_json_atomic(manifest_path, {"sveval_version": sveval.__version__, "evaluations": dict(sorted(entries.items()))})
+        write_json_atomic(manifest_path, {"sveval_version": __version__, "evaluations": dict(sorted(entries.items()))})
     return report

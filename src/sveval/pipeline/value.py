@@ -248,21 +248,3 @@ def assess(
         record, intervention, measure, reporting_year=reporting_year, parameters_dir=parameters_dir
     )
     return value
-
-
-def summary_text(value: dict[str, Any] | None, reason: str | None = None) -> str:
-    """One plain-English paragraph on value for money."""
-    if value is None:
-        return f"Value for money is not estimated: {reason or 'not computable'}."
-    py = value["price_year"]
-    s = (
-        f"At {py} prices, the estimated {value['prevented']:.0f} events prevented are worth about "
-        f"{value['benefit_gbp']:,.0f} pounds in avoided costs of crime (95% CI {value['benefit_ci_low']:,.0f} "
-        f"to {value['benefit_ci_high']:,.0f})"
-    )
-    if value["cost_gbp"] is not None:
-        s += f", against a cost of {value['cost_gbp']:,.0f} pounds"
-        if value["bcr"] is not None:
-            s += (f": a benefit-cost ratio of {value['bcr']:.2f} (95% CI {value['bcr_ci_low']:.2f} to "
-                  f"{value['bcr_ci_high']:.2f})")
-    return s + ". " + " ".join(value["caveats"][:1])

@@ -3,7 +3,7 @@
 The site never recomputes anything. It reads ``reports/evaluations/<id>.json`` (written by
 :func:`sveval.pipeline.context.save` or, for a failed run, by :mod:`sveval.pipeline.runner`) and the executed
 notebook beside it, and turns the numbers into short text with the same helpers the notebooks use
-(:func:`sveval.result.fmt_effect`, :func:`sveval.result.plain_english`).
+(:mod:`sveval.report.prose`).
 
 Only model estimates are read for display (effects, prevented events, power); the observed
 ``series`` in the JSON is never shown by the site.
@@ -20,7 +20,9 @@ from typing import Any
 import nbformat
 
 from sveval.errors import PublishError
-from sveval.result import Effect, Power, Prevented, Result, fmt_effect, plain_english
+from sveval.pipeline.record import read_record as _read_typed
+from sveval.report.prose import _finite, plain_english
+from sveval.result import Effect, Power, Prevented, Result
 
 DESIGN_NAMES: dict[str, str] = {
     "its": "Interrupted time series",
@@ -155,27 +157,6 @@ def _from_dict(cls: type, d: Any) -> Any:
 # ------------------------------------------------------------------------------------------------
 # Text
 # ------------------------------------------------------------------------------------------------
-def _finite(*values: Any) -> bool:
-    return all(isinstance(v, int | float) and v == v for v in values)
-
-
-def effect_text(e: Effect | None) -> str:
-    """Effect with its interval; rate ratios shown as % change (as :func:`fmt_effect`)."""
-    if e is None:
-        return "No estimate"
-    if _finite(e.estimate, e.ci_low, e.ci_high):
-        return fmt_effect(e)
-    if _finite(e.estimate, e.ci_low) and e.ci_high is None and e.scale == "rate_ratio":
-        # JSON stores an infinite bound as null: a profile-likelihood interval the data leave open
-        return f"{100 * (e.estimate - 1):+.1f}% ({int(round(e.ci_level * 100))}% CI " \
-               f"{100 * (e.ci_low - 1):+.1f}% to no upper limit)"
-    if _finite(e.estimate):
-        if e.scale == "rate_ratio":
-            return f"{100 * (e.estimate - 1):+.1f}% (interval not available)"
-        return f"{e.estimate:+.2f} (interval not available)"
-    return "No estimate"
-
-
 def short_verdict(rec: EvaluationRecord) -> str:
     """A few words for the index table: what the headline interval says."""
     if rec.failed:
@@ -213,77 +194,6 @@ def verdict_text(rec: EvaluationRecord) -> str:
     return plain_english(res, _lower_first(rec.measure_name))
 
 
-def evidence_text(evidence: Any, *, long: bool = False) -> str:
-    """``evidence`` {level, label, short, reason} (from :mod:`sveval.pipeline.evidence`) as text.
-
-    Short form: ``Level 2 (limited)``; long form: the label and the reason.
-    """
-    if not isinstance(evidence, dict) or not evidence:
-        return "Not assessed"
-    level, label = evidence.get("level"), str(evidence.get("label") or "").strip()
-    if level is not None and not label.lower().startswith("level"):
-        label = f"Level {level}: {label}" if label else f"Level {level}"
-    if not long:
-        head = f"Level {level}" if level is not None else label
-        return f"{head} ({evidence['short']})" if evidence.get("short") else (head or "Not assessed")
-    reason = str(evidence.get("reason") or "").strip()
-    return f"{label}. {reason}".strip() if reason else (label or "Not assessed")
-
-
-def _gbp(v: Any) -> str:
-    return f"£{v:,.0f}" if _finite(v) else "-"
-
-
-def value_for_money_text(vfm: Any, *, long: bool = False, reason: Any = None) -> str:
-    """``value_for_money`` (from :mod:`sveval.pipeline.value`) as text.
-
-    Reads ``bcr`` with ``bcr_ci_low``/``bcr_ci_high``, ``benefit_gbp`` with its interval,
-    ``cost_gbp``, ``price_year`` and ``caveats``; ``reason`` (the record's
-    ``value_for_money_reason``) explains a missing assessment. A plain string is shown as it is.
-    """
-    if isinstance(vfm, str) and vfm.strip():
-        return vfm.strip()
-    if not isinstance(vfm, dict) or not vfm:
-        if long and reason:
-            return f"Not estimated: {reason}"
-        return "Not estimated"
-    bcr, lo, hi = vfm.get("bcr"), vfm.get("bcr_ci_low"), vfm.get("bcr_ci_high")
-    year = vfm.get("price_year")
-    if not long:
-        if _finite(bcr):
-            text = f"Benefit-cost ratio {bcr:.2f}"
-            return text + (f" (95% CI {lo:.2f} to {hi:.2f})" if _finite(lo, hi) else "")
-        if _finite(vfm.get("benefit_gbp")):
-            return f"Benefit {_gbp(vfm['benefit_gbp'])}; no cost recorded"
-        return "Not estimated"
-    parts = []
-    if _finite(vfm.get("benefit_gbp")):
-        parts.append(
-            f"Estimated benefit {_gbp(vfm['benefit_gbp'])} (95% CI {_gbp(vfm.get('benefit_ci_low'))} to "
-            f"{_gbp(vfm.get('benefit_ci_high'))})" + (f" at {year} prices" if year else "")
-        )
-    if _finite(vfm.get("cost_gbp")):
-        parts.append(f"against a cost of {_gbp(vfm['cost_gbp'])}")
-    text = ", ".join(parts)
-    if _finite(bcr):
-        text += f": benefit-cost ratio {bcr:.2f}" + (f" (95% CI {lo:.2f} to {hi:.2f})" if _finite(lo, hi) else "")
-    text = (text + ".") if text else "Not estimated."
-    caveats = [str(c) for c in vfm.get("caveats") or [] if c]
-    return text + (" " + " ".join(caveats) if caveats else "")
-
-
-def power_text(power: Any) -> str:
-    if not isinstance(power, dict) or power.get("mde") is None:
-        return "Not computed"
-    text = f"Could detect a fall of {100 * power['mde']:.0f}% or more"
-    tp = power.get("target_power")
-    if _finite(tp):
-        text += f" with {100 * tp:.0f}% power"
-    if power.get("underpowered"):
-        text += " (underpowered)"
-    return text
-
-
 # ------------------------------------------------------------------------------------------------
 # Loading
 # ------------------------------------------------------------------------------------------------
@@ -305,32 +215,9 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """Read one result JSON, raising :class:`PublishError` naming the file and what is wrong."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PublishError(f"{path}: cannot read the result JSON ({exc})") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PublishError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "re-run the evaluation to rewrite it"
-        ) from exc
-    if not isinstance(data, dict):
-        raise PublishError(f"{path}: expected a JSON object (a result record), got {type(data).__name__}")
-    rid = data.get("id")
-    if rid is not None and str(rid) != path.stem:
-        raise PublishError(
-            f"{path}: field 'id' is {rid!r} but the file is named '{path.name}'; "
-            f"expected the file to be '{rid}.json'"
-        )
-    status = data.get("status", "completed")
-    if status not in ("completed", "failed"):
-        raise PublishError(f"{path}: field 'status' is {status!r}; expected 'completed' or 'failed'")
-    if status == "completed" and not isinstance(data.get("effects"), list):
-        raise PublishError(f"{path}: field 'effects' is missing or not a list (a completed result needs it)")
-    return data
+    """Read one result JSON through the typed record (:func:`sveval.pipeline.record.read_record`),
+    raising :class:`PublishError` naming the file and the field; returns its JSON form."""
+    return _read_typed(path).to_json()
 
 
 def load_evaluations(evaluations_dir: Path) -> tuple[list[EvaluationRecord], list[str]]:

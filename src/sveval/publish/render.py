@@ -5,7 +5,7 @@ Neither renderer executes code. Quarto reads the executed notebooks as they are
 renderer turns notebooks into HTML with nbconvert (inputs excluded, outputs as stored) and the
 generated Markdown pages with mistune (the Markdown library nbconvert itself uses), puts the same
 navigation bar on every page, keeps every link relative (so the site works from ``file://`` and any
-static server), and labels every page with :data:`sveval.publish.site.FALLBACK_BANNER`.
+static server), and labels every page with :data:`sveval.publish.text.FALLBACK_BANNER`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import mistune
 import nbformat
 import yaml
@@ -27,6 +26,7 @@ from nbconvert import HTMLExporter
 from nbconvert.preprocessors import TagRemovePreprocessor
 
 from sveval.errors import PublishError
+from sveval.publish.text import FALLBACK_BANNER, env, template_text
 
 QUARTO_TIMEOUT_S = 1800
 
@@ -178,13 +178,7 @@ def _nav(items: Sequence[Mapping[str, Any]], prefix: str, current: str) -> list[
 
 def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any]) -> list[str]:
     """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto."""
-    from sveval.publish.site import FALLBACK_BANNER, template_text
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("sveval", "templates"),
-        autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-    )
-    template = env.get_template("fallback_page.html.j2")
+    template = env().get_template("fallback_page.html.j2")
     site = project / "_site"
     if site.exists():
         shutil.rmtree(site)

@@ -19,7 +19,6 @@ The layout (sheet names, order, columns) is configuration: ``parameters/returns.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-import sveval
+from sveval._version import __version__
 from sveval.catalog import Catalog
 from sveval.errors import PublishError
 from sveval.paths import ProjectPaths
@@ -107,15 +106,10 @@ def _window(year: str, quarter: int | None) -> tuple[str, list[str]]:
 
 
 def _read_evaluations(folder: Path) -> list[dict[str, Any]]:
-    recs = []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PublishError(f"{p}: not a readable result JSON ({exc})") from None
-        if isinstance(d, dict) and "id" in d:
-            recs.append(d)
-    return recs
+    """Every result record in ``folder``, validated (:func:`sveval.pipeline.record.read_record`)."""
+    from sveval.pipeline.record import read_record
+
+    return [read_record(p).to_json() for p in (sorted(folder.glob("*.json")) if folder.is_dir() else [])]
 
 
 def _fmt_num(v: Any, digits: int = 4) -> Any:
@@ -212,7 +206,7 @@ def _data_quality(tr, window: list[str], base_window: list[str], measure_rows: p
 
 
 def _metadata(cfg, tr, catalog, period, baseline, rules, long_hash, generated, parameters_dir) -> pd.DataFrame:
-    from sveval.pipeline.context import git_commit
+    from sveval.pipeline.record import git_commit
     from sveval.pipeline.value import load_tables
 
     costs, defl = load_tables(parameters_dir)
@@ -241,7 +235,7 @@ def _metadata(cfg, tr, catalog, period, baseline, rules, long_hash, generated, p
     rows += [
         ("data sha256", long_hash),
         ("generated at", generated),
-        ("sveval version", sveval.__version__),
+        ("sveval version", __version__),
         ("git commit", git_commit(parameters_dir.parent) or "unknown"),
         ("layout", "parameters/returns.yaml"),
     ]
@@ -267,7 +261,7 @@ def _write_xlsx(path: Path, sheets: list[tuple[str, pd.DataFrame]], title: str) 
             width = max([len(str(col))] + [len(str(v)) for v in df[col].head(200)])
             ws.column_dimensions[get_column_letter(j)].width = min(60, max(9, width + 2))
     wb.properties.title = title
-    wb.properties.creator = f"sveval {sveval.__version__}"
+    wb.properties.creator = f"sveval {__version__}"
     wb.save(path)
 
 

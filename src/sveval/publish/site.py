@@ -27,7 +27,6 @@ Example
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import os
 import re
@@ -38,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 import nbformat
 import pandas as pd
 import yaml
@@ -49,23 +47,18 @@ from sveval.publish.records import (
     EvaluationRecord,
     SiteContent,
     design_name,
-    effect_text,
-    evidence_text,
     load_evaluations,
     load_tracking,
-    power_text,
     read_notebook,
     short_verdict,
-    value_for_money_text,
     verdict_text,
 )
+from sveval.publish.text import FALLBACK_BANNER, _yaml, env, md_escape, md_link, template_text  # noqa: F401
+from sveval.report.prose import effect_text, evidence_text, power_text, value_for_money_text
 
 STATE_DIR = ".sveval"  # shared with sveval.pipeline.runner; hidden from Quarto (leading dot)
 FRONT_MATTER_CELL_ID = "sveval-front-matter"
 GENERATED_PAGES = ("index.qmd", "methods.qmd", "data.qmd")
-FALLBACK_BANNER = (
-    "Preview rendered by sveval's fallback renderer; run `quarto render reports` for the Quarto site"
-)
 EXECUTE_OPTIONS = {"enabled": False, "echo": False}
 
 ColumnRole = Literal["label", "estimate", "count"]
@@ -161,41 +154,6 @@ def markdown_table(table: ControlledTable) -> str:
     align = "|" + "|".join(":--" for _ in df.columns) + "|"
     rows = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([header, align, *rows])
-
-
-# ------------------------------------------------------------------------------------------------
-# Markdown helpers
-# ------------------------------------------------------------------------------------------------
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
-
-
-def md_escape(text: Any) -> str:
-    """Escape text for inline Markdown (Pandoc and CommonMark agree on backslash escapes)."""
-    return " ".join(str(text).split()).translate(_MD_SPECIAL)
-
-
-def md_link(text: str, href: str | None) -> str:
-    return f"[{md_escape(text)}]({href})" if href else md_escape(text)
-
-
-def _yaml(data: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=4096).strip()
-
-
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("sveval", "templates"),
-        autoescape=jinja2.select_autoescape(["html.j2"]),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-
-
-def template_text(name: str) -> str:
-    """The text of a packaged file in ``sveval/templates``."""
-    return importlib.resources.files("sveval").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def _tidy(text: str) -> str:
@@ -319,7 +277,7 @@ def index_page(content: SiteContent, site_title: str, catalog: Any, tables: list
     ]
     fm = {"title": site_title, "description": _index_description(content, partnership)}
     return _tidy(
-        _env().get_template("index.qmd.j2").render(
+        env().get_template("index.qmd.j2").render(
             front_matter=_yaml(fm),
             intro=intro,
             evaluations=recs,
@@ -498,7 +456,7 @@ def methods_page(content: SiteContent, reports_dir: Path, tables: list[str]) -> 
         "trusted, and the caveats that apply to every result.",
     }
     return _tidy(
-        _env().get_template("methods.qmd.j2").render(
+        env().get_template("methods.qmd.j2").render(
             front_matter=_yaml(fm), designs=designs, power_table=power_table,
             coverage_text=coverage_text, coverage_table=coverage_table,
             diagnostics_table=diagnostics_table,
@@ -588,7 +546,7 @@ def data_page(content: SiteContent, catalog: Any, tables: list[str]) -> str:
         "publication, and the provenance of every result.",
     }
     return _tidy(
-        _env().get_template("data.qmd.j2").render(
+        env().get_template("data.qmd.j2").render(
             front_matter=_yaml(fm), disclosure_rules=DISCLOSURE_RULES, measures_table=measures_table,
             areas_table=areas_table, provenance_table=provenance_table,
         )

@@ -10,7 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from sveval.result import Effect, Result, fmt_effect, plain_english
+from sveval.pipeline.record import ResultRecord
+from sveval.report.prose import (  # noqa: F401  (power_paragraph re-exported for notebooks)
+    evidence_text,
+    fmt_effect,
+    plain_english,
+    power_paragraph,
+    value_for_money_text,
+)
+from sveval.result import Effect, Result
 
 EFFECT_LABELS = {
     "level_change": "Immediate change in level",
@@ -45,22 +53,62 @@ def overview(ctx: Any) -> str:
     return "\n".join(lines)
 
 
-def published_series(record: dict[str, Any]) -> pd.DataFrame:
-    """The disclosure-controlled series of a result JSON as a frame (for the published figure)."""
-    series = record.get("series") or {}
-    df = pd.DataFrame(series)
+def published_series(record: ResultRecord) -> pd.DataFrame:
+    """The disclosure-controlled series of a result record as a frame (for the published figure)."""
+    df = pd.DataFrame(record.series or {})
     for col in ("observed", "fitted", "counterfactual", "cf_low", "cf_high"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
 
 
-def disclosure_note(record: dict[str, Any]) -> str:
-    dc = record.get("disclosure_control") or {}
-    if dc.get("suppressed_points") or (dc.get("controlled") and dc.get("class") == "hospital"):
-        return (f"Observed values are shown after disclosure control ({dc.get('rule', '')}); "
-                f"{dc.get('suppressed_points', 0)} suppressed month(s) are not drawn. Model estimates are exempt.")
+def disclosure_note(record: ResultRecord) -> str:
+    dc = record.disclosure_control
+    if dc is not None and (dc.suppressed_points or (dc.controlled and dc.class_ == "hospital")):
+        return (f"Observed values are shown after disclosure control ({dc.rule}); "
+                f"{dc.suppressed_points} suppressed month(s) are not drawn. Model estimates are exempt.")
     return ""
+
+
+WITHHELD = ("Not published for this measure: it would be computed from counts that disclosure control "
+            "suppresses or rounds (see the data and disclosure page).")
+
+
+def _protected(record: ResultRecord) -> bool:
+    """True when the measure's disclosure class changes counts (suppression or rounding)."""
+    dc = record.disclosure_control
+    return dc is not None and dc.class_ not in ("police", "none", "model")
+
+
+def published_table(record: ResultRecord, result: Result, name: str) -> pd.DataFrame | None:
+    """A figure's or table's frame as it may be published.
+
+    For measures whose counts are not controlled (police recorded crime) this is the design's table.
+    For protected measures (hospital data) tables computed from uncontrolled counts are not
+    published: the synthetic-control gap is recomputed from the controlled observed series (a
+    suppressed month is a gap), and group means, balance tables and donors' placebo gaps (other
+    areas' uncontrolled counts) are withheld (None).
+    """
+    table = result.tables.get(name)
+    if table is None:
+        return None
+    if not _protected(record):
+        return table.copy()
+    if name == "gaps":
+        s = published_series(record)
+        treated = result.details.get("treated_unit", "treated")
+        return pd.DataFrame({"period": s["period"], treated: s["observed"] - s["counterfactual"]})
+    return None
+
+
+def unit_label(ctx: Any) -> str:
+    """The y-axis label of the main figure: the outcome's own unit."""
+    m, spec = ctx.measure, ctx.spec
+    if spec.design == "synth" and spec.synth.outcome == "rate":
+        return f"Rate per {m.rate_per:,} population per month"
+    if m.kind == "continuous":
+        return "Value per month"
+    return "Count per month"
 
 
 def effect_label(e: Effect) -> str:
@@ -109,27 +157,6 @@ def diagnostics_table(result: Result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def power_text(result: Result) -> str:
-    pw = result.power
-    if pw is None:
-        return "Power was not computed for this evaluation."
-    if pw.mde is None:
-        return (
-            f"With {pw.post_months} post-period months, no fall of up to the largest simulated size reached "
-            f"{pw.target_power:.0%} power: the evaluation is underpowered."
-        )
-    text = (
-        f"With {pw.post_months} post-period months, a fall of {pw.mde:.0%} or more would be detected "
-        f"{pw.target_power:.0%} of the time at the {pw.alpha:.0%} level (minimum detectable effect)."
-    )
-    if pw.underpowered:
-        text += (
-            f" This is above the {pw.threshold:.0%} threshold: the evaluation is **underpowered**, and a "
-            "non-significant result must not be read as evidence that the intervention had no effect."
-        )
-    return text
-
-
 def verdict(ctx: Any, result: Result) -> str:
     """Plain-English summary for report readers."""
     return plain_english(result, ctx.measure.name.lower())
@@ -141,44 +168,26 @@ def warnings_markdown(result: Result) -> str:
     return "\n".join(f"- {w}" for w in result.warnings)
 
 
-def evidence_markdown(record: dict[str, Any]) -> str:
-    ev = record.get("evidence")
-    if not ev:
+def evidence_markdown(record: ResultRecord) -> str:
+    """Evidence strength in a report (the same words as the site's)."""
+    if record.evidence is None:
         return "Evidence strength was not assessed."
-    return f"**Maryland Scientific Methods Scale level {ev.get('level')}** ({ev.get('label', '')}). {ev.get('reason', '')}"
+    return f"**Maryland Scientific Methods Scale** {evidence_text(record.evidence.model_dump(), long=True)}"
 
 
-def value_markdown(record: dict[str, Any]) -> str:
-    v = record.get("value_for_money")
-    if not v:
-        reason = record.get("value_for_money_reason") or "no cost or no unit cost of crime for this measure"
-        return f"Value for money was not computed: {reason}."
-    def gbp(x):
-        return "-" if x is None else f"£{x:,.0f}"
-    text = (
-        f"Estimated benefit {gbp(v.get('benefit_gbp'))} (95% CI {gbp(v.get('benefit_ci_low'))} to "
-        f"{gbp(v.get('benefit_ci_high'))}) at {v.get('price_year', '')} prices, against a cost of "
-        f"{gbp(v.get('cost_gbp'))}"
-    )
-    if v.get("bcr") is not None:
-        text += f": benefit-cost ratio {v['bcr']:.2f}"
-        if v.get("bcr_ci_low") is not None:
-            text += f" (95% CI {v['bcr_ci_low']:.2f} to {v['bcr_ci_high']:.2f})"
-    text += "."
-    caveats = v.get("caveats") or []
-    if caveats:
-        text += "\n\n" + "\n".join(f"- {c}" for c in caveats)
-    return text
+def value_markdown(record: ResultRecord) -> str:
+    """Value for money in a report (the same words as the site's)."""
+    return value_for_money_text(record.value_for_money, long=True, reason=record.value_for_money_reason)
 
 
-def provenance_markdown(record: dict[str, Any]) -> str:
-    prov = record.get("provenance", {})
+def provenance_markdown(record: ResultRecord) -> str:
+    prov = record.provenance
     return "\n".join(
         [
-            f"- Parameter file: `{prov.get('parameter_file', '')}`",
-            f"- Data source: {prov.get('data_source', '')} ({prov.get('data_files', 0)} files, "
-            f"sha256 {str(prov.get('data_sha256', ''))[:12]}...)",
-            f"- sveval {prov.get('sveval_version', '')}, commit {str(prov.get('git_commit') or 'unknown')[:10]}",
-            f"- Generated {prov.get('generated_at', '')}",
+            f"- Parameter file: `{prov.parameter_file or ''}`",
+            f"- Data source: {prov.data_source or ''} ({prov.data_files or 0} files, "
+            f"sha256 {str(prov.data_sha256 or '')[:12]}...)",
+            f"- sveval {prov.sveval_version}, commit {str(prov.git_commit or 'unknown')[:10]}",
+            f"- Generated {prov.generated_at}",
         ]
     )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 if TYPE_CHECKING:  # pragma: no cover
     from sveval.result import Result
@@ -14,10 +19,24 @@ if TYPE_CHECKING:  # pragma: no cover
 PALETTE = {"observed": "#1b4f72", "fitted": "#2e86c1", "counterfactual": "#d35400", "band": "#f0b27a"}
 
 
+def styled(fn: Callable[P, R]) -> Callable[P, R]:
+    """Draw inside sveval's style (seaborn whitegrid, notebook context) without changing the
+    caller's global matplotlib or seaborn settings."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}
+        with plt.rc_context(rc):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _dates(periods: pd.Series) -> pd.Series:
     return pd.to_datetime(periods.astype(str) + "-01")
 
 
+@styled
 def observed_vs_counterfactual(
     result: Result | None,
     title: str | None = None,
@@ -31,7 +50,6 @@ def observed_vs_counterfactual(
     given (e.g. the disclosure-controlled series of a published result, where suppressed
     observed values are missing and so not drawn).
     """
-    sns.set_theme(style="whitegrid", context="notebook")
     df = data.copy() if data is not None else result.get_plot_data()
     if "group" in df.columns:
         df = df[df["group"].isin(["treated"])] if (df["group"] == "treated").any() else df

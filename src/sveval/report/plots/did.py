@@ -11,16 +11,14 @@ from typing import TYPE_CHECKING, Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
-from sveval.report.plots.core import PALETTE, _dates
+from sveval.report.plots.core import PALETTE, _dates, styled
 
 if TYPE_CHECKING:  # pragma: no cover
     from sveval.result import Result
 
 
 def _axes(ax: Any, size=(10, 4.5)):
-    sns.set_theme(style="whitegrid", context="notebook")
     if ax is None:
         fig, ax = plt.subplots(figsize=size)
         return fig, ax
@@ -34,10 +32,14 @@ def _start(result: Result):
     return pd.Timestamp(str(s.loc[s["post"].astype(bool), "period"].iloc[0]) + "-01")
 
 
+@styled
 def trends(result: Result, title: str | None = None, ylabel: str | None = None, ax: Any = None,
-           rolling: int = 3):
-    """Treated vs comparison group means by month (``rolling``-month moving average)."""
-    t = result.tables.get("trends")
+           rolling: int = 3, data: pd.DataFrame | None = None):
+    """Treated vs comparison group means by month (``rolling``-month moving average).
+
+    ``data`` replaces ``result.tables['trends']`` (the published, disclosure-controlled table).
+    """
+    t = data if data is not None else result.tables.get("trends")
     if t is None:
         raise ValueError("this result has no 'trends' table (DiD designs only)")
     fig, ax = _axes(ax)
@@ -57,6 +59,7 @@ def trends(result: Result, title: str | None = None, ylabel: str | None = None, 
     return fig, ax
 
 
+@styled
 def event_study(result: Result, title: str | None = None, ax: Any = None):
     """Event-study coefficients with 95% intervals (and simultaneous bands where estimated)."""
     t = result.tables.get("event_study")
@@ -91,6 +94,7 @@ def event_study(result: Result, title: str | None = None, ax: Any = None):
     return fig, ax
 
 
+@styled
 def cohorts(result: Result, title: str | None = None, ax: Any = None):
     """Callaway-Sant'Anna effect by cohort, beside the overall and TWFE estimates."""
     t = result.tables.get("by_cohort")
@@ -110,9 +114,13 @@ def cohorts(result: Result, title: str | None = None, ax: Any = None):
     return fig, ax
 
 
-def gap(result: Result, title: str | None = None, ax: Any = None):
-    """Synthetic control gap (treated - synthetic) with the donors' placebo gaps in grey."""
-    g = result.tables.get("gaps")
+@styled
+def gap(result: Result, title: str | None = None, ax: Any = None, data: pd.DataFrame | None = None):
+    """Synthetic control gap (treated - synthetic) with the donors' placebo gaps in grey.
+
+    ``data`` replaces ``result.tables['gaps']`` (the published, disclosure-controlled table).
+    """
+    g = data if data is not None else result.tables.get("gaps")
     if g is None:
         raise ValueError("this result has no 'gaps' table (synthetic control only)")
     fig, ax = _axes(ax)
@@ -135,6 +143,7 @@ def gap(result: Result, title: str | None = None, ax: Any = None):
     return fig, ax
 
 
+@styled
 def diagnostics_table(result: Result) -> pd.DataFrame:
     """The diagnostics as a table for the report."""
     return pd.DataFrame([{"check": c.name, "passed": c.passed, "statistic": c.statistic,

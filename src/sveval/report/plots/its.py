@@ -10,16 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
-from sveval.report.plots.core import PALETTE
+from sveval.report.plots.core import PALETTE, styled
 
 if TYPE_CHECKING:  # pragma: no cover
     from sveval.result import Result
 
 
 def _ax(ax: Any, size=(8, 4)):
-    sns.set_theme(style="whitegrid", context="notebook")
     if ax is None:
         fig, ax = plt.subplots(figsize=size)
     else:
@@ -31,6 +29,7 @@ def _null(scale: str) -> float:
     return 1.0 if scale == "rate_ratio" else 0.0
 
 
+@styled
 def acf_plot(result: Result, ax: Any = None, whitened: bool = False):
     """Autocorrelation of the model residuals (or whitened residuals) with the 95% bounds."""
     c = result.check("autocorrelation")
@@ -52,6 +51,7 @@ def acf_plot(result: Result, ax: Any = None, whitened: bool = False):
     return fig, ax
 
 
+@styled
 def placebo_plot(result: Result, ax: Any = None):
     """Placebo-date estimates with intervals, and the real estimate, on the effect's scale."""
     c = result.check("placebo_in_time")
@@ -76,6 +76,7 @@ def placebo_plot(result: Result, ax: Any = None):
     return fig, ax
 
 
+@styled
 def sensitivity_plot(result: Result, ax: Any = None):
     """Headline estimate under each intervention-date shift and seasonality choice."""
     fig, ax = _ax(ax, (9, 4))
@@ -104,6 +105,7 @@ def sensitivity_plot(result: Result, ax: Any = None):
     return fig, ax
 
 
+@styled
 def power_curve(result: Result, ax: Any = None):
     """Simulated power against the size of the change, with the MDE and the threshold."""
     p = result.power

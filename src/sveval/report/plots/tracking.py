@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from sveval.report.plots.core import styled
+
 #: Making Data Count colours: grey common cause, orange concern, blue improvement
 MDC = {"common": "#7f7f7f", "concern": "#ed8b00", "improvement": "#41b6e6", "line": "#231f20"}
 
@@ -20,13 +22,13 @@ def _dates(periods: pd.Series) -> pd.Series:
     return pd.to_datetime(periods.astype(str) + "-01")
 
 
+@styled
 def spc_chart(chart: pd.DataFrame, title: str | None = None, ylabel: str = "Count", ax: Any = None):
     """XmR chart: points coloured by variation, mean and process limits per segment.
 
     ``chart`` needs ``period, mean, ucl, lcl, segment, variation`` and ``shown`` (the controlled
     value; ``None`` for a suppressed point, drawn as a gap) or ``value``.
     """
-    sns.set_theme(style="whitegrid", context="notebook")
     if ax is None:
         fig, ax = plt.subplots(figsize=(10, 4.2))
     else:
@@ -64,9 +66,9 @@ def spc_chart(chart: pd.DataFrame, title: str | None = None, ylabel: str = "Coun
     return fig, ax
 
 
+@styled
 def rolling_rates(monthly: pd.DataFrame, measure: str, title: str | None = None, ax: Any = None):
     """Rolling 12-month rate of the partnership, its areas and the pooled comparison areas."""
-    sns.set_theme(style="whitegrid", context="notebook")
     d = monthly[(monthly["measure"] == measure) & monthly["area_type"].isin(["partnership", "area", "comparison"])]
     d = d.assign(rate=pd.to_numeric(d["rolling_12m_rate"], errors="coerce"), date=_dates(d["period"])).dropna(subset=["rate"])
     if ax is None:

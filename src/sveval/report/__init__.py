@@ -1,0 +1,1 @@
+"""Report: all report prose (prose, narrative) and figures (plots), from results and records."""
