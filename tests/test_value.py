@@ -88,3 +88,54 @@ def test_bad_deflator_file(tmp_path):
         load_tables(tmp_path)
     with pytest.raises(KeyError, match="no GDP deflator"):
         Deflators(source="s", release="r", base_year="2023/24", index={"2023/24": 100}).factor("2015/16", "2023/24")
+
+
+def test_edited_cost_table_is_read_again(tmp_path):
+    """No stale costs in a running kernel: the cache is keyed on the files' modification stamps."""
+    import os
+    import shutil
+
+    import yaml
+
+    for f in ("costs_of_crime.yaml", "deflators.yaml"):
+        shutil.copy(PDIR / f, tmp_path / f)
+    costs, _ = load_tables(tmp_path)
+    cat = sorted(costs.categories)[0]
+    before = costs.categories[cat].unit_cost_gbp
+    path = tmp_path / "costs_of_crime.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["categories"][cat]["unit_cost_gbp"] = before * 2
+    path.write_text(yaml.safe_dump(doc))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+    again, _ = load_tables(tmp_path)
+    assert again.categories[cat].unit_cost_gbp == pytest.approx(2 * before)
+
+
+def _with_effect(scale, est, lo, hi):
+    return {**REC, "effects": [{"name": "average_post_effect", "scale": scale, "estimate": est,
+                                "ci_low": lo, "ci_high": hi}]}
+
+
+@pytest.mark.parametrize("scale,est,lo,hi", [
+    ("rate_ratio", 0.9, 0.7, 1.1),          # interval includes 1
+    ("rate_ratio", 0.9, 0.7, None),         # open upper bound (profile likelihood): unbounded
+    ("difference", -64.4, -130.0, 2.0),     # interval includes 0
+    ("percent_change", 5.0, -3.0, 12.0),
+])
+def test_value_not_assessed_when_effect_unclear(scale, est, lo, hi):
+    from sveval.pipeline.value import EFFECT_UNCLEAR
+    from sveval.report.prose import value_for_money_text
+
+    v, why = assess_with_reason(_with_effect(scale, est, lo, hi), IV, KNIFE, parameters_dir=PDIR)
+    assert v is None and why.startswith(EFFECT_UNCLEAR)
+    assert value_for_money_text(None, reason=why) == "Not assessed: effect unclear"
+    assert value_for_money_text(None, reason=why, long=True).startswith("Not assessed: effect unclear (")
+    assert summary_text(None, why).startswith("Value for money is not assessed: effect unclear")
+
+
+def test_value_assessed_when_interval_excludes_no_change():
+    v, why = assess_with_reason(_with_effect("rate_ratio", 0.8, 0.7, 0.95), IV, KNIFE, parameters_dir=PDIR)
+    assert why is None and v["bcr"] > 0
+    v, why = assess_with_reason(_with_effect("rate_ratio", 1.3, 1.1, 1.5), IV, KNIFE, parameters_dir=PDIR)
+    assert why is None  # a clear harm is assessed too (its benefit is negative)

@@ -135,6 +135,8 @@ class Catalog:
                 problems.append(
                     ("comparison.group", g, "unknown group; allowed: " + ", ".join(sorted(self.groups)) + _suggest(g, list(self.groups)))
                 )
+        if spec.sensitivity_of is not None:
+            problems += _sensitivity_problems(spec, Path(path))
         if problems:
             raise SpecError(path, problems)
 
@@ -167,3 +169,22 @@ def _unique(path: Path, section: str, keys: list[str], items: list) -> dict:
     if problems:
         raise SpecError(path, problems)
     return seen
+
+def _sensitivity_problems(spec: EvaluationSpec, path: Path) -> list[tuple[str, str, str]]:
+    """``sensitivity_of`` must name another evaluation file beside this one, of the same
+    intervention and measure, that is not itself a sensitivity variant (no chains, so no cycles)."""
+    target = path.parent / f"{spec.sensitivity_of}.yaml"
+    value = shorten_value(spec.sensitivity_of)
+    if not target.is_file():
+        others = sorted(p.stem for p in path.parent.glob("*.yaml") if p.stem != spec.id)
+        return [("sensitivity_of", value, "no evaluation with this id in " + str(path.parent)
+                 + "." + _suggest(str(spec.sensitivity_of), others))]
+    main = load_model(EvaluationSpec, target)
+    problems = []
+    if main.sensitivity_of is not None:
+        problems.append(("sensitivity_of", value, f"'{main.id}' is itself a sensitivity variant (of "
+                         f"'{main.sensitivity_of}'); name the main evaluation"))
+    if (main.intervention, main.measure) != (spec.intervention, spec.measure):
+        problems.append(("sensitivity_of", value, f"'{main.id}' evaluates {main.intervention} on "
+                         f"{main.measure}; a sensitivity variant must keep the intervention and measure"))
+    return problems

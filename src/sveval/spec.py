@@ -407,6 +407,11 @@ class EvaluationSpec(_Strict):
     its: ITSOptions = Field(default_factory=ITSOptions)
     did: DiDOptions = Field(default_factory=DiDOptions)
     synth: SynthOptions = Field(default_factory=SynthOptions)
+    sensitivity_of: str | None = Field(
+        default=None,
+        description="id of the evaluation this one tests the sensitivity of (same intervention and "
+        "measure); the site groups it under that evaluation instead of listing it as a headline",
+    )
     _p = _period_validator("intervention_start")
 
     @field_validator("id")
@@ -426,6 +431,8 @@ class EvaluationSpec(_Strict):
 
     @model_validator(mode="after")
     def _design_needs(self) -> EvaluationSpec:
+        if self.sensitivity_of is not None and self.sensitivity_of == self.id:
+            raise ValueError("sensitivity_of names the evaluation itself; name the evaluation it tests")
         if self.design in ("did", "synth") and self.comparison is None:
             raise ValueError(f"design '{self.design}' needs a 'comparison' group")
         if self.period.start and self.period.end:

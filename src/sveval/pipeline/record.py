@@ -143,6 +143,9 @@ class ResultRecord(_Model):
     priority: int | None = None
     intervention_start: str | None = None
     period: PeriodRange | None = None
+    sensitivity_of: str | None = Field(
+        default=None, description="id of the evaluation this one is a sensitivity variant of"
+    )
     status: Status
     error: str | None = Field(default=None, description="why a failed run failed")
     notebook: str | None = None
@@ -261,6 +264,7 @@ def _draft(ctx: EvaluationContext, result: Result) -> dict[str, Any]:
         "priority": ctx.intervention.priority,
         "intervention_start": ctx.intervention_start,
         "period": {"start": ctx.start, "end": ctx.end},
+        "sensitivity_of": ctx.spec.sensitivity_of,
         "status": Status.COMPLETED.value,
     }
     record["design_variant"] = body.pop("design")  # e.g. cits for a controlled ITS
@@ -300,7 +304,7 @@ def failure_record(ctx: EvaluationContext, error: str, *, notebook: str | None =
         "area": ctx.treated, "area_name": ctx.area_label, "comparison": ctx.comparison,
         "intervention": ctx.intervention.id, "intervention_title": ctx.intervention.title,
         "priority": ctx.intervention.priority, "intervention_start": ctx.intervention_start,
-        "period": {"start": ctx.start, "end": ctx.end},
+        "period": {"start": ctx.start, "end": ctx.end}, "sensitivity_of": ctx.spec.sensitivity_of,
         "status": Status.FAILED.value, "error": error, "notebook": notebook,
         "warnings": [f"Evaluation failed: {error}"],
         "measure_disclosure": ctx.measure.disclosure,

@@ -123,6 +123,30 @@ def unit_cost(category: str, reporting_year: str, parameters_dir: Path | str) ->
     }
 
 
+#: the reason given when the headline effect is unclear (its interval includes no change)
+EFFECT_UNCLEAR = "not assessed: effect unclear"
+
+_NO_CHANGE = {"rate_ratio": 1.0, "difference": 0.0, "percent_change": 0.0}
+
+
+def effect_unclear(record: dict[str, Any]) -> bool:
+    """True when the headline effect's interval includes no change (or has no interval).
+
+    An open bound (``null`` in the JSON: a profile-likelihood interval the data leave open) counts
+    as unbounded on that side.
+    """
+    effects = record.get("effects") or []
+    if not effects or not isinstance(effects[0], dict):
+        return False
+    e = effects[0]
+    null = _NO_CHANGE.get(str(e.get("scale")), 0.0)
+    if e.get("estimate") is None:
+        return True
+    lo = -float("inf") if e.get("ci_low") is None else float(e["ci_low"])
+    hi = float("inf") if e.get("ci_high") is None else float(e["ci_high"])
+    return bool(lo <= null <= hi) or lo != lo or hi != hi
+
+
 def assess_with_reason(
     record: dict[str, Any],
     intervention: InterventionSpec,
@@ -131,7 +155,15 @@ def assess_with_reason(
     reporting_year: str | None = None,
     parameters_dir: Path,
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Like :func:`assess`, returning ``(value, None)`` or ``(None, reason)``."""
+    """Like :func:`assess`, returning ``(value, None)`` or ``(None, reason)``.
+
+    Value for money is assessed only where it means something: when the headline effect's
+    interval includes no change the reason is :data:`EFFECT_UNCLEAR` (a benefit-cost ratio of an
+    effect that may be nil, or harmful, would be read as a finding).
+    """
+    if effect_unclear(record):
+        return None, (f"{EFFECT_UNCLEAR} (the 95% confidence interval of the headline effect "
+                      "includes no change, so no benefit can be claimed)")
     prevented = record.get("prevented")
     if not isinstance(prevented, dict) or prevented.get("estimate") is None:
         return None, "the evaluation gives no estimate of offences prevented"

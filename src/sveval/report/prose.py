@@ -124,8 +124,13 @@ def value_for_money_text(vfm: Any, *, long: bool = False, reason: Any = None) ->
     if isinstance(vfm, str) and vfm.strip():
         return vfm.strip()
     if not isinstance(vfm, dict) or not vfm:
-        if long and reason:
-            return f"Not estimated: {reason}"
+        why = str(reason or "").strip()
+        if why.lower().startswith("not assessed"):
+            # an unclear effect: said as such, short form without the explanation
+            head, _, rest = why.partition(" (")
+            return (why[0].upper() + why[1:]) if long else (head[0].upper() + head[1:])
+        if long and why:
+            return f"Not estimated: {why}"
         return "Not estimated"
     bcr, lo, hi = vfm.get("bcr"), vfm.get("bcr_ci_low"), vfm.get("bcr_ci_high")
     year = vfm.get("price_year")
@@ -167,6 +172,8 @@ def power_text(power: Any) -> str:
 def value_paragraph(value: dict[str, Any] | None, reason: str | None = None) -> str:
     """One plain-English paragraph on value for money."""
     if value is None:
+        if str(reason or "").lower().startswith("not assessed"):
+            return f"Value for money is {reason}."
         return f"Value for money is not estimated: {reason or 'not computable'}."
     py = value["price_year"]
     s = (
