@@ -96,6 +96,7 @@ class SynthFit:
     r2_pre_raw: float = float("nan")  # R-squared of the unsmoothed series (= r2_pre without smoothing)
     smooth: int = 1
     demean: bool = False
+    v_weights: pd.Series | None = None  # predictor -> V weight (covariate fits only)
 
     @property
     def gap(self) -> pd.Series:
@@ -184,6 +185,142 @@ def synth_fit(wide: pd.DataFrame, treated: str, start: int, donors: list[str] | 
                     pd.Series(synth, index=times), start, pre_rmspe, post_rmspe, r2, r2_raw, smooth, demean)
 
 
+@dataclass(frozen=True)
+class Predictor:
+    """One predictor of Abadie, Diamond & Hainmueller (2010): the mean of ``variable`` over the
+    times ``first`` to ``last`` (inclusive; ``last = first`` for one lagged outcome), missing
+    values skipped (Synth's ``dataprep``)."""
+
+    variable: str
+    first: int
+    last: int | None = None
+
+    @property
+    def name(self) -> str:
+        last = self.first if self.last is None else self.last
+        return f"{self.variable} {self.first}" + (f"-{last}" if last != self.first else "")
+
+
+def predictor_table(panels: dict[str, pd.DataFrame], predictors) -> pd.DataFrame:
+    """Units x predictors: each :class:`Predictor` (or ``(variable, first[, last])``) averaged.
+
+    ``panels`` maps each variable to its units x times frame.
+    """
+    cols = {}
+    for pr in predictors:
+        pr = pr if isinstance(pr, Predictor) else Predictor(*pr)
+        if pr.variable not in panels:
+            raise SpecError(f"predictor variable {pr.variable!r} has no data (have {sorted(panels)})")
+        frame = panels[pr.variable]
+        last = pr.first if pr.last is None else pr.last
+        sel = (np.asarray(frame.columns) >= pr.first) & (np.asarray(frame.columns) <= last)
+        if not sel.any():
+            raise SpecError(f"predictor {pr.name}: no times between {pr.first} and {last}")
+        cols[pr.name] = frame.loc[:, sel].mean(axis=1, skipna=True)
+    return pd.DataFrame(cols)
+
+
+def predictor_weights(X1: np.ndarray, X0: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Simplex ``w`` minimising ``(X1 - X0 w)' diag(v) (X1 - X0 w)`` (X0: predictors x donors)."""
+    r = np.sqrt(np.asarray(v, float))
+    return synth_weights(r * X1, r[:, None] * X0)
+
+
+def regression_v(X1: np.ndarray, X0: np.ndarray, Z1: np.ndarray, Z0: np.ndarray) -> np.ndarray:
+    """Synth's regression-based V: the pre-period outcomes regressed on the (scaled) predictors
+    across units with an intercept; ``V = diag(B B')`` normalised to sum to one."""
+    A = np.column_stack([np.ones(X0.shape[1] + 1), np.column_stack([X1, X0]).T])
+    Z = np.column_stack([Z1, Z0])
+    B, *_ = np.linalg.lstsq(A, Z.T, rcond=None)
+    v = np.sum(B[1:] ** 2, axis=1)
+    return v / v.sum()
+
+
+def fit_v(X1: np.ndarray, X0: np.ndarray, Z1: np.ndarray, Z0: np.ndarray,
+          method: Literal["nested", "regression"] = "nested") -> tuple[np.ndarray, np.ndarray, float]:
+    """Predictor weights V and donor weights W of the synthetic control with covariates.
+
+    ``nested`` (Abadie, Diamond & Hainmueller 2010; the R package Synth): V minimises the
+    pre-period outcome MSPE ``|Z1 - Z0 W(V)|^2 / T`` where ``W(V)`` solves the inner predictor
+    problem; as in Synth, ``V = |x| / sum|x|`` is searched by Nelder-Mead and BFGS from equal
+    weights and from the regression-based V, the best of the four kept. ``regression`` uses the
+    regression-based V directly (no search). ``X1``/``X0`` are the scaled predictors. Returns
+    ``(v, w, mspe)``.
+    """
+    def loss(x: np.ndarray) -> float:
+        a = np.abs(x)
+        v = a / a.sum() if a.sum() > 0 else np.full(len(x), 1 / len(x))
+        e = Z1 - Z0 @ predictor_weights(X1, X0, v)
+        return float(e @ e / len(Z1))
+
+    k = len(X1)
+    v_reg = regression_v(X1, X0, Z1, Z0)
+    if method == "regression" or k == 1:
+        v = v_reg if k > 1 else np.ones(1)
+    elif method == "nested":
+        best_x, best = v_reg, loss(v_reg)
+        for start in (np.full(k, 1 / k), v_reg):
+            for m, o in (("Nelder-Mead", {"maxiter": 500}), ("BFGS", {})):
+                r = optimize.minimize(loss, start, method=m, options=o)
+                if r.fun < best:
+                    best_x, best = r.x, float(r.fun)
+        v = np.abs(best_x) / np.abs(best_x).sum()
+    else:
+        raise SpecError(f"v_method must be 'nested' or 'regression', got {method!r}")
+    w = predictor_weights(X1, X0, v)
+    e = Z1 - Z0 @ w
+    return v, w, float(e @ e / len(Z1))
+
+
+def synth_fit_predictors(wide: pd.DataFrame, treated: str, start: int, donors: list[str] | None,
+                         predictors, covariates: dict[str, pd.DataFrame] | None = None,
+                         v_method: Literal["nested", "regression"] = "nested",
+                         optimize_times=None) -> SynthFit:
+    """Synthetic control matched on predictors (Abadie, Diamond & Hainmueller 2010).
+
+    Parameters
+    ----------
+    wide : units x times outcome (its pre-period values are the outcomes V is chosen to fit)
+    predictors : :class:`Predictor` s or ``(variable, first[, last])`` tuples computed from
+        ``covariates`` by :func:`predictor_table`, or that table itself (units x predictors)
+    covariates : variable -> units x times frame; the outcome is available as ``"outcome"``
+        unless a key of that name is given
+    v_method : ``nested`` (V minimises the pre-period outcome MSPE) or ``regression``
+    optimize_times : times whose outcomes V is chosen to fit (default every pre-period time)
+
+    Each predictor is divided by its standard deviation across the treated and donor units before
+    fitting (as Synth does). Raises :class:`~sveval.errors.EstimationError` when a predictor is
+    missing for a unit or does not vary across donors.
+    """
+    donors = [d for d in (donors if donors is not None else wide.index) if d != treated]
+    if len(donors) < 2:
+        raise EstimationError(f"a synthetic control needs at least 2 donor areas, got {len(donors)}")
+    if isinstance(predictors, pd.DataFrame):
+        X = predictors.reindex([treated, *donors])
+    else:
+        X = predictor_table({"outcome": wide, **(covariates or {})}, predictors).reindex([treated, *donors])
+    if X.isna().to_numpy().any():
+        bad = X.columns[X.isna().any()].tolist()
+        raise EstimationError(f"predictors {bad} are missing for some units")
+    if (X.loc[donors].std(axis=0, ddof=1) <= 0).any():
+        raise EstimationError("a predictor does not vary across the donors; drop it")
+    Xs = X / X.std(axis=0, ddof=1)
+    times = np.asarray(wide.columns)
+    pre = times < start
+    opt = pre if optimize_times is None else np.isin(times, list(optimize_times))
+    if opt.sum() < 1 or (~pre).sum() < 1:
+        raise EstimationError("the synthetic control needs pre-period times to fit and a post period")
+    y1 = wide.loc[treated].to_numpy(float)
+    Y0 = wide.loc[donors].to_numpy(float).T
+    v, w, _ = fit_v(Xs.loc[treated].to_numpy(), Xs.loc[donors].to_numpy().T, y1[opt], Y0[opt], v_method)
+    synth = Y0 @ w
+    gap = y1 - synth
+    r2 = _r2(y1[pre], synth[pre])
+    return SynthFit(treated, pd.Series(w, index=donors), pd.Series(y1, index=times), pd.Series(synth, index=times),
+                    start, float(np.sqrt(np.mean(gap[pre] ** 2))), float(np.sqrt(np.mean(gap[~pre] ** 2))),
+                    r2, r2, 1, False, pd.Series(v, index=X.columns))
+
+
 def conformal_gap_interval(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
                            estimate: float, scale: float, smooth: int = 1,
                            alpha: float = 0.05, demean: bool = False) -> tuple[float, float, float, int]:
@@ -225,19 +362,33 @@ class PlaceboResult:
 
 def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
                      smooth: int | None = None, demean: bool = False,
-                     frequency: str | None = None) -> PlaceboResult:
+                     frequency: str | None = None, predictors=None,
+                     covariates: dict[str, pd.DataFrame] | None = None,
+                     v_method: Literal["nested", "regression"] = "nested") -> PlaceboResult:
     """Refit with each donor as the treated unit; p-value = rank of the treated RMSPE ratio.
 
-    ``smooth`` defaults as in :func:`synth_fit`.
+    ``smooth`` defaults as in :func:`synth_fit`. With ``predictors`` every fit (treated and
+    placebos) matches them as in :func:`synth_fit_predictors` (V re-chosen for each placebo unit,
+    as in Abadie, Diamond & Hainmueller 2010).
     """
-    if smooth is None:
-        smooth = default_smooth(resolve_frequency(wide.columns, frequency))
-    actual = synth_fit(wide, treated, start, donors, smooth, demean)
+    if predictors is not None:
+        if not isinstance(predictors, pd.DataFrame):  # compute the table once
+            predictors = predictor_table({"outcome": wide, **(covariates or {})}, predictors)
+
+        def fit(unit: str, pool: list[str]) -> SynthFit:
+            return synth_fit_predictors(wide, unit, start, pool, predictors, v_method=v_method)
+    else:
+        if smooth is None:
+            smooth = default_smooth(resolve_frequency(wide.columns, frequency))
+
+        def fit(unit: str, pool: list[str]) -> SynthFit:
+            return synth_fit(wide, unit, start, pool, smooth, demean)
+    actual = fit(treated, donors)
     placebos = {}
     for d in donors:
         others = [x for x in donors if x != d]
         if len(others) >= 2:
-            placebos[d] = synth_fit(wide, d, start, others, smooth, demean)
+            placebos[d] = fit(d, others)
     rows = [{"unit": f.treated, "pre_rmspe": f.pre_rmspe, "post_rmspe": f.post_rmspe, "ratio": f.ratio,
              "avg_post_gap": f.avg_post_gap, "treated": f.treated == treated}
             for f in [actual, *placebos.values()]]
@@ -251,7 +402,9 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
                   opts: SynthOptions | None = None, better_if: str = "lower",
                   unit_desc: str = "outcome", events_per_unit: pd.Series | None = None,
                   alpha: float = 0.05, smooth: int | None = None, demean: bool = False,
-                  frequency: str | None = None) -> Result:
+                  frequency: str | None = None, predictors=None,
+                  covariates: dict[str, pd.DataFrame] | None = None,
+                  v_method: Literal["nested", "regression"] = "nested") -> Result:
     """Synthetic control (or synthetic DiD) on a units x periods matrix.
 
     With ``opts.method == "sc"`` (default) the headline interval and p-value come from conformal
@@ -262,18 +415,28 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     window of the frequency (12 for months, 4 for quarters, none for years), the frequency being
     ``frequency``, else ``opts.frequency``, else inferred from the columns (:func:`infer_frequency`).
 
+    With ``predictors`` (and ``covariates``, see :func:`synth_fit_predictors`) the weights match
+    predictor means with the V weights of ``v_method`` (Abadie, Diamond & Hainmueller 2010;
+    ``smooth`` and ``demean`` unused), every placebo unit is refitted the same way, and the headline
+    interval and p-value are theirs: the placebo-gap interval and the RMSPE-ratio rank (conformal
+    inference needs weights refitted on all periods, which predictor matching does not do).
+
     With ``opts.method == "sdid"`` the headline is the synthetic difference-in-differences estimate
-    with its placebo standard error (:func:`evaluate_sdid`; ``smooth`` and ``demean`` unused).
+    with its placebo standard error (:func:`evaluate_sdid`; ``smooth``, ``demean`` and predictors
+    unused).
     """
     opts = opts or SynthOptions()
     freq = resolve_frequency(wide.columns, frequency, opts)
     if opts.method == "sdid":
         return evaluate_sdid(wide, treated, start, donors, opts, better_if, unit_desc, events_per_unit,
                              alpha, freq)
-    if smooth is None:
+    with_x = predictors is not None
+    if with_x:
+        smooth, demean = 1, False
+    elif smooth is None:
         smooth = default_smooth(freq)
     word = _WORD.get(freq, "period")
-    pr = placebo_in_space(wide, treated, start, donors, smooth, demean)
+    pr = placebo_in_space(wide, treated, start, donors, smooth, demean, freq, predictors, covariates, v_method)
     fit = pr.actual
     times = np.asarray(wide.columns)
     post = times >= start
@@ -286,8 +449,11 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     placebo_ci = (est - q_hi, est - q_lo)
     n_pre, n_post = int((~post).sum()), int(post.sum())
     scale = fit.pre_rmspe * np.sqrt(1 / n_post + 1 / n_pre)
-    ci_lo, ci_hi, p_conf, n_perm = conformal_gap_interval(wide, treated, start, donors, est, scale,
-                                                          smooth, alpha, demean)
+    if with_x:
+        (ci_lo, ci_hi), p_conf, n_perm = placebo_ci, pr.p_value, len(times)
+    else:
+        ci_lo, ci_hi, p_conf, n_perm = conformal_gap_interval(wide, treated, start, donors, est, scale,
+                                                              smooth, alpha, demean)
     # the band is the headline interval carried to each month (counterfactual = observed - effect)
     band_lo = np.full(len(times), est - ci_hi)
     band_hi = np.full(len(times), est - ci_lo)
@@ -303,6 +469,9 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     pct = 100 * est / syn_post if syn_post else float("nan")
     inf_desc = (f"interval and p-value by conformal inference ({n_perm} moving-block permutations of the "
                 f"{word}s, Chernozhukov, Wuethrich & Zhu 2021)")
+    if with_x:
+        inf_desc = (f"interval from the spread of the {len(pg)} placebo units' average gaps, p-value the rank of "
+                    "the post/pre RMSPE ratio (Abadie, Diamond & Hainmueller 2010)")
     effects = [
         Effect("Average post-period gap (treated - synthetic)", "difference", est, ci_lo, ci_hi, p_conf,
                better_if, f"difference in the {unit_desc}; {inf_desc}"),
@@ -331,7 +500,10 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     if fit.r2_pre < opts.min_pre_fit_r2:
         warnings.append(f"The synthetic control fits the pre-period poorly (R-squared {fit.r2_pre:.2f}): "
                         "the post-period gap is not a credible effect estimate.")
-    if len(pr.table) < 20:
+    if len(pr.table) < 20 and with_x:
+        warnings.append(f"Only {len(pr.table) - 1} donors: the placebo-in-space p-value (the headline with "
+                        f"predictors) cannot go below {1 / len(pr.table):.2f}.")
+    elif len(pr.table) < 20:
         warnings.append(f"Only {len(pr.table) - 1} donors: the placebo-in-space p-value cannot go below "
                         f"{1 / len(pr.table):.2f}; the headline interval therefore uses conformal inference "
                         f"over the {word}s instead.")
@@ -351,26 +523,34 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
                   underpowered=bool(mde is None or mde > 0.3),
                   power_at={f"{d:.2f}": float(stats.norm.cdf(d * syn_post / sd - stats.norm.ppf(1 - alpha / 2)))
                             for d in (0.1, 0.2, 0.3, 0.5)} if np.isfinite(sd) and sd > 0 else {},
-                  method="analytic: normal approximation with the standard error implied by the conformal interval")
+                  method="analytic: normal approximation with the standard error implied by the "
+                  + ("placebo-gap" if with_x else "conformal") + " interval")
     tables = {"weights": fit.weights.rename("weight").rename_axis("donor").reset_index(),
               "placebos": pr.table,
               "gaps": pd.DataFrame({f.treated: f.gap for f in [fit, *pr.placebos.values()]}).reindex(times)
               .assign(period=[period_label(t, freq) for t in times]).reset_index(drop=True)}
     return Result(
         design="synth",
-        method=f"synthetic control ({len(donors)} donors, simplex weights matching the pre-period "
+        method=(f"synthetic control ({len(donors)} donors, simplex weights matching "
+                f"{fit.v_weights.size if fit.v_weights is not None else 0} predictors with "
+                + ("V chosen to fit the pre-period outcomes" if v_method == "nested" else "regression-based V")
+                + f", Abadie, Diamond & Hainmueller 2010); {unit_desc}; placebo-gap interval and "
+                "placebo-in-space RMSPE-ratio rank over every donor refitted the same way") if with_x else (
+               f"synthetic control ({len(donors)} donors, simplex weights matching the pre-period "
                + (f"trailing {smooth}-{word} means" if smooth > 1 else "outcomes")
                + (", demeaned: trends matched, pre-period level difference kept as an intercept" if demean else "")
                + f"); {unit_desc}; "
                f"conformal inference by moving-block permutations of the {n_perm} {word}s (Chernozhukov, "
-               "Wuethrich & Zhu 2021), valid for one treated area; placebo-in-space rank as a check",
+               "Wuethrich & Zhu 2021), valid for one treated area; placebo-in-space rank as a check"),
         effects=tuple(effects), prevented=prevented, series=series, diagnostics=tuple(checks), power=power,
         warnings=tuple(warnings), n_obs=int(wide.size),
         details={"weights": {k: float(v) for k, v in fit.weights.items()}, "pre_rmspe": fit.pre_rmspe,
                  "post_rmspe": fit.post_rmspe, "r2_pre": fit.r2_pre, "r2_pre_monthly": fit.r2_pre_raw,
                  "smooth_months": smooth, "smooth_periods": smooth, "frequency": freq, "demeaned": demean,
                  "treated_unit": treated, "comparison_units": list(donors),
-                 "placebo_gap_interval": [float(x) for x in placebo_ci]},
+                 "placebo_gap_interval": [float(x) for x in placebo_ci],
+                 **({"v_weights": {k: float(v) for k, v in fit.v_weights.items()}, "v_method": v_method}
+                    if fit.v_weights is not None else {})},
         tables=tables,
     )
 
