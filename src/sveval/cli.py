@@ -51,6 +51,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = _paths(args)
     specs = _specs(args, paths.evaluation_specs) or discover_specs(paths)
     contexts, errors = validate_all([Path(p).resolve() for p in specs], paths)
+    from sveval.catalog import Catalog
+    from sveval.data.filters import check_measure_filters
+
+    try:  # every measure's filter, used by an evaluation or not
+        check_measure_filters(Catalog.load(paths.parameters))
+    except SpecError as exc:
+        errors[paths.parameters / "measures.yaml"] = str(exc)
+    if not specs:
+        print(f"no evaluation parameter files in {paths.evaluation_specs} yet: registries checked, "
+              "nothing else to validate")
     for ctx in contexts.values():
         print(f"ok       {ctx.spec_path.name}: {ctx.spec.design} on {ctx.measure.id} in {ctx.area_label}, "
               f"{ctx.start}..{ctx.end}, start {ctx.intervention_start}")
@@ -175,6 +185,28 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from sveval.pipeline.scaffold import init_project
+
+    out = init_project(Path(args.dir), name=args.name, areas=args.areas, code_system=args.code_system,
+                       force=args.force)
+    print(out.message)
+    return EXIT_OK
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from sveval.catalog import Catalog
+    from sveval.data.check import check_project, write_report
+
+    paths = _paths(args)
+    report = check_project(paths, Catalog.load(paths.parameters))
+    print(report.summary())
+    out = Path(args.out) if args.out else paths.reports
+    js, md = write_report(report, out)
+    print(f"written: {md} and {js.name}")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sveval import __version__
 
@@ -222,6 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-quarto", action="store_true")
     sp.add_argument("--year", default="2025/26")
     sp.set_defaults(fn=cmd_pipeline)
+
+    sp = sub.add_parser("init", help="scaffold a new partnership project")
+    sp.add_argument("dir", help="the new project's folder")
+    sp.add_argument("--name", required=True, help="the partnership's name")
+    sp.add_argument("--areas", required=True, help="its area codes, comma-separated: CODE,CODE")
+    sp.add_argument("--code-system", default="ons", choices=["ons", "other"],
+                    help="ons: 9-character ONS codes (checked); other: any codes")
+    sp.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    sp.set_defaults(fn=cmd_init)
+
+    sp = sub.add_parser("data", help="the project's data: check (data quality)")
+    data_sub = sp.add_subparsers(dest="data_command", required=True)
+    dp = data_sub.add_parser("check", help="data-quality report: missing sources, months, gaps, "
+                             "duplicates, zeros, out-of-area records, population coverage")
+    dp.add_argument("--out", default=None, help="folder for data-quality.md/.json (default reports/)")
+    dp.set_defaults(fn=cmd_data_check)
 
     sp = sub.add_parser("plan", help="power planning: months after launch until an effect is detectable")
     sp.add_argument("spec", help="evaluation parameter file (its pre-period is used)")

@@ -34,6 +34,8 @@ MAX_COUNT = 1e9
 MAX_CONTINUOUS = 1e12
 #: most items named in one message or report line
 SHOWN = 8
+#: monthly mean from which runs of 3+ zero months are flagged as suspect
+ZERO_RUN_MEAN = 3.0
 
 
 def _months(start: str, end: str) -> list[str]:
@@ -176,7 +178,7 @@ class AreaGaps:
     last: str
     gaps: list[str]          # missing-month runs as "YYYY-MM" or "YYYY-MM to YYYY-MM"
     zero_months: int
-    zero_runs: list[str]     # runs of 3 or more consecutive zero months
+    zero_runs: list[str]     # runs of 3+ zero months where the area averages ZERO_RUN_MEAN+
     population_months: int   # months with a population (denominator)
 
 
@@ -204,7 +206,7 @@ class MeasureQuality:
         gaps = [a.area_code for a in self.areas if a.gaps]
         if gaps:
             out.append(f"missing months in {_list(gaps)}")
-        if self.areas_without_data:
+        if self.areas_without_data and self.months:
             out.append(f"no data for {_list(self.areas_without_data)}")
         zero = [a.area_code for a in self.areas if a.zero_runs]
         if zero:
@@ -295,7 +297,7 @@ class DataQualityReport:
         out += [f"  note: {n}" for n in self.notes]
         for s in self.sources:
             out.append(f"  {'MISSING' if s.missing else 'ok     '} source {s.id} ({s.kind}): "
-                       + (s.missing if s.missing else f"{s.files} file(s)"))
+                       + (f"{s.missing} (expected at {s.path})" if s.missing else f"{s.files} file(s)"))
         for m in self.measures:
             span = f"{m.first} to {m.last}, {m.months} months" if m.months else "no data"
             out.append(f"  {'ok     ' if not m.problems else 'CHECK  '} measure {m.measure}: {span}"
@@ -321,7 +323,10 @@ def _measure_quality(long: pd.DataFrame, m: Any, areas: list[str]) -> MeasureQua
         a_first, a_last = min(have), max(have)
         gaps = [p for p in span if a_first <= p <= a_last and p not in have]
         zeros = sorted(g.loc[g["count"] == 0, "period"].unique())
-        zero_runs = [(a, b) for a, b in _runs(zeros) if months_between(a, b) >= 3]
+        # runs of zeros are reported where the area averages ZERO_RUN_MEAN or more a month:
+        # there, three zero months in a row are unlikely to be real (Poisson: < 1 in 8,000)
+        usual = g["count"].mean() >= ZERO_RUN_MEAN
+        zero_runs = [(a, b) for a, b in _runs(zeros) if usual and months_between(a, b) >= 3]
         out.append(AreaGaps(str(area), len(have), a_first, a_last,
                             [a if a == b else f"{a} to {b}" for a, b in _runs(gaps)],
                             len(zeros), [f"{a} to {b}" for a, b in zero_runs],
@@ -439,3 +444,137 @@ def police_uk_lsoa_records(files: list[Path]) -> pd.DataFrame:
         con.close()
     df["records"] = df["records"].astype(int)
     return df
+
+
+def read_lookup(path: Path, columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """An LSOA -> area lookup file as ``lsoa_code``, ``area_code`` (ONS headers recognised)."""
+    import re
+
+    columns = columns or {}
+    head = pd.read_csv(path, dtype=str, nrows=0, encoding="utf-8-sig")
+    cols = [str(c).strip() for c in head.columns]
+
+    def pick(name: str, pattern: str) -> str:
+        if name in columns:
+            return columns[name]
+        hits = [c for c in cols if c.lower() == name or re.fullmatch(pattern, c, flags=re.I)]
+        if not hits:
+            raise DataError(f"no column for {name} (expected {name} or an ONS header such as "
+                            f"{pattern.replace(chr(92) + 'd', '9')}); found: {', '.join(cols)}", path=path)
+        return sorted(hits)[-1]  # the latest year suffix
+
+    lsoa = pick("lsoa_code", r"LSOA\d\dCD")
+    area = pick("area_code", r"(LAD|LTLA|UTLA|CSP)\d\dCD")
+    df = pd.read_csv(path, dtype=str, usecols=[lsoa, area], encoding="utf-8-sig")
+    return df.rename(columns={lsoa: "lsoa_code", area: "area_code"})
+
+
+def _status_of_folder(sid: str, kind: str, path: Path, pattern: str) -> tuple[SourceStatus, list[Path]]:
+    files = sorted(p for p in path.glob(pattern) if p.is_file()) if path.is_dir() else []
+    missing = None if files else f"no files matching {pattern} in {path}"
+    return SourceStatus(sid, kind, str(path), len(files), missing), files
+
+
+def check_project(paths: Any, catalog: Any) -> DataQualityReport:
+    """The data-quality report of a project folder (``sveval data check``).
+
+    Reads ``parameters/sources.yaml`` when there is one (every source's files are looked for;
+    when all are there, the measures are aggregated through the project's loader), else the
+    built-in example; long CSVs named by evaluation files (``data: {source: csv}``) are checked
+    too. police.uk street files are counted by force and LSOA for :func:`out_of_area`.
+    """
+    from sveval.data.load import load_long
+    from sveval.errors import SvevalError
+    from sveval.spec import DataSpec, load_evaluation, read_yaml
+
+    notes: list[str] = []
+    statuses: list[SourceStatus] = []
+    frames: list[pd.DataFrame] = []
+    ooa: list[OutOfArea] = []
+    partnership = catalog.partnership_areas
+    forces = sorted({a.force for c, a in catalog.areas.items() if a.role == "partnership" and a.force})
+
+    def police_check(sid: str, files: list[Path], lookup: pd.DataFrame | None) -> None:
+        street = [f for f in files if f.name.endswith(("-street.csv", "-street.csv.gz"))]
+        if not street:
+            if any(f.suffix == ".zip" for f in files):
+                notes.append(f"{sid}: street files inside zips are not counted by the data check "
+                             "(run `sveval data ingest`)")
+            return
+        recs = police_uk_lsoa_records(street)
+        ooa.append(out_of_area(recs, lookup, partnership, source=sid, forces=forces or None))
+
+    sources_file = paths.parameters / "sources.yaml"
+    if sources_file.is_file():
+        from sveval.data.sources import Sources
+
+        raw = read_yaml(sources_file)
+        example_dir = None
+        if isinstance(raw, dict) and raw.get("base") == "example":
+            from sveval.data.example import ensure_example
+
+            example_dir = ensure_example(paths.example_data)
+        sources = Sources.load(sources_file, paths.root, example_dir)
+        found: dict[str, list[Path]] = {}
+        for s in sources:
+            try:
+                files = sources.files(s)
+                found[s.id] = files
+                statuses.append(SourceStatus(s.id, s.kind, s.path, len(files)))
+            except DataError as exc:
+                statuses.append(SourceStatus(s.id, s.kind, s.path, 0, exc.message))
+        if all(st.missing is None for st in statuses):
+            try:
+                spec = DataSpec(source="example" if example_dir is not None else "store")
+                frames.append(load_long(spec, None, paths, catalog).long)
+                notes.append(f"measures aggregated from the sources in {sources_file.name}")
+            except SvevalError as exc:
+                notes.append(f"the sources could not be aggregated: {str(exc).splitlines()[0]}")
+        else:
+            notes.append(f"{len([s for s in statuses if s.missing])} of {len(statuses)} sources in "
+                         f"{sources_file.name} are missing: put the files where it says, or change "
+                         "the paths")
+        for s in sources:
+            if s.kind == "police_uk" and s.id in found:
+                lk = sources.lookup_for(s)
+                lookup = None
+                if lk is not None and found.get(lk.id):
+                    lookup = read_lookup(found[lk.id][0], dict(lk.columns))
+                police_check(s.id, found[s.id], lookup)
+    else:
+        from sveval.data.example import ensure_example
+
+        data_dir = ensure_example(paths.example_data)
+        notes.append(f"no parameters/sources.yaml: the built-in illustrative example ({data_dir})")
+        st, files = _status_of_folder("police_uk", "police_uk", data_dir / "police_uk", "*/*-street.csv*")
+        statuses.append(st)
+        for sid, kind, rel in (("force_extract", "records", "force_extract"),
+                               ("aggregates", "table", "aggregates"), ("lookups", "lookup", "lookups")):
+            statuses.append(_status_of_folder(sid, kind, data_dir / rel, "*.csv*")[0])
+        frames.append(load_long(DataSpec(), None, paths, catalog).long)
+        lk = data_dir / "lookups" / "lsoa_lookup.csv"
+        police_check("police_uk", files, read_lookup(lk) if lk.is_file() else None)
+    # long CSVs named by evaluation parameter files
+    seen: set[Path] = set()
+    for spec_path in sorted(paths.evaluation_specs.glob("*.yaml")):
+        try:
+            ev = load_evaluation(spec_path)
+        except SvevalError:
+            continue  # `sveval validate` reports it
+        if ev.data.source != "csv" or not ev.data.path:
+            continue
+        p = Path(ev.data.path)
+        p = p if p.is_absolute() else (spec_path.parent / p).resolve()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            from sveval.data.ingest import read_long_csv
+
+            cont = [m.id for m in catalog.measures.values() if m.kind == "continuous"]
+            frames.append(read_long_csv(p, continuous=cont))
+            statuses.append(SourceStatus(f"csv:{p.name}", "long_csv", str(p), 1))
+        except DataError as exc:
+            statuses.append(SourceStatus(f"csv:{p.name}", "long_csv", str(p), 0, str(exc)))
+    long = pd.concat(frames, ignore_index=True) if frames else None
+    return data_quality(long, catalog, sources=statuses, out_of_area_checks=ooa, notes=notes)

@@ -147,14 +147,14 @@ def _function_name(node: exp.Expression) -> str:
     return type(node).__name__
 
 
-def _check_node(node: exp.Expression, known: dict[str, str], fail) -> None:
+def _check_node(node: exp.Expression, known: dict[str, str] | None, fail) -> None:
     if isinstance(node, exp.Column):
         if node.table or node.args.get("db") or node.args.get("catalog"):
             fail(f"column {node.sql(dialect='duckdb')!r} is qualified; use the bare column name")
         if isinstance(node.this, exp.Star):
             fail("'*' is not a column")
         name = node.name
-        if name.lower() not in known:
+        if known is not None and name.lower() not in known:
             allowed = ", ".join(sorted(known.values()))
             fail(f"unknown column '{name}'; this source's columns are: {allowed}")
         return
@@ -190,13 +190,15 @@ def _check_node(node: exp.Expression, known: dict[str, str], fail) -> None:
          "filter; use columns, literals, comparisons, AND/OR/NOT, IN, BETWEEN, LIKE, IS NULL, CASE")
 
 
-def compile_filter(expr: str, columns: Collection[str], *, where: str) -> str:
+def compile_filter(expr: str, columns: Collection[str] | None, *, where: str) -> str:
     """Check a filter expression and return DuckDB SQL regenerated from its syntax tree.
 
     Parameters
     ----------
     expr : the filter as written in ``measures.yaml``
-    columns : the columns of the measure's source (matched case-insensitively, as DuckDB does)
+    columns : the columns of the measure's source (matched case-insensitively, as DuckDB does);
+        None when they are not known yet (a file not read): everything but the column names is
+        checked, and ingestion checks again with the file's columns
     where : what the filter belongs to, for messages (e.g. ``"measure 'knife_crime'"``)
 
     Returns
@@ -250,7 +252,7 @@ def compile_filter(expr: str, columns: Collection[str], *, where: str) -> str:
         fail(f"nested too deeply (more than {MAX_DEPTH} levels)")
     if isinstance(tree, exp.Alias):
         fail("aliases ('AS') are not allowed; a filter is one boolean expression")
-    known = {str(c).lower(): str(c) for c in columns}
+    known = None if columns is None else {str(c).lower(): str(c) for c in columns}
     for node in tree.walk():
         _check_node(node, known, fail)
     sql = tree.sql(dialect="duckdb", comments=False)
@@ -297,6 +299,16 @@ def source_columns(source: str) -> frozenset[str]:
     return frozenset(cols)
 
 
+def _columns_for(source: str, kinds: dict[str, str] | None) -> frozenset[str] | None:
+    """Columns a filter on ``source`` may use; None when only the file will tell (records, tables)."""
+    if kinds is not None and source in kinds:
+        return frozenset(_POLICE_UK_VIEW) if kinds[source] == "police_uk" else None
+    try:
+        return source_columns(source)
+    except DataError:
+        return None
+
+
 def check_measure_filters(catalog: Any) -> dict[str, str]:
     """Compile every measure's filter in a catalogue; refuse all bad ones at once.
 
@@ -317,11 +329,12 @@ def check_measure_filters(catalog: Any) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     problems = []
+    kinds = catalog.source_kinds() if hasattr(catalog, "source_kinds") else None
     for k, m in enumerate(catalog.measures.values()):
         if m.filter is None:
             continue
         try:
-            out[m.id] = compile_filter(m.filter, source_columns(m.source), where=f"measure '{m.id}'")
+            out[m.id] = compile_filter(m.filter, _columns_for(m.source, kinds), where=f"measure '{m.id}'")
         except FilterError as exc:
             problems.append((f"measures.{k}.filter", exc.expression, f"measure '{m.id}': {exc.reason}"))
     if problems:
