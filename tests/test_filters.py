@@ -170,3 +170,45 @@ def test_source_columns_of_built_in_sources():
     assert {"icd10_code", "age_to", "n"} <= source_columns("hospital")
     with pytest.raises(DataError, match="unknown source"):
         source_columns("nope")
+
+
+def test_ingestion_refuses_a_bad_filter_and_writes_nothing(tmp_path, monkeypatch):
+    from sveval.data.ingest import aggregate
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "aggregates").mkdir()
+    (tmp_path / "aggregates" / "homicide_index.csv").write_text(
+        "month,financial_year,force_name,area_code,area_name,offence,victim_age_group,age_from,age_to,"
+        "method,domestic,homicides\n2024-01,2023/24,F,E06000047,Durham,Murder,18-24,18,24,Knife,N,1\n")
+    good = Catalog.load(PARAMS).measures["homicide"]
+    long = aggregate(tmp_path, [good])
+    assert long["count"].sum() == 1
+    for expr in ("1=1; COPY (SELECT 1) TO 'pwned.csv'", "length(read_text('/etc/passwd')) > 0"):
+        bad = good.model_copy(update={"filter": expr})
+        with pytest.raises(DataError, match=r"measure 'homicide': filter .* refused"):
+            aggregate(tmp_path, [bad])
+    assert not (tmp_path / "pwned.csv").exists()
+
+
+def test_validate_refuses_a_bad_filter(tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from sveval.cli import main
+
+    root = tmp_path / "p"
+    (root / "parameters" / "evaluations").mkdir(parents=True)
+    (root / "evaluations").mkdir()
+    for f in ("areas.yaml", "interventions.yaml", "measures.yaml"):
+        shutil.copy(PARAMS / f, root / "parameters" / f)
+    reg = yaml.safe_load((root / "parameters" / "measures.yaml").read_text())
+    k = next(i for i, m in enumerate(reg["measures"]) if m["id"] == "robbery")
+    reg["measures"][k]["filter"] = "crime_type = 'Robbery' OR length(read_text('/etc/passwd')) > 0"
+    (root / "parameters" / "measures.yaml").write_text(yaml.safe_dump(reg, sort_keys=False))
+    rc = main(["--root", str(root), "validate", "--all"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"measures.{k}.filter" in err and "measure 'robbery'" in err
+    assert "read_text('/etc/passwd')" in err and "function 'read_text' is not allowed" in err
+    assert "root:x:0:0" not in err
