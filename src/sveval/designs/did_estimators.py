@@ -75,6 +75,7 @@ def _check_vcov(vcov: str) -> None:
 
 
 def _vcov_text(vcov: str, unit_kind: str, df: float | None = None, G: int | None = None) -> str:
+    """``df`` given for CR2: Satterthwaite df; else t with ``G - 1`` df."""
     how = f"cluster-robust by {unit_kind}, {VCOV_TEXT[vcov]}"
     if vcov == "CR2" and df is not None:
         return f"{how}, t with {df:.1f} Satterthwaite df"
@@ -234,10 +235,9 @@ def poisson_fe(panel: DidPanel, alpha: float = 0.05, covid: tuple[str, str] | No
     """Poisson fixed effects ``count ~ D | unit + month`` with ``log(population)`` exposure.
 
     The effect is a rate ratio. Standard errors are clustered by unit (``vcov``, default fixest's
-    small-sample correction; t with G-1 df, Satterthwaite df for CR2), which makes the Poisson
+    small-sample correction; t with G-1 df, also for CR2), which makes the Poisson
     quasi-likelihood robust to overdispersion and serial correlation within units. CR2 and CR3
-    treat the fit as the weighted least-squares problem at convergence (weights ``mu``), as
-    clubSandwich does for a ``glm``.
+    treat the fit as the weighted least-squares problem at convergence (weights ``mu``).
     """
     _check_vcov(vcov)
     f, fes = _frame(panel, covid)
@@ -265,11 +265,12 @@ def poisson_fe(panel: DidPanel, alpha: float = 0.05, covid: tuple[str, str] | No
         fu = f.loc[used].reset_index(drop=True)
         a = _adjusted(fu, ["D"], fes, vcov, None, resid=fu["count"].to_numpy(float) - fitted[used],
                       weights=fitted[used])
-        se, df = float(np.sqrt(a.vcov[0, 0])), float(a.df[0])
+        se = float(np.sqrt(a.vcov[0, 0]))
     lo, hi, p = _t_interval(coef, se, df, alpha)
     cf = fitted * np.exp(-coef * f["D"].to_numpy(float))
+    # Satterthwaite df are validated for linear models only: a GLM keeps t with G - 1 df
     method = ("Poisson fixed effects (unit and month), exposure log(population) if known; "
-              + _vcov_text(vcov, panel.unit_kind, df, G))
+              + _vcov_text(vcov, panel.unit_kind, None, G))
     return DidFit("poisson_fe", "rate_ratio", coef, se, lo, hi, p, method, int(fit._N), G, fitted, cf,
                   extra={"rows_used": int(used.sum()), "vcov": vcov, "df": df})
 

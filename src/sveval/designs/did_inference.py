@@ -485,7 +485,9 @@ def _basis(a: np.ndarray, tol: float = 1e-10) -> np.ndarray:
 def _sym_power(b: np.ndarray, p: float, tol: float = 1e-12) -> np.ndarray:
     """``b^p`` of a symmetric p.s.d. matrix, zero on its null space (clubSandwich's matrix_power)."""
     val, vec = np.linalg.eigh(b)
-    vp = np.where(val > tol, np.abs(val) ** p, 0.0)
+    keep = val > tol
+    vp = np.zeros_like(val)
+    vp[keep] = val[keep] ** p
     return (vec * vp) @ vec.T
 
 
@@ -512,7 +514,10 @@ def adjusted_cluster_vcov(x: np.ndarray, cluster: np.ndarray, other_fe: np.ndarr
     y : outcome of a linear model (residuals and coefficients are computed here), or
     resid : residuals of a fitted GLM (``y - mu`` for Poisson) together with
     weights : its working weights (``mu`` for Poisson; the model is then the weighted least
-        squares problem at convergence, as clubSandwich treats a ``glm``)
+        squares problem at convergence with ``(I - H_jj)^{-1/2}`` in the weighted space: on the
+        castle-doctrine Poisson panel the CR2 standard error is within 0.2% of clubSandwich's
+        ``vcovCR.glm``, which places the working variance differently; its Satterthwaite df are not
+        clubSandwich's, so callers use G - 1 df for a GLM)
     contrasts : (q, k) rows ``c`` whose Satterthwaite degrees of freedom are wanted (default: each
         coefficient)
 
