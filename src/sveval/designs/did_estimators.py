@@ -7,8 +7,10 @@
 * :func:`did2s` -- Gardner's two-stage DiD (heterogeneity-robust cross-check).
 
 The fixed-effects fits use pyfixest: its compiled demeaner fits the 35,000-LSOA x 120-month
-panel (4.2M rows) in seconds where dummy-variable OLS is infeasible, and its cluster-robust
-variances follow fixest (R), which the tests check against R's clubSandwich. Linear estimators
+panel (4.2M rows) in seconds where dummy-variable OLS is infeasible. Cluster-robust variances
+(``vcov``): fixest's default small-sample correction, or clubSandwich's CR1 / CR1S / CR2
+(Bell-McCaffrey, Satterthwaite df) / CR3, checked against fixest and clubSandwich values
+(tests/test_did_ssc.py); the choice is named in every fit's method text. Linear estimators
 switch to the wild cluster restricted bootstrap (:mod:`sveval.designs.did_inference`) when there
 are fewer than ``few_clusters`` clusters (``inference='auto'``).
 """
