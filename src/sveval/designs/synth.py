@@ -11,9 +11,21 @@ The headline interval and p-value come from conformal inference (Chernozhukov, W
 residuals are tested by moving-block permutations of the periods, valid for one treated area
 however few the donors. Placebos in space (every donor in turn treated as if it were the treated
 area; p-value = rank of the post/pre RMSPE ratio, never below 1 / (donors + 1)) are a check.
-Monthly evaluations (:func:`evaluate`) match trailing 12-month means and demean the series
-(Ferman & Pinto 2021), since a few events a month are mostly noise month by month; the percent
-change is bounded below at -100%.
+Monthly evaluations match trailing 12-month means and demean the series (Ferman & Pinto 2021),
+since a few events a month are mostly noise month by month; the percent change is bounded below at
+-100%.
+
+The smoothing window follows the frequency of the series (:data:`FREQUENCY_SMOOTH`: 12 months, 4
+quarters, none for years), given explicitly, in :class:`~sveval.spec.SynthOptions` or inferred from
+the period index (:func:`infer_frequency`); an explicit ``smooth`` wins. On the yearly Proposition
+99 panel the default is therefore unsmoothed, as in ADH (2010).
+
+Covariates (:func:`synth_fit_predictors`): predictor means over chosen windows with the V weights of
+ADH (2010) chosen by the nested optimisation of the R package Synth (or its regression-based V);
+placebo units are refitted the same way and inference is ADH's (placebo gaps, RMSPE-ratio rank).
+
+``SynthOptions.method = "sdid"`` gives synthetic difference-in-differences instead
+(:func:`evaluate_sdid`, :mod:`sveval.designs.sdid`; Arkhangelsky et al. 2021).
 """
 
 from __future__ import annotations
