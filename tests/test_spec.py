@@ -9,7 +9,7 @@ import yaml
 
 from sveval.cli import main
 from sveval.errors import SpecError
-from sveval.pipeline.context import prepare
+from sveval.pipeline.api import prepare
 from sveval.spec import EvaluationSpec, ITSOptions, load_evaluation, parse_period
 
 GOOD = {
@@ -177,3 +177,15 @@ def test_count_only_options_refused_for_a_continuous_measure(project):
         text = str(info.value)
         assert "probe.yaml" in text and field in text and "continuous" in text
     prepare(write_spec(project, dict(GOOD, its={"model": "gls_ar"})), root=project, catalog=catalog)
+
+
+def test_bad_comparison_lsoas_refused_at_validation(project, repo_root):
+    """An LSOA-level DiD builds its panel at validation: a bad comparison LSOA is refused by
+    ``sveval validate`` (it used to pass and fail only when the model was fitted)."""
+    data = yaml.safe_load((repo_root / "parameters/evaluations/did-nte-safe-streets.yaml").read_text())
+    data["id"] = "probe-lsoa"
+    data["comparison"]["lsoas"] = [*data["comparison"]["lsoas"][:3], "E01999999"]
+    path = write_spec(project, data)
+    err = refused(path, project)
+    assert "comparison.lsoas.3" in str(err) and "E01999999" in str(err)
+    assert main(["--root", str(project), "validate", str(path)]) == 2

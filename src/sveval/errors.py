@@ -83,13 +83,9 @@ class EstimationError(SvevalError):
     """A model could not be fitted (too few points, no variation, failed convergence)."""
 
 
-class NotebookError(SvevalError):
-    """An evaluation notebook failed; the executed notebook is kept at ``output_path``."""
-
-    def __init__(self, evaluation_id: str, output_path: Path, message: str):
-        self.evaluation_id = evaluation_id
-        self.output_path = output_path
-        super().__init__(f"evaluation '{evaluation_id}' failed: {message} (see {output_path})")
+class OptionError(SvevalError, ValueError):
+    """An option passed to a design or model function is not one it accepts (the Python API's
+    equivalent of a parameter-file error; also a ValueError for callers that catch those)."""
 
 
 class PublishError(SvevalError):

@@ -102,6 +102,14 @@ class EvaluationContext:
         return df[(df["period"] >= self.start) & (df["period"] <= self.end)].reset_index(drop=True)
 
 
+def its_options(spec: EvaluationSpec, intervention: InterventionSpec):
+    """The evaluation's ITS options with defaults from the registries filled in (the one place):
+    an unset ``phase_in_months`` takes the intervention's phase-in from interventions.yaml."""
+    if spec.its.phase_in_months is not None:
+        return spec.its
+    return spec.its.model_copy(update={"phase_in_months": int(intervention.phase_in_months or 0)})
+
+
 def _load_long(spec: EvaluationSpec, spec_path: Path, paths: ProjectPaths, catalog: Catalog):
     d = load_long(spec.data, spec_path, paths, catalog)
     return d.long, d.files, d.data_dir
@@ -147,10 +155,7 @@ def prepare_spec(
     catalog.check_evaluation(spec, spec_path)
     measure = catalog.measures[spec.measure]
     intervention = catalog.interventions[spec.intervention]
-    if spec.its.phase_in_months is None:  # default: the registry's phase-in of the intervention
-        spec = spec.model_copy(
-            update={"its": spec.its.model_copy(update={"phase_in_months": intervention.phase_in_months})}
-        )
+    spec = spec.model_copy(update={"its": its_options(spec, intervention)})
     comparison = catalog.resolve_comparison(spec)
     if spec.comparison is not None and not comparison and not spec.comparison.lsoas and spec.comparison.rule != "untreated_lsoas_same_areas":
         raise SpecError(spec_path, [("comparison", None, "the comparison group is empty after exclusions")])

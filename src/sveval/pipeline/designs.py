@@ -31,8 +31,6 @@ def run_its(ctx: EvaluationContext) -> Result:
     """Run the ITS design of an evaluation context (:func:`sveval.pipeline.context.prepare`)."""
     spec = ctx.spec
     opts: ITSOptions = spec.its
-    if opts.phase_in_months is None:
-        opts = opts.model_copy(update={"phase_in_months": int(getattr(ctx.intervention, "phase_in_months", 0) or 0)})
     comparison = ctx.comparison_series() if spec.comparison is not None else None
     breaks = tuple((b["period"], b.get("name", b["period"])) for b in (ctx.measure.breaks or []))
     try:
@@ -167,6 +165,14 @@ DESIGNS: dict[str, Callable[[EvaluationContext], Result]] = {
     "did": run_did,
     "synth": run_synth,
 }
+
+
+def check_inputs(ctx: EvaluationContext) -> None:
+    """Checks of the design's inputs that need the data, run at validation (before anything runs):
+    an LSOA-level DiD builds its panel here, so a bad ``comparison.lsoas`` or a treated LSOA
+    without data is refused by ``sveval validate``, not when the model is fitted."""
+    if ctx.spec.design == "did" and ctx.spec.did.unit == "lsoa":
+        panel_from_context(ctx)
 
 
 def run_design(ctx: EvaluationContext) -> Result:

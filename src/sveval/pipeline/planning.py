@@ -8,7 +8,7 @@ from sveval.catalog import Catalog
 from sveval.errors import SpecError
 from sveval.paths import ProjectPaths
 from sveval.periods import add_months, period_index
-from sveval.pipeline.context import _load_long
+from sveval.pipeline.context import _load_long, its_options
 from sveval.spec import load_evaluation
 
 
@@ -52,9 +52,7 @@ def plan(
               f"data before the launch (data from {start})")],
         )
     series = area_series(long, spec.measure, list(spec.areas), start, pre_end)
-    its = spec.its
-    if its.phase_in_months is None:
-        its = its.model_copy(update={"phase_in_months": intervention.phase_in_months})
+    its = its_options(spec, intervention)
     return months_to_detect(
         series, launch, effect, power=power, options=its, kind=measure.kind,
         better_if=measure.better_if, max_months=max_months, n_sim=n_sim,

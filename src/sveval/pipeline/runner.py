@@ -36,7 +36,7 @@ from sveval._version import __version__
 from sveval.catalog import Catalog
 from sveval.errors import SvevalError
 from sveval.paths import ProjectPaths, write_json_atomic
-from sveval.pipeline.context import prepare
+from sveval.pipeline.api import prepare
 from sveval.pipeline.record import failure_record, write_record
 
 KERNEL_START_ERRORS = ("Kernel died before replying to kernel_info", "Kernel didn't respond", "DeadKernelError")
@@ -135,19 +135,6 @@ def _load_manifest(path: Path) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError):
             return {}
     return {}
-
-
-def _notebook_error(nb_path: Path) -> str | None:
-    """The error recorded in an executed notebook, if any."""
-    try:
-        nb = json.loads(nb_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    for cell in nb.get("cells", []):
-        for out in cell.get("outputs", []) or []:
-            if out.get("output_type") == "error":
-                return f"{out.get('ename')}: {out.get('evalue')}"
-    return None
 
 
 def _keep_previous(out_dir: Path, eid: str) -> None:
