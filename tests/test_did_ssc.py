@@ -35,9 +35,24 @@ def ck_panel(column: str):
     return make_panel(d, coh, population=None, outcome="count", unit_kind="store")
 
 
+def castle_panel() -> pd.DataFrame:
+    """The Cheng-Hoekstra castle-doctrine panel as shipped by the PyPI package causaldata (a test
+    dependency: the data are not copied into this repository); columns as in make_ssc_panels.py."""
+    castle_data = pytest.importorskip("causaldata.castle")
+    c = castle_data.load_pandas().data
+    c = c[["sid", "year", "l_homicide", "homicide", "post", "popwt"]].copy()
+    # the package stores float32; the references were computed from its shortest decimal form
+    # (as pandas writes float32 to CSV), so read the columns the same way
+    for col in ("l_homicide", "homicide", "popwt"):
+        c[col] = pd.to_numeric(c[col].astype(str))
+    first = c[c["post"] > 0].groupby("sid")["year"].min()
+    c["effyear"] = c["sid"].map(first).fillna(0).astype(int)
+    return c
+
+
 @pytest.fixture(scope="module")
 def castle():
-    c = pd.read_csv(REF / "castle.csv")
+    c = castle_panel()
     b = period_index("2000-01")
     c["period"] = (c["year"] - 2000 + b).map(period_from_index)
     c["unit"] = c["sid"].astype(str)

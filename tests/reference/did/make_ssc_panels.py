@@ -42,5 +42,5 @@ c = c[["sid", "year", "l_homicide", "homicide", "post", "popwt"]].copy()
 # first year with the law in force (post > 0; post is the fraction of the year in force), 0 = never
 first = c[c["post"] > 0].groupby("sid")["year"].min()
 c["effyear"] = c["sid"].map(first).fillna(0).astype(int)
-c.to_csv("castle.csv", index=False)
+c.to_csv("castle.csv", index=False)  # scratch input for ssc_reference.py / the R script: not committed
 print(c.shape, np.unique(c["effyear"]), np.unique(c["post"]).round(3))
