@@ -16,6 +16,7 @@ from sveval.spec import (
     MeasureRegistry,
     MeasureSpec,
     load_model,
+    read_yaml,
     shorten_value,
 )
 
@@ -74,6 +75,18 @@ class Catalog:
     def headline_measures(self) -> list[MeasureSpec]:
         return [m for m in self.measures.values() if m.headline]
 
+    def source_kinds(self) -> dict[str, str] | None:
+        """Source id -> kind from ``sources.yaml`` beside the registries (None when there is none;
+        the file itself is checked by :mod:`sveval.data.sources`)."""
+        path = self.parameters_dir / "sources.yaml"
+        if not path.is_file():
+            return None
+        raw = read_yaml(path)
+        items = raw.get("sources") if isinstance(raw, dict) else None
+        if not isinstance(items, list):
+            raise SpecError(path, [("sources", None, "a list of sources is required")])
+        return {str(x.get("id")): str(x.get("kind")) for x in items if isinstance(x, dict)}
+
     # -- checks -------------------------------------------------------------------------------------
     def _check_references(self) -> None:
         problems = []
@@ -99,9 +112,17 @@ class Catalog:
         if problems:
             raise SpecError(self.parameters_dir / "interventions.yaml", problems)
         problems = []
+        sources = self.source_kinds()
         for k, ms in enumerate(self.measures.values()):
             if ms.parent and ms.parent not in self.measures:
                 problems.append((f"measures.{k}.parent", ms.parent, "unknown parent measure"))
+            if sources is not None and ms.source not in sources:
+                problems.append((f"measures.{k}.source", ms.source, "unknown source; sources in "
+                                 "sources.yaml: " + ", ".join(sorted(sources)) + _suggest(ms.source, list(sources))))
+            elif sources is not None and sources[ms.source] in ("population", "lookup"):
+                problems.append((f"measures.{k}.source", ms.source,
+                                 f"a {sources[ms.source]} source holds no counts; name a police_uk, "
+                                 "records or table source"))
         if problems:
             raise SpecError(self.parameters_dir / "measures.yaml", problems)
 
@@ -169,6 +190,7 @@ def _unique(path: Path, section: str, keys: list[str], items: list) -> dict:
     if problems:
         raise SpecError(path, problems)
     return seen
+
 
 def _sensitivity_problems(spec: EvaluationSpec, path: Path) -> list[tuple[str, str, str]]:
     """``sensitivity_of`` must name another evaluation file beside this one, of the same

@@ -430,12 +430,23 @@ def load_example_long(data_dir: Path | str, catalog) -> pd.DataFrame:
 
 
 def load_example_lsoa(data_dir: Path | str, catalog, measure_id: str) -> pd.DataFrame:
-    """LSOA x month counts of one record-level measure (cached): period, lsoa_code, area_code, measure, count."""
+    """LSOA x month counts of one record-level measure: period, lsoa_code, area_code, measure, count.
+
+    From the store when ``data_dir`` is a store or holds one (``.store``, the example's), else
+    ingested directly from the example layout (cached).
+    """
     data_dir = Path(data_dir)
     measures = {m.id: m for m in _catalog_measures(catalog)}
     if measure_id not in measures:
         raise DataError(f"unknown measure '{measure_id}'; known: {', '.join(sorted(measures))}")
     m = measures[measure_id]
+    from sveval.data.store import Store, is_store
+
+    for root in (data_dir / ".store", data_dir):  # the store of the example, or a project's store
+        if is_store(root):
+            store = Store(root)
+            areas = {c: a.name for c, a in getattr(catalog, "areas", {}).items()}
+            return store.lsoa(store.sources(), m, areas)
     key = cache_key(data_dir, [m])
     return _cached(data_dir, f"lsoa-{measure_id}-{key}", lambda: aggregate_lsoa(data_dir, m))
 

@@ -1,0 +1,895 @@
+"""The persistent, incremental store: every source of ``sources.yaml`` aggregated under ``data/``.
+
+Layout (a folder, not in git)::
+
+    <store>/manifest.json        what was read: per source its signature and parts, per file its
+                                 key (path, or zip!member), size, mtime (or zip CRC), CRC-32, rows
+    <store>/parts/<source>-<uuid>.parquet
+                                 aggregates of one ingest batch (see below)
+
+:meth:`Store.ingest` reads only new or changed files: a file whose size and mtime are unchanged is
+skipped; one whose mtime changed but whose size and CRC-32 are unchanged is only re-stamped. A
+source whose definition or measures changed (its *signature*: the source entry, the measures
+naming it, the ingestion version) is re-read in full. New parts are written first, then a new
+manifest replaces the old one atomically (``os.replace``); a failed ingest deletes its new parts
+and leaves the last good store. A lock file serialises concurrent ingests.
+
+What a part holds, by source kind (record-level data stop here):
+
+``police_uk``  file, period, lsoa_code, lsoa_name, category (crime type), n, and one count column
+               ``m:<measure>`` per measure of the source (records passing its filter)
+``records``    file, period, lsoa_code, area_code, n, ``m:<measure>``
+``table``      file, period (canonical, in the source's granularity), area_code, ``m:<measure>``
+               (sum of the count column over rows passing the filter) and ``p:<measure>`` (rows of
+               the measure: its area universe)
+``population`` file, year, area_code, band, population
+``lookup``     file, lsoa_code, area_code, lsoa_name
+
+:meth:`Store.long` then maps LSOAs to areas (the lookup, or the LSOA name's prefix against the
+area registry), zero-fills every period of the data for every area of the measure's source and
+adds populations: the long frame of :mod:`sveval.data.ingest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from sveval.data import policeuk
+from sveval.data.filters import compile_filter
+from sveval.data.sources import (
+    Sources,
+    SourcesFile,
+    SourceSpec,
+    normalise_period,
+    period_range,
+    period_year,
+)
+from sveval.errors import DataError
+from sveval.spec import MeasureSpec
+
+STORE_VERSION = "1"
+LONG_COLUMNS = ["period", "area_code", "measure", "count", "population"]
+LSOA_COLUMNS = ["period", "lsoa_code", "area_code", "measure", "count"]
+BATCH_BYTES = 256 << 20
+_DUCK_TYPES = {"text": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "date": "DATE",
+               "timestamp": "TIMESTAMP", "boolean": "VARCHAR"}
+
+
+def _q(s: str) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + str(s).replace('"', '""') + '"'
+
+
+def crc32_file(path: Path) -> int:
+    c = 0
+    with open(path, "rb") as fh:
+        while b := fh.read(1 << 22):
+            c = zlib.crc32(b, c)
+    return c
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One input file of a source (or one street file inside a zip)."""
+
+    key: str
+    path: Path
+    member: str | None
+    size: int
+    stamp: int
+
+
+@dataclass
+class SourceReport:
+    id: str
+    kind: str
+    files: int = 0
+    files_read: int = 0
+    rows: int = 0
+
+
+@dataclass
+class IngestReport:
+    """What one :meth:`Store.ingest` did."""
+
+    sources: list[SourceReport] = field(default_factory=list)
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def files_read(self) -> int:
+        return sum(s.files_read for s in self.sources)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.sources)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        lines = [f"{s.id:<20} {s.kind:<10} {s.files:>6} files, {s.files_read:>6} read, "
+                 f"{s.rows:>12,} rows" for s in self.sources]
+        lines.append(f"read {self.files_read} file(s), {self.rows:,} rows in {self.seconds:.1f} s "
+                     f"({self.rows_per_second:,.0f} rows/s)")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _connect(threads: int | None = None, memory: str = "700MB") -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads or max(1, min(2, os.cpu_count() or 1))}")
+    con.execute(f"SET memory_limit = '{memory}'")
+    con.execute("SET preserve_insertion_order = false")
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
+    return con
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading a source's files into a relation with sveval's columns
+# ------------------------------------------------------------------------------------------------
+def _read_header(path: Path, fmt: str, sid: str) -> list[str]:
+    opener = gzip.open if fmt == "csv.gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            first = next(csv.reader(io.StringIO(fh.readline())), None)
+    except UnicodeDecodeError:
+        raise DataError(f"source '{sid}': not UTF-8 text (save the file as UTF-8)", path=path,
+                        row=0) from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"source '{sid}': cannot read the file ({exc})", path=path) from None
+    if not first or not any(h.strip() for h in first):
+        raise DataError(f"source '{sid}': empty file (no header)", path=path)
+    return [h.strip() for h in first]
+
+
+def _columns_of(s: SourceSpec, header: list[str], path: Path) -> dict[str, str]:
+    """sveval name -> header for every column a query may use (mapped names and own headers)."""
+    for name, h in s.columns.items():
+        if h not in header:
+            raise DataError(f"source '{s.id}': column '{h}' (mapped to {name}) is not in the file's "
+                            f"header; found: {', '.join(header)}", path=path, column=h)
+    # DuckDB names are case-insensitive: a mapped name hides a header spelled the same way
+    mapped = {n.lower() for n in s.columns}
+    cols = {h: h for h in header if h.lower() not in mapped}
+    cols.update(s.columns)
+    return cols
+
+
+def _type_of(s: SourceSpec, name: str, header: str) -> str:
+    return s.types.get(name) or s.types.get(header) or "text"
+
+
+def _select_list(s: SourceSpec, cols: dict[str, str]) -> str:
+    parts = []
+    tv = "(" + ", ".join(_q(v) for v in s.true_values) + ")"
+    for name, h in cols.items():
+        t = _type_of(s, name, h)
+        expr = f"({_ident(h)} IN {tv})" if t == "boolean" else _ident(h)
+        parts.append(f"{expr} AS {_ident(name)}")
+    return ", ".join(parts)
+
+
+def _relations(con, sources: Sources, s: SourceSpec, files: list[FileRef], tmp: Path
+               ) -> list[tuple[str, dict[str, str]]]:
+    """Subqueries over the files (one per header layout) with ``file`` (the key) and sveval columns."""
+    by_layout: dict[tuple, list[FileRef]] = {}
+    for f in files:
+        fmt = sources.file_format(s, f.path)
+        header = tuple(_read_header(f.path, fmt, s.id)) if fmt in ("csv", "csv.gz") else ()
+        by_layout.setdefault((fmt, header), []).append(f)
+    out = []
+    for (fmt, header), group in by_layout.items():
+        keys = "(VALUES " + ", ".join(f"({_q(f.path.as_posix())}, {_q(f.key)})" for f in group) + ")"
+        if fmt in ("csv", "csv.gz"):
+            cols = _columns_of(s, list(header), group[0].path)
+            types = {h: _DUCK_TYPES[_type_of(s, h, h)] for h in header}
+            for name, h in s.columns.items():
+                types[h] = _DUCK_TYPES[_type_of(s, name, h)]
+            if s.kind == "table":
+                types[s.header("period")] = "VARCHAR"
+                types[s.header("count")] = "DOUBLE"
+            elif s.kind == "population":
+                types[s.header("population")] = "DOUBLE"
+                types[s.header("year")] = "INTEGER"
+            ctypes = "{" + ", ".join(f"{_q(h)}: {_q(types[h])}" for h in header) + "}"
+            flist = "[" + ", ".join(_q(f.path.as_posix()) for f in group) + "]"
+            src = (f"read_csv({flist}, header = true, columns = {ctypes}, auto_detect = false, "
+                   f"delim = ',', quote = '\"', escape = '\"', dateformat = {_q(s.date_format)}, "
+                   f"timestampformat = {_q(s.timestamp_format)}, filename = true)")
+            sel = (f"(SELECT k.key AS file, {_select_list(s, cols)} FROM {src} r "
+                   f"JOIN {keys} k(path, key) ON r.filename = k.path)")
+            out.append((sel, cols))
+            continue
+        for f in group:
+            if fmt == "parquet":
+                src = f"read_parquet({_q(f.path.as_posix())})"
+                header_f = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            else:  # xlsx
+                try:
+                    df = pd.read_excel(f.path, sheet_name=s.sheet or 0, dtype=object)
+                except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds
+                    raise DataError(f"source '{s.id}': cannot read the workbook ({exc})", path=f.path) from None
+                df.columns = [str(c).strip() for c in df.columns]
+                name = f"xlsx_{uuid.uuid4().hex[:8]}"
+                text = df.astype(str).where(df.notna(), None)  # typed below by explicit casts
+                for c in df.columns:  # whole numbers read as floats by the workbook reader
+                    if pd.api.types.is_float_dtype(df[c]):
+                        whole = df[c].dropna().mod(1).eq(0).all()
+                        text[c] = df[c].map(lambda v, w=whole: None if pd.isna(v) else
+                                            (str(int(v)) if w else repr(float(v))))
+                    elif pd.api.types.is_datetime64_any_dtype(df[c]):
+                        text[c] = df[c].dt.strftime("%Y-%m-%d %H:%M:%S").where(df[c].notna(), None)
+                con.register(name, text)
+                src = name
+                header_f = list(df.columns)
+            cols = _columns_of(s, header_f, f.path)
+            casts = []
+            tv = "(" + ", ".join(_q(v) for v in s.true_values) + ")"
+            for name, h in cols.items():
+                t = _type_of(s, name, h)
+                if s.kind == "table" and name == "count":
+                    t = "number"
+                if t == "boolean":
+                    casts.append(f"(CAST({_ident(h)} AS VARCHAR) IN {tv}) AS {_ident(name)}")
+                elif t == "date" and fmt == "xlsx":
+                    casts.append(f"CAST(CAST({_ident(h)} AS TIMESTAMP) AS DATE) AS {_ident(name)}")
+                else:
+                    casts.append(f"CAST({_ident(h)} AS {_DUCK_TYPES[t]}) AS {_ident(name)}")
+            out.append((f"(SELECT {_q(f.key)} AS file, {', '.join(casts)} FROM {src})", cols))
+    return out
+
+
+def _need(s: SourceSpec, cols: dict[str, str], *names: str, path: Path | None = None) -> str:
+    hit = next((n for n in names if n in cols), None)
+    if hit is None:
+        raise DataError(f"source '{s.id}': needs a column {' or '.join(names)} (map it in "
+                        f"'columns'); found: {', '.join(c for c in cols if cols[c] == c)}",
+                        path=path, column=names[0])
+    return hit
+
+
+def _condition(m: MeasureSpec, s: SourceSpec, cols: Iterable[str], age_col: str | None) -> str:
+    conds = []
+    if m.filter:
+        conds.append("(" + compile_filter(m.filter, list(cols), where=f"measure '{m.id}'") + ")")
+    if m.age_max is not None:
+        if age_col is None or age_col not in cols:
+            raise DataError(f"measure '{m.id}': age_max needs an age column in source '{s.id}' "
+                            f"({'age' if s.kind == 'records' else 'age_to'})")
+        conds.append(f"{_ident(age_col)} <= {int(m.age_max)}")
+    return " AND ".join(conds) if conds else "TRUE"
+
+
+# ------------------------------------------------------------------------------------------------
+# The store
+# ------------------------------------------------------------------------------------------------
+class Store:
+    """A store folder (see the module docstring)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.parts_dir = self.root / "parts"
+
+    # -- manifest ----------------------------------------------------------------------------------
+    def manifest(self) -> dict:
+        p = self.root / "manifest.json"
+        if not p.exists():
+            return {"version": STORE_VERSION, "sources": {}}
+        try:
+            m = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"version": STORE_VERSION, "sources": {}}
+        return m if m.get("version") == STORE_VERSION else {"version": STORE_VERSION, "sources": {}}
+
+    def _write_manifest(self, m: dict) -> None:
+        tmp = self.root / f".manifest.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
+        tmp.write_text(json.dumps(m, indent=1, sort_keys=True))
+        os.replace(tmp, self.root / "manifest.json")
+
+    def sources(self) -> Sources:
+        """The catalogue the store was last ingested from (a store describes itself)."""
+        cat = self.manifest().get("catalogue")
+        if not cat:
+            raise DataError("the store is empty: run 'sveval data ingest' first", path=self.root)
+        return Sources(SourcesFile.model_validate(cat["spec"]), Path(cat["base_dir"]),
+                       Path(cat["path"]) if cat.get("path") else None)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as fh:
+            try:
+                import fcntl
+
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - not POSIX
+                pass
+            yield
+
+    # -- discovering files --------------------------------------------------------------------------
+    @staticmethod
+    def discover(sources: Sources, s: SourceSpec) -> list[FileRef]:
+        paths = sources.files(s)
+        if s.kind == "police_uk":
+            return [FileRef(f.key, f.path, f.member, f.size, f.stamp)
+                    for f in policeuk.street_files(paths, sources.base_dir, s.forces, s.id)]
+        out = []
+        for p in paths:
+            st = p.stat()
+            if st.st_size == 0:
+                raise DataError(f"source '{s.id}': empty file", path=p)
+            try:
+                key = p.relative_to(sources.base_dir).as_posix()
+            except ValueError:
+                key = p.as_posix()
+            out.append(FileRef(key, p, None, st.st_size, st.st_mtime_ns))
+        return out
+
+    @staticmethod
+    def signature(s: SourceSpec, measures: list[MeasureSpec], sources: Sources) -> str:
+        payload = {"v": STORE_VERSION, "source": s.model_dump(mode="json"),
+                   "measures": [[m.id, m.filter, m.age_max] for m in measures]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- ingest ---------------------------------------------------------------------------------------
+    def ingest(self, sources: Sources, measures: Iterable[MeasureSpec], progress: bool = False,
+               log: Callable[[str], None] | None = None) -> IngestReport:
+        """Read new or changed files of every source into the store (see the module docstring)."""
+        measures = list(measures)
+        by_source = _measures_by_source(sources, measures)
+        t0 = time.perf_counter()
+        report = IngestReport()
+        with self._lock():
+            old = self.manifest()
+            new = {"version": STORE_VERSION, "sources": {}}
+            written: list[Path] = []
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=self.root))
+            con = _connect()
+            try:
+                plan = []
+                for s in sources:
+                    files = self.discover(sources, s)
+                    sig = self.signature(s, by_source.get(s.id, []), sources)
+                    prev = old["sources"].get(s.id, {})
+                    prev_files = prev.get("files", {}) if prev.get("sig") == sig else {}
+                    keep, todo = {}, []
+                    for f in files:
+                        e = prev_files.get(f.key)
+                        if e and e["size"] == f.size and e["stamp"] == f.stamp:
+                            keep[f.key] = e
+                        elif e and e["size"] == f.size and f.member is None and \
+                                crc32_file(f.path) == e["crc"]:
+                            keep[f.key] = {**e, "stamp": f.stamp}
+                        else:
+                            todo.append(f)
+                    plan.append((s, sig, files, keep, todo))
+                    report.sources.append(SourceReport(s.id, s.kind, len(files), len(todo)))
+                total = sum(f.size for *_, todo in plan for f in todo)
+                bar = _bar(total, progress)
+                for (s, sig, _files, keep, todo), rep in zip(plan, report.sources, strict=True):
+                    entries = dict(keep)
+                    prev_parts = old["sources"].get(s.id, {}).get("parts", {}) if keep else {}
+                    parts = {p: n for p, n in prev_parts.items() if any(e["part"] == p for e in keep.values())}
+                    for batch in _batches(todo):
+                        part, rows = self._read_batch(con, sources, s, by_source.get(s.id, []), batch, tmp)
+                        written.append(part)
+                        parts[part.name] = len(batch)
+                        for f in batch:
+                            entries[f.key] = {"size": f.size, "stamp": f.stamp, "crc": rows[f.key][1],
+                                              "rows": rows[f.key][0], "part": part.name,
+                                              "lo": rows[f.key][2], "hi": rows[f.key][3]}
+                        rep.rows += sum(r[0] for r in rows.values())
+                        bar.update(sum(f.size for f in batch))
+                    new["sources"][s.id] = {"sig": sig, "kind": s.kind, "files": entries, "parts": parts,
+                                            "granularity": s.granularity if s.kind == "table" else
+                                            ("year" if s.kind == "population" else "month")}
+                bar.close()
+                report.warnings += self._check_mapping(con, sources, new)
+                new["catalogue"] = {"base_dir": sources.base_dir.as_posix(),
+                                    "path": sources.path.as_posix() if sources.path else None,
+                                    "spec": sources.spec.model_dump(mode="json")}
+                self._write_manifest(new)
+            except BaseException:
+                for p in written:
+                    p.unlink(missing_ok=True)
+                raise
+            finally:
+                con.close()
+                shutil.rmtree(tmp, ignore_errors=True)
+            live = {e["part"] for src in new["sources"].values() for e in src["files"].values()}
+            for p in self.parts_dir.glob("*.parquet"):
+                if p.name not in live:
+                    p.unlink(missing_ok=True)
+        report.seconds = time.perf_counter() - t0
+        if log:
+            log(report.summary())
+        return report
+
+    def _read_batch(self, con, sources: Sources, s: SourceSpec, measures: list[MeasureSpec],
+                    batch: list[FileRef], tmp: Path) -> tuple[Path, dict[str, tuple]]:
+        """Aggregate one batch of files into a new part; per file: rows, CRC-32, first/last period."""
+        with ThreadPoolExecutor(1) as pool:
+            crcs = pool.map(lambda f: f.stamp if f.member else crc32_file(f.path), batch)
+            sql = self._batch_sql(con, sources, s, measures, batch, tmp)
+            part = self.parts_dir / f"{s.id}-{uuid.uuid4().hex[:12]}.parquet"
+            tmp_part = tmp / part.name
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS {sql}")
+            except duckdb.Error as exc:
+                raise DataError(f"source '{s.id}': cannot read {len(batch)} file(s) "
+                                f"({batch[0].key}{' ...' if len(batch) > 1 else ''}): "
+                                f"{str(exc).splitlines()[0]}", path=batch[0].path) from None
+            crc = dict(zip([f.key for f in batch], crcs, strict=True))
+        if s.kind == "table":
+            self._normalise_table_periods(con, s, batch)
+        per = {r[0]: r[1:] for r in con.execute(self._stats_sql(s)).fetchall()}
+        if s.kind in ("police_uk", "records"):
+            self._check_months(con, s, batch)
+        con.execute(f"COPY batch TO {_q(tmp_part.as_posix())} (FORMAT parquet)")
+        os.replace(tmp_part, part)
+        out = {}
+        for f in batch:
+            n, lo, hi = per.get(f.key, (0, None, None))
+            if n == 0:
+                raise DataError(f"source '{s.id}': no data rows in the file", path=f.path)
+            out[f.key] = (int(n), int(crc[f.key]), lo, hi)
+        return part, out
+
+    @staticmethod
+    def _stats_sql(s: SourceSpec) -> str:
+        if s.kind in ("police_uk", "records"):
+            return "SELECT file, sum(n), min(period), max(period) FROM batch GROUP BY file"
+        if s.kind == "table":
+            return "SELECT file, sum(rows), min(period), max(period) FROM batch GROUP BY file"
+        if s.kind == "population":
+            return "SELECT file, count(*), min(year)::VARCHAR, max(year)::VARCHAR FROM batch GROUP BY file"
+        return "SELECT file, count(*), NULL, NULL FROM batch GROUP BY file"
+
+    def _batch_sql(self, con, sources: Sources, s: SourceSpec, measures: list[MeasureSpec],
+                   batch: list[FileRef], tmp: Path) -> str:
+        if s.kind == "police_uk":
+            extracted = policeuk.extract_members(batch, tmp)
+            paths, keys = [], {}
+            for f in batch:
+                p = extracted.get(f.key, f.path)
+                policeuk.check_header(p, s.id)
+                paths.append(p)
+                keys[p.as_posix()] = f.key
+            cols = list(policeuk.STREET_COLUMNS.values()) + ["period"]
+            mcols = ", ".join(
+                f"count(*) FILTER (WHERE {_condition(m, s, cols, None)})::BIGINT AS {_ident('m:' + m.id)}"
+                for m in measures)
+            kv = "(VALUES " + ", ".join(f"({_q(p)}, {_q(k)})" for p, k in keys.items()) + ")"
+            return (f"SELECT k.key AS file, r.period, r.lsoa_code, r.category, r.n, r.lsoa_name"
+                    f"{', ' + ', '.join(_ident('m:' + m.id) for m in measures) if measures else ''} "
+                    f"FROM (SELECT filename, month AS period, lsoa_code, crime_type AS category, "
+                    f"count(*)::BIGINT AS n, any_value(lsoa_name) AS lsoa_name"
+                    f"{', ' + mcols if mcols else ''} "
+                    f"FROM (SELECT *, month AS period FROM {policeuk.select_sql(paths)}) GROUP BY ALL) r "
+                    f"JOIN {kv} k(path, key) ON r.filename = k.path")
+        rels = _relations(con, sources, s, batch, tmp)
+        selects = []
+        for rel, cols in rels:
+            path = batch[0].path
+            if s.kind == "records":
+                dcol = _need(s, cols, "date", "month", path=path)
+                period = (f"strftime({_ident(dcol)}, '%Y-%m')" if dcol == "date"
+                          else f"CAST({_ident(dcol)} AS VARCHAR)")
+                if "lsoa_code" not in cols and "area_code" not in cols:
+                    _need(s, cols, "area_code", "lsoa_code", path=path)
+                lsoa = _ident("lsoa_code") if "lsoa_code" in cols else "NULL::VARCHAR"
+                area = _ident("area_code") if "area_code" in cols else "NULL::VARCHAR"
+                fcols = [*cols, "period"]
+                age = "age" if "age" in cols else None
+                mcols = "".join(f", count(*) FILTER (WHERE {_condition(m, s, fcols, age)})::BIGINT AS "
+                                f"{_ident('m:' + m.id)}" for m in measures)
+                selects.append(
+                    f"SELECT file, period, lsoa_code, area_code, count(*)::BIGINT AS n{mcols} FROM "
+                    f"(SELECT *, {period} AS period, {lsoa} AS lsoa_code, {area} AS area_code "
+                    f"FROM {rel}) GROUP BY file, period, lsoa_code, area_code")
+            elif s.kind == "table":
+                for n in ("period", "area_code", "count"):
+                    _need(s, cols, n, path=path)
+                has_measure = "measure" in cols
+                mcols = []
+                for m in measures:
+                    own = f"{_ident('measure')} = {_q(m.id)}" if has_measure else "TRUE"
+                    # a records source's measure completed by this table: its rows are the measure's
+                    cond = _condition(m, s, cols, "age_to") if m.source == s.id else "TRUE"
+                    mcols.append(f"sum({_ident('count')}) FILTER (WHERE {own} AND {cond})::DOUBLE AS "
+                                 f"{_ident('m:' + m.id)}")
+                    mcols.append(f"count(*) FILTER (WHERE {own})::BIGINT AS {_ident('p:' + m.id)}")
+                selects.append(
+                    f"SELECT file, CAST({_ident('period')} AS VARCHAR) AS period, "
+                    f"CAST({_ident('area_code')} AS VARCHAR) AS area_code, count(*)::BIGINT AS rows"
+                    f"{''.join(', ' + c for c in mcols)} FROM {rel} GROUP BY ALL")
+            elif s.kind == "population":
+                for n in ("year", "area_code", "population"):
+                    _need(s, cols, n, path=path)
+                band = _ident("band") if "band" in cols else "'all'"
+                selects.append(f"SELECT file, CAST({_ident('year')} AS INTEGER) AS year, "
+                               f"CAST({_ident('area_code')} AS VARCHAR) AS area_code, "
+                               f"CAST({band} AS VARCHAR) AS band, "
+                               f"CAST({_ident('population')} AS DOUBLE) AS population FROM {rel}")
+            else:  # lookup
+                header = [h for h, v in cols.items() if h == v]
+                lk = policeuk.lookup_columns(header, s.columns, s.id, path)
+                name = _ident(lk["lsoa_name"]) if "lsoa_name" in lk else "NULL::VARCHAR"
+                selects.append(f"SELECT DISTINCT file, CAST({_ident(lk['lsoa_code'])} AS VARCHAR) AS "
+                               f"lsoa_code, CAST({_ident(lk['area_code'])} AS VARCHAR) AS area_code, "
+                               f"CAST({name} AS VARCHAR) AS lsoa_name FROM {rel}")
+        return " UNION ALL BY NAME ".join(f"({x})" for x in selects)
+
+    @staticmethod
+    def _normalise_table_periods(con, s: SourceSpec, batch: list[FileRef]) -> None:
+        raw = con.execute("SELECT DISTINCT file, period FROM batch").fetchall()
+        mapping = {}
+        paths = {f.key: f.path for f in batch}
+        for file, value in raw:
+            canon = normalise_period(value, s.granularity) if value is not None else None
+            if canon is None:
+                from sveval.data.sources import GRANULARITY_EXAMPLE
+
+                raise DataError(
+                    f"source '{s.id}': period {value!r} is not a {s.granularity.replace('_', ' ')} "
+                    f"(declared 'period: {s.granularity}'; expected e.g. "
+                    f"{GRANULARITY_EXAMPLE[s.granularity]})", path=paths.get(file),
+                    column=s.header("period"))
+            mapping[value] = canon
+        con.execute("CREATE OR REPLACE TEMP TABLE _pmap (raw VARCHAR, canon VARCHAR)")
+        con.executemany("INSERT INTO _pmap VALUES (?, ?)", list(mapping.items()))
+        cols = [r[0] for r in con.execute("DESCRIBE batch").fetchall()]
+        agg = ", ".join(f"sum({_ident(c)}) AS {_ident(c)}" for c in cols
+                        if c not in ("file", "period", "area_code"))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE batch AS SELECT b.file, m.canon AS period, "
+                    f"b.area_code, {agg} FROM batch b JOIN _pmap m ON m.raw = b.period "
+                    f"GROUP BY b.file, m.canon, b.area_code")
+
+    @staticmethod
+    def _check_months(con, s: SourceSpec, batch: list[FileRef]) -> None:
+        bad = con.execute("SELECT file, period, sum(n) FROM batch WHERE period IS NULL OR NOT "
+                          "regexp_full_match(period, '\\d{4}-(0[1-9]|1[0-2])') GROUP BY ALL LIMIT 1"
+                          ).fetchall()
+        if bad:
+            file, period, n = bad[0]
+            path = next((f.path for f in batch if f.key == file), None)
+            what = "missing" if period is None else f"{period!r} is not a month as YYYY-MM"
+            raise DataError(f"source '{s.id}': {n} record(s) whose date or month is {what}",
+                            path=path, column=s.header("date") if s.kind == "records" else "Month")
+
+    def _check_mapping(self, con, sources: Sources, manifest: dict) -> list[str]:
+        """Warnings: LSOAs of police.uk / records sources that the lookup leaves unmapped."""
+        out = []
+        for s in sources:
+            if s.kind not in ("police_uk", "records"):
+                continue
+            lk = sources.lookup_for(s)
+            if lk is None:
+                if s.kind == "police_uk":
+                    out.append(f"source '{s.id}': no lookup source; LSOAs are mapped to areas by the "
+                               "LSOA name's local-authority prefix matched against areas.yaml")
+                continue
+            if s.kind == "records" and "area_code" in s.columns:
+                continue
+            rel = self._rel(manifest, s.id)
+            lrel = self._rel(manifest, lk.id)
+            if rel is None or lrel is None:
+                continue
+            r = con.execute(f"SELECT count(DISTINCT lsoa_code), sum(n), list(DISTINCT lsoa_code)[1:5] "
+                            f"FROM {rel} WHERE lsoa_code IS NOT NULL AND lsoa_code NOT IN "
+                            f"(SELECT lsoa_code FROM {lrel})").fetchone()
+            if r and r[0]:
+                out.append(f"source '{s.id}': {r[0]} LSOA(s) ({int(r[1])} records) are not in the "
+                           f"lookup '{lk.id}' and are left out, e.g. {', '.join(r[2])}")
+        return out
+
+    # -- reading --------------------------------------------------------------------------------------
+    def _rel(self, manifest: dict, sid: str) -> str | None:
+        """SQL over the live rows of a source's parts (None when the store has none)."""
+        src = manifest["sources"].get(sid)
+        if not src or not src["files"]:
+            return None
+        live: dict[str, list[str]] = {}
+        for key, e in src["files"].items():
+            live.setdefault(e["part"], []).append(key)
+        written = src.get("parts", {})
+        whole = sorted(p for p, keys in live.items() if written.get(p) == len(keys))
+        partly = sorted(set(live) - set(whole))  # parts holding rows of files read again since
+
+        def parquet(parts: list[str]) -> str:
+            files = "[" + ", ".join(_q((self.parts_dir / p).as_posix()) for p in parts) + "]"
+            return f"read_parquet({files}, union_by_name = true)"
+
+        sels = [f"SELECT * FROM {parquet(whole)}"] if whole else []
+        if partly:
+            keys = ", ".join(_q(k) for p in partly for k in live[p])
+            sels.append(f"SELECT * FROM {parquet(partly)} WHERE file IN ({keys})")
+        return "(" + " UNION ALL BY NAME ".join(sels) + ")"
+
+    def long(self, sources: Sources, measures: Iterable[MeasureSpec], areas: dict[str, str]
+             ) -> pd.DataFrame:
+        """The long frame of ``measures`` (period, area_code, measure, count, population).
+
+        ``areas`` maps area codes to names (for LSOA-name prefix mapping without a lookup).
+        ``attrs['granularity']`` maps each measure to its period granularity.
+        """
+        measures = list(measures)
+        man = self.manifest()
+        con = _connect()
+        try:
+            grids = self._grids(sources, man)
+            pops = self._populations(con, sources, man)
+            frames, gran = [], {}
+            for m in measures:
+                s = sources[m.source]
+                g = s.granularity if s.kind == "table" else "month"
+                df, units = self._measure(con, sources, man, s, m, areas, by_lsoa=False)
+                if not units or g not in grids:
+                    continue
+                full = _zero_fill(df, grids[g], pd.DataFrame({"area_code": units}))
+                full["measure"] = m.id
+                p = pops.get(m.population_band)
+                if p is not None:
+                    full = full.merge(_population_for(p, grids[g]), on=["period", "area_code"], how="left")
+                else:
+                    full["population"] = np.nan
+                frames.append(full[LONG_COLUMNS])
+                gran[m.id] = g
+        finally:
+            con.close()
+        if not frames:
+            raise DataError("no measure could be computed from the store: run 'sveval data ingest' "
+                            "and check the sources of the measures", path=self.root)
+        long = pd.concat(frames, ignore_index=True)
+        long = long.sort_values(["measure", "area_code", "period"], kind="stable").reset_index(drop=True)
+        long = _typed(long)
+        long.attrs["granularity"] = gran
+        return long
+
+    def lsoa(self, sources: Sources, measure: MeasureSpec, areas: dict[str, str]) -> pd.DataFrame:
+        """LSOA x month counts of a record-level measure: period, lsoa_code, area_code, measure, count."""
+        s = sources[measure.source]
+        if s.kind not in ("police_uk", "records"):
+            raise DataError(f"measure '{measure.id}' comes from the {s.kind} source '{s.id}', which "
+                            "has no LSOA detail; LSOA panels need a police_uk or records source")
+        man = self.manifest()
+        con = _connect()
+        try:
+            grids = self._grids(sources, man)
+            df, units = self._measure(con, sources, man, s, measure, areas, by_lsoa=True)
+        finally:
+            con.close()
+        if units is None or not len(units):
+            raise DataError(f"no {s.id} records with an LSOA for measure '{measure.id}'")
+        full = _zero_fill(df, grids["month"], units.sort_values(["area_code", "lsoa_code"]))
+        full["measure"] = measure.id
+        full = full[LSOA_COLUMNS].sort_values(["lsoa_code", "period"], kind="stable").reset_index(drop=True)
+        for c in ("period", "lsoa_code", "area_code", "measure"):
+            full[c] = full[c].astype(str)
+        return full
+
+    @staticmethod
+    def _grids(sources: Sources, man: dict) -> dict[str, list[str]]:
+        """Every period of the data, by granularity (from the first to the last period read)."""
+        lo: dict[str, str] = {}
+        hi: dict[str, str] = {}
+        for sid, src in man["sources"].items():
+            g = src.get("granularity")
+            if sid not in sources or src["kind"] in ("population", "lookup"):
+                continue
+            for e in src["files"].values():
+                if e.get("lo") is None:
+                    continue
+                lo[g] = min(lo.get(g, e["lo"]), e["lo"])
+                hi[g] = max(hi.get(g, e["hi"]), e["hi"])
+        return {g: period_range(lo[g], hi[g], g) for g in lo}
+
+    def _area_map(self, con, sources: Sources, man: dict, s: SourceSpec, areas: dict[str, str]
+                  ) -> str:
+        """SQL of (lsoa_code, area_code) for a record source's LSOAs."""
+        lk = sources.lookup_for(s)
+        if lk is not None:
+            rel = self._rel(man, lk.id)
+            if rel is None:
+                raise DataError(f"the lookup '{lk.id}' of source '{s.id}' has no rows in the store")
+            return f"(SELECT DISTINCT lsoa_code, area_code FROM {rel})"
+        rel = self._rel(man, s.id)
+        names = dict(con.execute(f"SELECT lsoa_code, any_value(lsoa_name) FROM {rel} "
+                                 "WHERE lsoa_code IS NOT NULL GROUP BY ALL").fetchall())
+        mapping = policeuk.prefix_areas(names, areas)
+        con.execute("CREATE OR REPLACE TEMP TABLE _prefix (lsoa_code VARCHAR, area_code VARCHAR)")
+        if mapping:
+            con.executemany("INSERT INTO _prefix VALUES (?, ?)", list(mapping.items()))
+        return "_prefix"
+
+    def _measure(self, con, sources: Sources, man: dict, s: SourceSpec, m: MeasureSpec,
+                 areas: dict[str, str], by_lsoa: bool):
+        """Counts of one measure (by period x area, or period x lsoa x area) and its units."""
+        rel = self._rel(man, s.id)
+        col = _ident("m:" + m.id)
+        if rel is None:
+            return pd.DataFrame(), None if by_lsoa else []
+        if s.kind in ("police_uk", "records"):
+            if s.kind == "police_uk" or "area_code" not in self._columns(con, rel) or \
+                    con.execute(f"SELECT count(*) FROM {rel} WHERE area_code IS NULL").fetchone()[0]:
+                amap = self._area_map(con, sources, man, s, areas)
+                base = (f"(SELECT r.*, a.area_code AS area FROM {rel} r JOIN {amap} a "
+                        f"ON a.lsoa_code = r.lsoa_code)")
+                if s.kind == "records":
+                    base = (f"(SELECT r.* EXCLUDE (area_code), coalesce(r.area_code, a.area_code) AS area "
+                            f"FROM {rel} r LEFT JOIN {amap} a ON a.lsoa_code = r.lsoa_code "
+                            "WHERE coalesce(r.area_code, a.area_code) IS NOT NULL)")
+            else:
+                base = f"(SELECT *, area_code AS area FROM {rel})"
+            if by_lsoa:
+                df = con.execute(f"SELECT period, lsoa_code, area AS area_code, sum({col})::DOUBLE AS count "
+                                 f"FROM {base} WHERE lsoa_code IS NOT NULL GROUP BY ALL").df()
+                units = con.execute(f"SELECT DISTINCT lsoa_code, area AS area_code FROM {base} "
+                                    "WHERE lsoa_code IS NOT NULL").df()
+                lk = sources.lookup_for(s)
+                if lk is not None and self._rel(man, lk.id) is not None:
+                    more = con.execute(f"SELECT DISTINCT lsoa_code, area_code FROM {self._rel(man, lk.id)}"
+                                       ).df()
+                    more = more[more["area_code"].isin(units["area_code"])]
+                    units = pd.concat([units, more]).drop_duplicates().reset_index(drop=True)
+                return df, units
+            df = con.execute(f"SELECT period, area AS area_code, sum({col})::DOUBLE AS count FROM {base} "
+                             "GROUP BY ALL").df()
+            units = set(con.execute(f"SELECT DISTINCT area FROM {base}").df()["area"])
+            if s.complement:
+                crel = self._rel(man, s.complement)
+                ccols = self._columns(con, crel) if crel else []
+                if crel and f"m:{m.id}" in ccols:
+                    extra = con.execute(
+                        f"SELECT period, area_code, sum({col})::DOUBLE AS count FROM {crel} "
+                        f"GROUP BY ALL HAVING sum({_ident('p:' + m.id)}) > 0").df()
+                    extra = extra[~extra["area_code"].isin(units)]
+                    df = pd.concat([df, extra], ignore_index=True)
+                    units |= set(extra["area_code"])
+            return df, sorted(units)
+        if by_lsoa:
+            raise DataError(f"measure '{m.id}' comes from the table '{s.id}': no LSOA counts")
+        df = con.execute(f"SELECT period, area_code, sum({col})::DOUBLE AS count, "
+                         f"sum({_ident('p:' + m.id)}) AS present FROM {rel} GROUP BY ALL").df()
+        units = sorted(set(df.loc[df["present"] > 0, "area_code"]))
+        return df[df["area_code"].isin(units)][["period", "area_code", "count"]], units
+
+    @staticmethod
+    def _columns(con, rel: str) -> list[str]:
+        return [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
+
+    def _populations(self, con, sources: Sources, man: dict) -> dict[str, pd.DataFrame]:
+        ps = sources.population
+        rel = self._rel(man, ps.id) if ps else None
+        if rel is None:
+            return {}
+        pop = con.execute(f"SELECT year, area_code, band, population FROM {rel}").df()
+        return {band: g for band, g in pop.groupby("band")}
+
+    def export(self, sources: Sources, measures: Iterable[MeasureSpec], areas: dict[str, str],
+               out: Path | str) -> int:
+        """Write the aggregated long table as CSV (period, area_code, measure, count, population)."""
+        long = self.long(sources, measures, areas)
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        long.to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, out)
+        return len(long)
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+def is_store(root: Path | str) -> bool:
+    """Whether ``root`` is a store folder with at least one ingest."""
+    root = Path(root)
+    if not (root / "parts").is_dir() or not (root / "manifest.json").is_file():
+        return False
+    return "catalogue" in Store(root).manifest()
+
+
+def _measures_by_source(sources: Sources, measures: list[MeasureSpec]) -> dict[str, list[MeasureSpec]]:
+    out: dict[str, list[MeasureSpec]] = {}
+    for m in sorted(measures, key=lambda m: m.id):
+        if m.source not in sources:
+            raise DataError(f"measure '{m.id}': source '{m.source}' is not in sources.yaml; known: "
+                            + ", ".join(sources.ids))
+        s = sources[m.source]
+        if s.kind in ("population", "lookup"):
+            raise DataError(f"measure '{m.id}': source '{m.source}' is a {s.kind}, not a source of counts")
+        out.setdefault(m.source, []).append(m)
+        if s.complement:
+            out.setdefault(s.complement, []).append(m)
+    return out
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, progress: bool):
+    if not progress or total == 0:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc="ingest", leave=False)
+
+
+def _batches(files: list[FileRef]) -> list[list[FileRef]]:
+    out: list[list[FileRef]] = []
+    cur: list[FileRef] = []
+    size = 0
+    for f in files:
+        cur.append(f)
+        size += f.size
+        if size >= BATCH_BYTES:
+            out.append(cur)
+            cur, size = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _zero_fill(df: pd.DataFrame, periods: list[str], units: pd.DataFrame) -> pd.DataFrame:
+    grid = units.merge(pd.DataFrame({"period": periods}), how="cross")
+    keys = [*units.columns, "period"]
+    if len(df):
+        df = df.groupby(keys, as_index=False)["count"].sum()
+        out = grid.merge(df[[*keys, "count"]], on=keys, how="left")
+    else:
+        out = grid.assign(count=np.nan)
+    out["count"] = out["count"].fillna(0.0).astype(float)
+    return out
+
+
+def _population_for(pop: pd.DataFrame, periods: list[str]) -> pd.DataFrame:
+    """period x area_code -> population: the mid-year estimate of the period's year (the last one
+    before it carried forward; before the first, the first)."""
+    years = np.array([period_year(p) for p in periods])
+    out = []
+    for area, g in pop.groupby("area_code"):
+        g = g.sort_values("year")
+        idx = np.searchsorted(g["year"].to_numpy(), years, side="right") - 1
+        vals = np.where(idx >= 0, g["population"].to_numpy()[np.maximum(idx, 0)], g["population"].iloc[0])
+        out.append(pd.DataFrame({"period": periods, "area_code": area, "population": vals.astype(float)}))
+    return pd.concat(out, ignore_index=True)
+
+
+def _typed(long: pd.DataFrame) -> pd.DataFrame:
+    out = long[LONG_COLUMNS].copy()
+    for c in ("period", "area_code", "measure"):
+        out[c] = out[c].astype(str)
+    out["count"] = out["count"].astype(float)
+    out["population"] = pd.to_numeric(out["population"], errors="coerce").astype(float)
+    return out.reset_index(drop=True)
