@@ -70,9 +70,18 @@ def test_sources_template_follows_the_catalogue_format(tmp_path):
     assert all(s.path.startswith("data/") for s in src)
 
 
-def test_default_files_are_the_package_defaults():
-    for f in ("disclosure.yaml", "costs_of_crime.yaml", "deflators.yaml"):
-        assert (TEMPLATES / f).read_text() == (REPO / "parameters" / f).read_text(), f
+def test_default_files_load_like_the_projects_own(tmp_path):
+    from sveval.pipeline.disclosure import load_rules
+    from sveval.pipeline.value import load_tables
+
+    init_project(tmp_path / "p", "X", "E06000001")
+    params = tmp_path / "p" / "parameters"
+    costs, defl = load_tables(params)
+    ref_costs, ref_defl = load_tables(REPO / "parameters")
+    assert set(costs.categories) == set(ref_costs.categories) and costs.price_year == ref_costs.price_year
+    assert defl.base_year == ref_defl.base_year
+    rules = load_rules(params)
+    assert set(rules.rules) >= {"hospital", "police", "none"}
     tmpl = {m["id"]: m for m in yaml.safe_load((TEMPLATES / "measures.yaml").read_text())["measures"]}
     repo = {m["id"]: m for m in yaml.safe_load((REPO / "parameters" / "measures.yaml").read_text())["measures"]}
     for mid, m in tmpl.items():
