@@ -244,3 +244,40 @@ def test_force_extract_with_its_own_headers(tmp_path, fmt):
                    ("knife_u25", "E2", "2023-02"): 0.0, ("knife_u25", "E2", "2023-03"): 0.0}
     panel = store.lsoa(sources, ms[0], {})
     assert len(panel) == 3 * 3 and panel["count"].sum() == 3
+
+
+def test_a_project_ingests_exports_and_loads_from_its_store(tmp_path, capsys):
+    from sveval.cli import main
+    from sveval.data.load import load_long
+    from sveval.paths import ProjectPaths
+    from sveval.spec import DataSpec
+
+    root = tmp_path / "proj"
+    pdir = root / "parameters"
+    pdir.mkdir(parents=True)
+    (root / "evaluations").mkdir()
+    policeuk.write_synthetic(root / "downloads", ["2024-01", "2024-02"], FORCES, 300, seed=2,
+                             lsoas_per_area=4, zipped=True)
+    (pdir / "sources.yaml").write_text(yaml.safe_dump(
+        {"sources": [{"id": "street", "kind": "police_uk", "path": "downloads"}]}))
+    (pdir / "measures.yaml").write_text(yaml.safe_dump({"measures": [
+        {"id": "robbery", "name": "Robbery", "description": "police.uk robbery", "source": "street",
+         "filter": "crime_type = 'Robbery'"}]}))
+    (pdir / "areas.yaml").write_text(yaml.safe_dump({"partnership": "Test", "areas": [
+        {"code": c, "name": n, "role": "partnership" if k == 0 else "comparison"}
+        for k, (c, n) in enumerate(_areas().items())]}))
+    (pdir / "interventions.yaml").write_text("interventions: []\n")
+    assert main(["--root", str(root), "data", "ingest", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1,200 rows" in out and "rows/s" in out and "local-authority prefix" in out
+    assert (root / "data" / "store" / "manifest.json").is_file()
+    csv_out = tmp_path / "long.csv"
+    assert main(["--root", str(root), "data", "export", "--measure", "robbery", "--out", str(csv_out),
+                 "--quiet"]) == 0
+    exported = pd.read_csv(csv_out)
+    assert len(exported) == 2 * len(_areas()) and set(exported["measure"]) == {"robbery"}
+    assert main(["--root", str(root), "data", "export", "--measure", "nope", "--out", str(csv_out)]) == 1
+    cat = Catalog.load(pdir)
+    loaded = load_long(DataSpec(source="store"), None, ProjectPaths(root), cat)
+    assert loaded.data_dir == root / "data" / "store" and loaded.files == [loaded.data_dir / "manifest.json"]
+    assert loaded.long["count"].sum() == exported["count"].sum() > 0

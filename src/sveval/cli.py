@@ -10,6 +10,9 @@
     sveval pipeline                        all of the above on the built-in example
     sveval example [--force]               generate the built-in illustrative example data
     sveval plan ...                        months after launch until an effect is detectable
+    sveval data ingest                     read new or changed source files into the store
+    sveval data export [--measure ID] --out FILE.csv
+                                           write the aggregated long table
 
 Errors that sveval raises on purpose are printed without a traceback; the exit code is 0 on
 success, 1 when an evaluation or step failed, 2 for invalid input.
@@ -137,7 +140,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from sveval.pipeline.context import plan
+    from sveval.pipeline.planning import plan
 
     paths = _paths(args)
     if not 0 < args.effect < 1:
@@ -207,8 +210,35 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def cmd_data_ingest(args: argparse.Namespace) -> int:
+    from sveval.catalog import Catalog
+    from sveval.data.load import ingest_store, project_sources
+
+    paths = _paths(args)
+    catalog = Catalog.load(paths.parameters)
+    store = ingest_store(paths, project_sources(paths), catalog, progress=not args.quiet, log=print)
+    print(f"store: {store.root}")
+    return EXIT_OK
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from sveval.catalog import Catalog
+    from sveval.data.load import ingest_store, project_sources
+
+    paths = _paths(args)
+    catalog = Catalog.load(paths.parameters)
+    if args.measure and args.measure not in catalog.measures:
+        raise SvevalError(f"unknown measure '{args.measure}'; known: {', '.join(sorted(catalog.measures))}")
+    measures = [catalog.measures[args.measure]] if args.measure else list(catalog.measures.values())
+    sources = project_sources(paths)
+    store = ingest_store(paths, sources, catalog, progress=not args.quiet)
+    n = store.export(sources, measures, {c: a.name for c, a in catalog.areas.items()}, args.out)
+    print(f"written {args.out}: {n:,} rows (period, area_code, measure, count, population)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from sveval import __version__
+    from sveval._version import __version__
 
     p = argparse.ArgumentParser(prog="sveval", description="Evaluate what works against serious violence.")
     p.add_argument("--version", action="version", version=f"sveval {__version__}")
@@ -264,12 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="write into a non-empty folder")
     sp.set_defaults(fn=cmd_init)
 
-    sp = sub.add_parser("data", help="the project's data: check (data quality)")
+    sp = sub.add_parser("data", help="the project's data: check (data quality), ingest, export")
     data_sub = sp.add_subparsers(dest="data_command", required=True)
     dp = data_sub.add_parser("check", help="data-quality report: missing sources, months, gaps, "
                              "duplicates, zeros, out-of-area records, population coverage")
     dp.add_argument("--out", default=None, help="folder for data-quality.md/.json (default reports/)")
     dp.set_defaults(fn=cmd_data_check)
+    dp = data_sub.add_parser("ingest", help="read new or changed source files into the store "
+                             "(parameters/sources.yaml -> data/store)")
+    dp.add_argument("--quiet", action="store_true", help="no progress bar")
+    dp.set_defaults(fn=cmd_data_ingest)
+    dp = data_sub.add_parser("export", help="write the aggregated long table (period, area_code, "
+                             "measure, count, population) as CSV")
+    dp.add_argument("--measure", default=None, help="only this measure (default: every measure)")
+    dp.add_argument("--out", required=True, help="the CSV file to write")
+    dp.add_argument("--quiet", action="store_true", help="no progress bar")
+    dp.set_defaults(fn=cmd_data_export)
 
     sp = sub.add_parser("plan", help="power planning: months after launch until an effect is detectable")
     sp.add_argument("spec", help="evaluation parameter file (its pre-period is used)")
