@@ -10,6 +10,7 @@ import pytest
 import yaml
 from openpyxl import Workbook
 
+from sveval.errors import DisclosureError, SpecError
 from sveval.pipeline.disclosure import (
     apply_to_frame,
     assert_clean,
@@ -18,7 +19,6 @@ from sveval.pipeline.disclosure import (
     load_rules,
     scan_published,
 )
-from sveval.errors import DisclosureError, SpecError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,3 +134,41 @@ def test_scan_clean_output(tmp_path, rules):
     rec = control_record({"measure_source": "hospital", "series": {"observed": [2, 10, 13]}}, rules)
     (d / "r.json").write_text(json.dumps(rec))
     assert scan_published([d], ["crime_reference"], rules=rules) == []
+
+
+def test_protected_record_withholds_per_month_arrays(rules):
+    n = 6
+    rec = {"id": "x", "measure_source": "hospital", "design": "its", "n_obs": n,
+           "series": {"period": [f"2024-0{i + 1}" for i in range(n)], "observed": [3, 12, 0, 9, 2, 20],
+                      "fitted": [4.2, 11.1, 1.3, 8.0, 2.5, 19.0], "extra": [3.1, 12.2, 0.0, 9.0, 2.0, 20.0]},
+           "diagnostics": [{"name": "autocorrelation", "data": {"acf": [1.0, 0.1], "residuals": [0.1] * n,
+                                                                 "other": [0.2] * n}}],
+           "details": {"coefficients": {"estimate": [1.0, 2.0]}, "per_month": list(range(n))}}
+    out = control_record(rec, rules)
+    assert out["series"]["fitted"] == rec["series"]["fitted"]  # ITS model estimate: exempt
+    assert out["series"]["extra"] == [None, 10, 0, 10, None, 20]  # anything else: a count
+    data = out["diagnostics"][0]["data"]
+    assert "residuals" not in data and "other" not in data and data["acf"] == [1.0, 0.1]
+    assert data["residuals_summary"]["n"] == n
+    assert "per_month" not in out["details"] and out["details"]["coefficients"] == {"estimate": [1.0, 2.0]}
+    assert len(out["disclosure_control"]["withheld"]) == 3
+    # synthetic control and DiD series are the data: controlled like counts
+    synth = control_record({**rec, "design": "synth"}, rules)
+    assert synth["series"]["fitted"] == [None, 10, None, 10, None, 20]  # 1.3 is suppressed too
+    # police records are published as they are (besides record-level fields)
+    police = control_record({**rec, "measure_source": "force_extract"}, rules)
+    assert police["diagnostics"][0]["data"]["residuals"] == [0.1] * n
+
+
+def test_personal_fields_from_the_sources(tmp_path, rules):
+    names = set(rules.personal_fields())
+    assert {"victim_dob", "latitude", "longitude", "victim_name", "crime_ref"} <= names
+    d = tmp_path / "pub"
+    d.mkdir()
+    pd.DataFrame({"period": ["2024-01"], "latitude": [54.7]}).to_csv(d / "a.csv", index=False)
+    (d / "b.json").write_text(json.dumps({"rows": [{"victim_dob": "2001-01-01"}]}))
+    (d / "c.html").write_text("<p>The location of the office; latitude is not a column here.</p>")
+    found = "\n".join(scan_published([d], rules=rules))
+    assert "a.csv: record-level field 'latitude' appears as a column" in found
+    assert "b.json: record-level field 'victim_dob'" in found
+    assert "c.html" not in found  # plain words in prose are not fields

@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
+from sveval.data.ingest import PERSONAL_FIELDS
 from sveval.errors import DisclosureError, SpecError
 from sveval.spec import StrictModel, load_model
 
@@ -72,6 +73,28 @@ class SourceRule(_Strict):
         return float(math.floor(value / self.round_to + 0.5) * self.round_to)
 
 
+class ProtectedRecords(_Strict):
+    """What a result record of a protected measure (hospital data) publishes.
+
+    ``model_series`` lists, per design, the series columns that are parametric model estimates
+    (smooth functions of the published coefficients): exempt. ``label_series`` are labels, not
+    numbers from the data. Every other series column (observed counts; DiD and synthetic-control
+    fitted values and counterfactuals, which are the data or weighted sums of other areas' counts)
+    is controlled like a count. ``withheld_keys`` (per-period values derived from the data, such as
+    residuals) are removed from diagnostics' ``data`` and ``details`` wherever they appear and
+    replaced by summary statistics; so is any other numeric array as long as the analysed series
+    (one value per month) unless its key is in ``exempt_arrays``.
+    """
+
+    model_series: dict[str, list[str]] = Field(
+        default_factory=lambda: {"its": ["fitted", "counterfactual", "cf_low", "cf_high"]})
+    label_series: list[str] = Field(default_factory=lambda: ["period", "post", "group"])
+    withheld_keys: list[str] = Field(
+        default_factory=lambda: ["residuals", "residuals_whitened", "pearson_residuals", "innovations",
+                                 "observed", "y", "values", "counts", "gaps", "donor_series"])
+    exempt_arrays: list[str] = Field(default_factory=list)
+
+
 class DisclosureRules(_Strict):
     """``parameters/disclosure.yaml``."""
 
@@ -87,6 +110,21 @@ class DisclosureRules(_Strict):
         default_factory=lambda: ["observed"],
         description="series columns of a result JSON that hold observed counts",
     )
+    protected_records: ProtectedRecords = Field(
+        default_factory=lambda: ProtectedRecords(),
+        description="what a result record of a protected measure publishes",
+    )
+    _personal: tuple[str, ...] = PrivateAttr(default=())
+
+    def personal_fields(self) -> list[str]:
+        """Every record-level field name the scanner looks for: ``record_level_fields`` plus the
+        identifying columns of the record-level sources (:func:`personal_fields`)."""
+        return sorted({*self.record_level_fields, *_SOURCE_PERSONAL, *self._personal})
+
+    def protects(self, cls: str) -> bool:
+        """True when the class changes counts (suppression or rounding): a protected source."""
+        r = self.rules.get(cls)
+        return r is not None and not r.exempt and (r.suppress_min is not None or r.round_to > 1)
 
     @model_validator(mode="after")
     def _classes(self) -> DisclosureRules:
@@ -101,9 +139,45 @@ class DisclosureRules(_Strict):
         return self.rules[source]
 
 
+#: identifying columns of the built-in record-level sources: the force extract's personal fields
+#: (:data:`sveval.data.ingest.PERSONAL_FIELDS`) and police.uk's record columns
+_SOURCE_PERSONAL = (*PERSONAL_FIELDS, "Crime ID", "Longitude", "Latitude")
+
+
+def personal_fields(parameters_dir: Path | str | None = None) -> list[str]:
+    """Record-level field names taken from the source definitions.
+
+    The personal fields of the record-level readers (:data:`sveval.data.ingest.PERSONAL_FIELDS`:
+    ``victim_dob``, ``latitude``, ``longitude``, names, references ...), police.uk's record
+    columns, and, when ``<parameters_dir>/sources.yaml`` exists, the file headers that its
+    record-level sources (``kind: records`` or ``police_uk``) map those fields to.
+    """
+    names = set(_SOURCE_PERSONAL)
+    path = Path(parameters_dir) / "sources.yaml" if parameters_dir is not None else None
+    if path is not None and path.exists():
+        import yaml
+
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            doc = {}
+        for src in doc.get("sources") or []:
+            if not isinstance(src, dict) or src.get("kind") not in ("records", "police_uk"):
+                continue
+            cols = src.get("columns") or {}
+            for field in [*PERSONAL_FIELDS, *(src.get("personal") or [])]:
+                names.add(str(field))
+                if isinstance(cols, dict) and field in cols:
+                    names.add(str(cols[field]))
+    return sorted(names)
+
+
 def load_rules(parameters_dir: Path | str) -> DisclosureRules:
-    """Load ``<parameters_dir>/disclosure.yaml`` (precise :class:`SpecError` on problems)."""
-    return load_model(DisclosureRules, Path(parameters_dir) / "disclosure.yaml")
+    """Load ``<parameters_dir>/disclosure.yaml`` (precise :class:`SpecError` on problems), with the
+    personal fields of ``<parameters_dir>/sources.yaml``'s record-level sources."""
+    rules = load_model(DisclosureRules, Path(parameters_dir) / "disclosure.yaml")
+    rules._personal = tuple(personal_fields(parameters_dir))
+    return rules
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,45 +332,134 @@ def record_class(record: dict[str, Any]) -> str:
     return "hospital" if record.get("measure_source") == "hospital" else "police"
 
 
-def control_record(record: dict[str, Any], rules: DisclosureRules) -> dict[str, Any]:
-    """A disclosure-controlled copy of a result JSON document.
+def _control_value(v: Any, rule: SourceRule) -> tuple[Any, bool]:
+    """A count controlled by ``rule``: ``(value, suppressed)``; suppressed values become None."""
+    x = _num(v)
+    if x is None or not np.isfinite(x):
+        return None, False
+    if rule.suppresses(x):
+        return None, True
+    rv = rule.round(x)
+    return (int(rv) if float(rv).is_integer() and rule.round_to > 1 else rv), False
 
-    Observed counts in ``series`` (columns named in ``rules.record_count_keys``) are controlled by
-    the measure's class; suppressed values become ``None`` (a gap in figures) and the positions are
-    listed in ``disclosure.suppressed_points``. Model estimates (fitted values, counterfactuals,
-    intervals, effects, prevented) are exempt. Record-level fields are removed wherever they
-    appear. The result carries ``disclosure_control`` describing what was done.
+
+def _is_numbers(v: Any) -> bool:
+    return isinstance(v, list) and any(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+
+
+def _summary(values: list[Any]) -> dict[str, Any]:
+    x = np.array([_num(v) for v in values if _num(v) is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {"n": 0}
+    return {"n": int(len(x)), "mean": round(float(x.mean()), 4),
+            "sd": round(float(x.std(ddof=1)), 4) if len(x) > 1 else None}
+
+
+def _withhold_arrays(obj: Any, policy: ProtectedRecords, lengths: set[int], path: str,
+                     withheld: list[str]) -> Any:
+    """Drop per-period arrays derived from the data (see :class:`ProtectedRecords`)."""
+    if isinstance(obj, list):
+        return [_withhold_arrays(v, policy, lengths, f"{path}[{i}]", withheld) for i, v in enumerate(obj)]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    banned = {k.lower() for k in policy.withheld_keys}
+    exempt = {k.lower() for k in policy.exempt_arrays}
+    for k, v in obj.items():
+        key = str(k).lower()
+        where = f"{path}.{k}" if path else str(k)
+        if key in exempt:
+            out[k] = v
+        elif key in banned and isinstance(v, list | dict):
+            withheld.append(where)
+            if _is_numbers(v):
+                out[f"{k}_summary"] = _summary(v)
+        elif isinstance(v, list) and len(v) in lengths and len(v) > 1 and not isinstance(v[0], dict | list):
+            # one value per analysed month: derived from the data unless exempt
+            withheld.append(where)
+            if _is_numbers(v):
+                out[f"{k}_summary"] = _summary(v)
+        else:
+            out[k] = _withhold_arrays(v, policy, lengths, where, withheld)
+    return out
+
+
+def control_record(record: dict[str, Any], rules: DisclosureRules) -> dict[str, Any]:
+    """A disclosure-controlled copy of a result JSON document: the one publishing rule for records.
+
+    For every measure, record-level fields (:meth:`DisclosureRules.personal_fields`) are removed
+    wherever they appear. For a protected measure (a class that suppresses or rounds counts):
+
+    * ``series``: label columns (``period``, ``post``, ``group``) and the design's parametric model
+      estimates (``protected_records.model_series``: ITS fitted values, counterfactual and its
+      band, functions of the published coefficients) are kept; every other column is controlled
+      like a count (suppressed values become ``None``, a gap in figures), including DiD and
+      synthetic-control fitted values and counterfactuals, which are the data or weighted sums of
+      other areas' counts;
+    * diagnostics' ``data`` and ``details``: per-period arrays (``withheld_keys`` such as residuals,
+      and any numeric array with one value per analysed month) are replaced by summary statistics
+      (``<key>_summary``: n, mean, sd), so that no observed count can be rebuilt from a model
+      estimate and a residual.
+
+    The result carries ``disclosure_control`` describing what was done (``withheld`` lists the
+    removed arrays). Estimates (effects, prevented, power, value for money, coefficients, ACF and
+    test statistics) are exempt: see ``parameters/disclosure.yaml``.
     """
-    banned = {f.lower() for f in rules.record_level_fields}
+    banned = {f.lower() for f in rules.personal_fields()}
     rec = _strip_fields(json.loads(json.dumps(record)), banned)
     cls = record_class(rec)
     rule = rules.rule(cls)
+    policy = rules.protected_records
+    protected = rules.protects(cls)
     series = rec.get("series")
     controlled: list[str] = []
+    withheld: list[str] = []
     n_sup = 0
-    if isinstance(series, dict) and not rule.exempt:
-        for key in rules.record_count_keys:
-            vals = series.get(key)
+    lengths: set[int] = set()
+    if isinstance(series, dict):
+        keep = set(policy.label_series)
+        if protected:
+            keep |= set(policy.model_series.get(str(rec.get("design") or ""), []))
+        for key, vals in list(series.items()):
             if not isinstance(vals, list):
+                continue
+            lengths.add(len(vals))
+            is_count = key in rules.record_count_keys or (protected and key not in keep)
+            if rule.exempt or not is_count:
+                continue
+            if not _is_numbers(vals) and key not in rules.record_count_keys:
                 continue
             new = []
             for v in vals:
-                if v is None:
-                    new.append(None)
-                elif rule.suppresses(float(v)):
-                    new.append(None)
-                    n_sup += 1
-                else:
-                    rv = rule.round(float(v))
-                    new.append(int(rv) if float(rv).is_integer() and rule.round_to > 1 else rv)
+                cv, sup = _control_value(v, rule)
+                new.append(cv)
+                n_sup += sup
             series[key] = new
             controlled.append(key)
+        groups = series.get("group")
+        if isinstance(groups, list) and groups:
+            lengths |= {groups.count(g) for g in set(map(str, groups))}
+    n_obs = rec.get("n_obs")
+    if isinstance(n_obs, int) and n_obs > 1:
+        lengths.add(n_obs)
+    if protected:
+        for d in rec.get("diagnostics") or []:
+            if isinstance(d, dict) and isinstance(d.get("data"), dict):
+                d["data"] = _withhold_arrays(d["data"], policy, lengths, f"diagnostics.{d.get('name')}.data",
+                                             withheld)
+        if isinstance(rec.get("details"), dict):
+            rec["details"] = _withhold_arrays(rec["details"], policy, lengths, "details", withheld)
     rec["disclosure_control"] = {
         "class": cls,
         "rule": rule.description or cls,
         "controlled": controlled,
         "suppressed_points": n_sup,
-        "exempt": "model estimates (fitted values, counterfactuals, intervals, effects)",
+        "withheld": withheld,
+        "exempt": ("model estimates (effects, prevented, coefficients, test statistics"
+                   + (", " + ", ".join(policy.model_series.get(str(rec.get("design") or ""), []))
+                      if protected and policy.model_series.get(str(rec.get("design") or "")) else "")
+                   + ")"),
     }
     return rec
 
@@ -378,27 +541,109 @@ def check_table(df: pd.DataFrame, where: str, rules: DisclosureRules) -> list[st
     return findings
 
 
-def _check_record(rec: dict[str, Any], where: str, rules: DisclosureRules) -> list[str]:
-    findings = []
-    if not isinstance(rec, dict):
-        return findings
+def _record_problems(rec: dict[str, Any], rules: DisclosureRules) -> list[str]:
+    """Where a result record breaks the publishing rule of :func:`control_record`."""
+    out: list[str] = []
+    cls = record_class(rec)
+    rule = rules.rules.get(cls)
+    if rule is None or rule.exempt:
+        return out
+    protected = rules.protects(cls)
+    policy = rules.protected_records
     series = rec.get("series")
+    lengths: set[int] = set()
     if isinstance(series, dict):
-        rule = rules.rules.get(record_class(rec))
-        if rule is not None and not rule.exempt:
-            for key in rules.record_count_keys:
-                for j, v in enumerate(series.get(key) or []):
-                    x = _num(v)
-                    if x is not None and rule.suppresses(x):
-                        findings.append(f"{where}: series.{key}[{j}]: unsuppressed count {x:g}")
-                    elif x is not None and rule.round_to > 1 and x % rule.round_to != 0:
-                        findings.append(f"{where}: series.{key}[{j}]: count {x:g} not rounded")
-    tables = rec.get("tables")
+        keep = set(policy.label_series)
+        if protected:
+            keep |= set(policy.model_series.get(str(rec.get("design") or ""), []))
+        for key, vals in series.items():
+            if not isinstance(vals, list):
+                continue
+            lengths.add(len(vals))
+            if key not in rules.record_count_keys and not (protected and key not in keep):
+                continue
+            for j, v in enumerate(vals):
+                x = _num(v) if not isinstance(v, bool) else None
+                if x is None or not np.isfinite(x):
+                    continue
+                if rule.suppresses(x):
+                    out.append(f"series.{key}[{j}]: unsuppressed count {x:g}")
+                elif rule.round_to > 1 and x % rule.round_to != 0:
+                    out.append(f"series.{key}[{j}]: count {x:g} not rounded")
+        groups = series.get("group")
+        if isinstance(groups, list) and groups:
+            lengths |= {groups.count(g) for g in set(groups)}
+    if protected:
+        banned = {k.lower() for k in policy.withheld_keys}
+        exempt = {k.lower() for k in policy.exempt_arrays}
+
+        def walk(o: Any, path: str) -> None:
+            if isinstance(o, dict):
+                for k, v in o.items():
+                    key, where = str(k).lower(), f"{path}.{k}"
+                    if key in exempt:
+                        continue
+                    if isinstance(v, list) and (key in banned or (len(v) in lengths and len(v) > 1)) \
+                            and _is_numbers(v):
+                        out.append(f"{where}: per-period array of a protected measure ({len(v)} values)")
+                    else:
+                        walk(v, where)
+            elif isinstance(o, list):
+                for i, v in enumerate(o):
+                    walk(v, f"{path}[{i}]")
+
+        for d in rec.get("diagnostics") or []:
+            if isinstance(d, dict):
+                walk(d.get("data"), f"diagnostics.{d.get('name')}.data")
+        walk(rec.get("details"), "details")
+    return out
+
+
+def _check_json(obj: Any, where: str, rules: DisclosureRules) -> list[str]:
+    """Findings in any published JSON: result records (anywhere in the document), tables as lists
+    of row objects that describe themselves (a ``disclosure`` key), and figure data (Vega-Lite
+    ``values``, Plotly ``data``) in those forms."""
+    findings: list[str] = []
+
+    def walk(o: Any, path: str) -> None:
+        if isinstance(o, dict):
+            if "series" in o and ("measure_source" in o or "measure_disclosure" in o or "disclosure" in o):
+                findings.extend(f"{where}{path and ' ' + path}: {f}" for f in _record_problems(o, rules))
+            for k, v in o.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(o, list):
+            if o and all(isinstance(r, dict) for r in o) and any(
+                    "disclosure" in {str(k).lower() for k in r} for r in o):
+                findings.extend(check_table(pd.DataFrame(o), f"{where} {path or 'rows'}", rules))
+                return
+            for i, v in enumerate(o):
+                if isinstance(v, dict | list):
+                    walk(v, f"{path}[{i}]")
+
+    walk(obj, "")
+    return findings
+
+
+def _check_record(rec: dict[str, Any], where: str, rules: DisclosureRules) -> list[str]:
+    findings = _check_json(rec, where, rules)
+    tables = rec.get("tables") if isinstance(rec, dict) else None
     if isinstance(tables, dict):
         for name, rows in tables.items():
-            if isinstance(rows, list) and rows and isinstance(rows[0], dict):
+            if isinstance(rows, list) and rows and isinstance(rows[0], dict) and not any(
+                    "disclosure" in r for r in rows):
                 findings += check_table(pd.DataFrame(rows), f"{where} table '{name}'", rules)
     return findings
+
+
+def _json_keys(obj: Any, acc: set[str]) -> set[str]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            acc.add(str(k))
+            _json_keys(v, acc)
+    elif isinstance(obj, list):
+        for v in obj:
+            _json_keys(v, acc)
+    return acc
 
 
 def _check_html(text: str, where: str, rules: DisclosureRules) -> list[str]:
@@ -432,6 +677,40 @@ def _xlsx_frames(path: Path) -> tuple[list[tuple[str, pd.DataFrame]], str]:
     return frames, "\n".join(text)
 
 
+_TH = re.compile(r"<th[^>]*>(.*?)</th>", re.I | re.S)
+_TAG = re.compile(r"<[^>]+>")
+_FIGURE_DATA = ("application/json", "application/vnd.vegalite.v4+json", "application/vnd.vegalite.v5+json",
+                "application/vnd.plotly.v1+json", "application/geo+json")
+
+
+def _headers_html(html: str) -> set[str]:
+    return {_TAG.sub("", h).strip() for h in _TH.findall(html)}
+
+
+def _scan_notebook(nbj: dict[str, Any], where: Path, rules: DisclosureRules,
+                   names: set[str]) -> list[str]:
+    findings: list[str] = []
+    for ci, cell in enumerate(nbj.get("cells", [])):
+        for out in cell.get("outputs", []) or []:
+            data = out.get("data") or {}
+            html = data.get("text/html")
+            if html:
+                html = "".join(html) if isinstance(html, list) else html
+                findings += _check_html(html, f"{where} cell {ci + 1}", rules)
+                names |= _headers_html(html)
+            for mime in _FIGURE_DATA:
+                if mime in data:
+                    obj = data[mime]
+                    if isinstance(obj, str):
+                        try:
+                            obj = json.loads(obj)
+                        except json.JSONDecodeError:
+                            continue
+                    findings += _check_json(obj, f"{where} cell {ci + 1} {mime}", rules)
+                    names |= _json_keys(obj, set())
+    return findings
+
+
 def scan_published(
     paths: Iterable[Path | str],
     planted_fields: Sequence[str] = (),
@@ -442,11 +721,19 @@ def scan_published(
 ) -> list[str]:
     """Scan published files (and folders, recursively) for disclosure failures.
 
-    Looks for (1) hospital counts 1-7 not shown as ``*`` and hospital counts not rounded, in
-    self-describing tables (CSV, xlsx sheets, HTML tables, tables inside JSON) and in result JSONs'
-    observed series; (2) a suppressed part recoverable from a published total (or a suppressed total
-    from its parts); (3) record-level field names (``planted_fields`` plus the rules'
-    ``record_level_fields``) and ``planted_values`` anywhere in the text.
+    Looks for
+
+    1. protected counts (hospital: 1-7 not shown as ``*``, counts not rounded) in self-describing
+       tables (CSV, xlsx sheets, HTML tables, notebook output tables, row lists inside any JSON,
+       figure data in notebooks: Vega-Lite, Plotly and JSON outputs) and in result records found
+       anywhere in a JSON document (every count series column, and per-period arrays such as
+       residuals that :func:`control_record` withholds);
+    2. a suppressed part recoverable from a published total (or a suppressed total from its parts);
+    3. record-level fields: ``planted_fields`` plus :meth:`DisclosureRules.personal_fields` (the
+       rules' ``record_level_fields`` and the record-level sources' identifying columns). Names
+       with an underscore (``victim_dob``) are looked for anywhere in the text; plain words
+       (``latitude``, ``location``) as a column, header, sheet cell or JSON key, where a field
+       would be published; ``planted_values`` anywhere in the text.
 
     Returns
     -------
@@ -456,40 +743,45 @@ def scan_published(
         if parameters_dir is None:
             raise ValueError("give rules or parameters_dir")
         rules = load_rules(parameters_dir)
-    needles = sorted({s for s in list(planted_fields) + list(rules.record_level_fields) if s})
+    needles = sorted({s for s in list(planted_fields) + rules.personal_fields() if s})
     values = sorted({s for s in planted_values if s})
-    field_res = [(f, re.compile(r"(?<![A-Za-z0-9])" + re.escape(f) + r"(?![A-Za-z0-9])", re.I)) for f in needles]
+    anywhere = [n for n in needles if "_" in n or any(ch.isdigit() for ch in n)]
+    structural = {n.lower(): n for n in needles if n not in anywhere}
+    field_res = [(f, re.compile(r"(?<![A-Za-z0-9])" + re.escape(f) + r"(?![A-Za-z0-9])", re.I)) for f in anywhere]
     findings: list[str] = []
     for f in _iter_files(paths):
         suffix = f.suffix.lower()
         text = ""
+        names: set[str] = set()
         try:
             if suffix == ".xlsx":
                 frames, text = _xlsx_frames(f)
+                names |= set(text.split("\n"))
                 for name, df in frames:
                     findings += check_table(df, f"{f} sheet '{name}'", rules)
             elif suffix in _TEXT_SUFFIXES:
                 text = f.read_text(encoding="utf-8", errors="replace")
                 if suffix == ".csv":
-                    findings += check_table(pd.read_csv(f, dtype=str, keep_default_na=False), str(f), rules)
+                    df = pd.read_csv(f, dtype=str, keep_default_na=False)
+                    names |= {str(c) for c in df.columns}
+                    findings += check_table(df, str(f), rules)
                 elif suffix == ".json":
                     try:
-                        findings += _check_record(json.loads(text), str(f), rules)
+                        obj = json.loads(text)
                     except json.JSONDecodeError:
                         findings.append(f"{f}: not valid JSON")
+                    else:
+                        findings += _check_record(obj, str(f), rules)
+                        names |= _json_keys(obj, set())
                 elif suffix in (".html", ".htm"):
                     findings += _check_html(text, str(f), rules)
+                    names |= _headers_html(text)
                 elif suffix == ".ipynb":
                     try:
                         nbj = json.loads(text)
                     except json.JSONDecodeError:
                         nbj = {}
-                    for ci, cell in enumerate(nbj.get("cells", [])):
-                        for out in cell.get("outputs", []) or []:
-                            html = (out.get("data") or {}).get("text/html")
-                            if html:
-                                html = "".join(html) if isinstance(html, list) else html
-                                findings += _check_html(html, f"{f} cell {ci + 1}", rules)
+                    findings += _scan_notebook(nbj, f, rules, names)
             else:
                 continue
         except (OSError, ValueError, KeyError) as exc:
@@ -498,6 +790,8 @@ def scan_published(
         for name, rx in field_res:
             if rx.search(text):
                 findings.append(f"{f}: record-level field '{name}' appears")
+        for n in sorted({str(x).strip().lower() for x in names} & set(structural)):
+            findings.append(f"{f}: record-level field '{structural[n]}' appears as a column or key")
         low = text.lower()
         for v in values:
             if v.lower() in low:

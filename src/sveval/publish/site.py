@@ -42,6 +42,7 @@ import pandas as pd
 import yaml
 
 from sveval.errors import DisclosureError, PublishError
+from sveval.publish import pages as overview_pages
 from sveval.publish.records import (
     DESIGN_NAMES,
     EvaluationRecord,
@@ -53,7 +54,15 @@ from sveval.publish.records import (
     short_verdict,
     verdict_text,
 )
-from sveval.publish.text import FALLBACK_BANNER, _yaml, env, md_escape, md_link, template_text  # noqa: F401
+from sveval.publish.text import (  # noqa: F401
+    FALLBACK_BANNER,
+    _yaml,
+    env,
+    front_matter,
+    md_escape,
+    md_link,
+    template_text,
+)
 from sveval.report.prose import effect_text, evidence_text, power_text, value_for_money_text
 
 STATE_DIR = ".sveval"  # shared with sveval.pipeline.runner; hidden from Quarto (leading dot)
@@ -278,7 +287,7 @@ def index_page(content: SiteContent, site_title: str, catalog: Any, tables: list
     fm = {"title": site_title, "description": _index_description(content, partnership)}
     return _tidy(
         env().get_template("index.qmd.j2").render(
-            front_matter=_yaml(fm),
+            front_matter=front_matter(fm),
             intro=intro,
             evaluations=recs,
             summary_table=summary,
@@ -457,7 +466,7 @@ def methods_page(content: SiteContent, reports_dir: Path, tables: list[str]) -> 
     }
     return _tidy(
         env().get_template("methods.qmd.j2").render(
-            front_matter=_yaml(fm), designs=designs, power_table=power_table,
+            front_matter=front_matter(fm), designs=designs, power_table=power_table,
             coverage_text=coverage_text, coverage_table=coverage_table,
             diagnostics_table=diagnostics_table,
         )
@@ -547,7 +556,7 @@ def data_page(content: SiteContent, catalog: Any, tables: list[str]) -> str:
     }
     return _tidy(
         env().get_template("data.qmd.j2").render(
-            front_matter=_yaml(fm), disclosure_rules=DISCLOSURE_RULES, measures_table=measures_table,
+            front_matter=front_matter(fm), disclosure_rules=DISCLOSURE_RULES, measures_table=measures_table,
             areas_table=areas_table, provenance_table=provenance_table,
         )
     )
@@ -583,7 +592,7 @@ def with_front_matter(nb: nbformat.NotebookNode, meta: Mapping[str, Any]) -> nbf
     merged = {**(old or {}), **meta}
     if isinstance((old or {}).get("execute"), dict):
         merged["execute"] = {**old["execute"], **meta.get("execute", {})}
-    cell = nbformat.v4.new_raw_cell(source="---\n" + _yaml(merged) + "\n---")
+    cell = nbformat.v4.new_raw_cell(source="---\n" + front_matter(merged) + "\n---")
     cell.metadata = {"sveval": {"generated": "front matter written by sveval publish"}}
     if nb.nbformat_minor >= 5 or nb.nbformat > 4:
         cell.id = FRONT_MATTER_CELL_ID
@@ -596,28 +605,48 @@ def with_front_matter(nb: nbformat.NotebookNode, meta: Mapping[str, Any]) -> nbf
     return nb
 
 
+def _escaped_nav(config: dict[str, Any]) -> dict[str, Any]:
+    """``_quarto.yml``'s navbar with every menu text escaped (Quarto reads it as Markdown)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for item in config.get("website", {}).get("navbar", {}).get("left", []):
+        for entry in [item, *item.get("menu", [])]:
+            if isinstance(entry.get("text"), str):
+                entry["text"] = md_escape(entry["text"])
+    site = config.get("website", {})
+    if isinstance(site.get("title"), str):
+        site["title"] = md_escape(site["title"])
+    return config
+
+
 def quarto_config(site_title: str, pages: Sequence[Page], content: SiteContent) -> dict[str, Any]:
     """The ``_quarto.yml`` of the site (a website project rendered into ``_site``)."""
     eval_pages = [r for r in content.evaluations if r.page]
     left: list[dict[str, Any]] = [{"text": "Home", "href": "index.qmd"}]
-    if eval_pages:
-        left.append({"text": "Evaluations", "menu": [{"text": r.title, "href": r.page} for r in eval_pages]})
-    else:
-        left.append({"text": "Evaluations", "href": "index.qmd"})
-    if content.tracking:
-        left.append({"text": "Tracking", "menu": [{"text": t.title, "href": t.page} for t in content.tracking]})
+    ids = {r.id for r in content.evaluations}
+    mains = [r for r in eval_pages if overview_pages.sensitivity_target(r) not in ids]
+    left.append({"text": "Evaluations", "menu": [{"text": "All evaluations (sort and filter)", "href": "evaluations.qmd"},
+                                                 *({"text": r.title, "href": r.page} for r in mains)]})
+    tracking = [{"text": "Home Office measures", "href": "measures.qmd"}] if any(
+        p.source == "measures.qmd" for p in pages) else []
+    tracking += [{"text": t.title, "href": t.page} for t in content.tracking]
+    if tracking:
+        left.append({"text": "Tracking", "menu": tracking})
     left += [{"text": "Methods", "href": "methods.qmd"}, {"text": "Data & disclosure", "href": "data.qmd"}]
     return {
-        "project": {"type": "website", "output-dir": "_site", "render": [p.source for p in pages]},
+        "project": {"type": "website", "output-dir": "_site", "render": [p.source for p in pages],
+                    "resources": [f"{overview_pages.DOWNLOADS_DIR}/**"]},
         "website": {
             "title": site_title,
             "navbar": {"left": left},
             "page-footer": {
-                "left": "Model estimates only: observed counts are not published (see Data & disclosure).",
+                "left": "Model estimates; observed figures only after disclosure control (see Data & disclosure).",
                 "right": "Published with sveval and Quarto",
             },
         },
-        "format": {"html": {"theme": "cosmo", "css": "styles.css", "toc": True}},
+        "format": {"html": {"theme": "cosmo", "css": [overview_pages.SITE_CSS, "styles.css"], "toc": True,
+                            "toc-expand": 2, "include-after-body": overview_pages.SCROLL_TABLES}},
         "execute": dict(EXECUTE_OPTIONS),
     }
 
@@ -713,7 +742,22 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None) -> tuple[
     pages: list[Page] = [
         Page("index.qmd", title, _index_description(content, getattr(catalog, "partnership", None)), "markdown"),
     ]
-    texts = {"index.qmd": index_page(content, title, catalog, tables)}
+    rules = _disclosure_rules(catalog)
+    gate = overview_pages.Gate(
+        control=lambda frame, **kw: disclosure_control(frame, log=tables, **{"rules": rules, **kw}),
+        markdown=markdown_table, rules=rules,
+    )
+    downloads = overview_pages.write_downloads(content, stage, gate)
+    returns = overview_pages.copy_latest_returns(reports_dir.parent / "outputs", stage)
+    measures = overview_pages.measures_page(reports_dir, catalog, gate, stage)
+    texts = {"index.qmd": overview_pages.index_page(
+        content, title, catalog, gate, stage, description=pages[0].description, downloads=downloads,
+        returns=returns, measures_page=measures[0] if measures else None)}
+    listing_qmd, listing_yml = overview_pages.listing_page(content, catalog)
+    texts["evaluations.qmd"] = listing_qmd
+    (stage / "evaluations.yml").write_text(listing_yml, encoding="utf-8")
+    if measures:
+        texts[measures[0]] = measures[1]
     for rec in records:
         if rec.notebook_path is None:
             continue
@@ -721,11 +765,16 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None) -> tuple[
                                 "execute": dict(EXECUTE_OPTIONS)}
         if rec.failed:
             meta["execute"]["error"] = True
-        _write_notebook(stage / rec.page, with_front_matter(read_notebook(rec.notebook_path), meta))
+        links = [("result JSON", downloads[rec.id])] if rec.id in downloads else []
+        if f"{rec.id}:csv" in downloads:
+            links.append(("figure data (CSV)", downloads[f"{rec.id}:csv"]))
+        nb = overview_pages.prepare_notebook_page(read_notebook(rec.notebook_path), rec.title, downloads=links)
+        _write_notebook(stage / rec.page, with_front_matter(nb, meta))
         pages.append(Page(rec.page, rec.title, rec.description, "notebook"))
     for t in content.tracking:
         meta = {"title": t.title, "description": t.description, "execute": dict(EXECUTE_OPTIONS)}
-        _write_notebook(stage / t.page, with_front_matter(read_notebook(t.notebook_path), meta))
+        nb = overview_pages.prepare_notebook_page(read_notebook(t.notebook_path), t.title)
+        _write_notebook(stage / t.page, with_front_matter(nb, meta))
         pages.append(Page(t.page, t.title, t.description, "notebook"))
     texts["methods.qmd"] = methods_page(content, reports_dir, tables)
     texts["data.qmd"] = data_page(content, catalog, tables)
@@ -740,12 +789,21 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None) -> tuple[
     else:
         (stage / "styles.css").write_text(template_text("styles.css"), encoding="utf-8")
         warnings.append(f"{styles}: missing; wrote sveval's default stylesheet")
+    overview_pages.site_assets(stage)
     (stage / "_quarto.yml").write_text(
         "# Generated by `sveval publish`; edit the templates in sveval/templates, not this file.\n"
-        + yaml.safe_dump(quarto_config(title, pages, content), sort_keys=False, allow_unicode=True, width=4096),
+        + yaml.safe_dump(_escaped_nav(quarto_config(title, pages, content)), sort_keys=False, allow_unicode=True,
+                         width=4096),
         encoding="utf-8",
     )
     return pages, content, tables
+
+
+def _project_files(stage: Path) -> list[str]:
+    """Every source file of the staged project (pages, listing metadata, figures, downloads, assets)."""
+    skip = {"_site", ".quarto", "_freeze"}
+    return sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*")
+                  if p.is_file() and p.relative_to(stage).parts[0] not in skip)
 
 
 def _write_notebook(path: Path, nb: nbformat.NotebookNode) -> None:
@@ -755,7 +813,7 @@ def _write_notebook(path: Path, nb: nbformat.NotebookNode) -> None:
 
 def _swap_in(stage: Path, reports_dir: Path, sources: Sequence[str]) -> None:
     """Move the staged sources and site into ``reports_dir`` (each move an atomic rename)."""
-    for rel in (*sources, "_quarto.yml", "styles.css"):
+    for rel in dict.fromkeys((*sources, "_quarto.yml", "styles.css")):
         dst = reports_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(stage / rel, dst)
@@ -822,7 +880,7 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
                     f"disclosure scan of the rendered site found {len(findings)} problem(s); the site "
                     f"was left unchanged:\n  - {shown}"
                 )
-        _swap_in(stage, reports_dir, [p.source for p in pages])
+        _swap_in(stage, reports_dir, _project_files(stage))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return PublishReport(

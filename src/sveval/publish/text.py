@@ -19,22 +19,31 @@ FALLBACK_BANNER = (
 
 
 # ------------------------------------------------------------------------------------------------
-# Markdown helpers
+# Escaping (implemented once in sveval.report.escape so the notebooks' Markdown uses it too)
 # ------------------------------------------------------------------------------------------------
-_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#"})
+from sveval.report.escape import front_matter_text, html_escape, md_escape, md_link  # noqa: E402
 
-
-def md_escape(text: Any) -> str:
-    """Escape text for inline Markdown (Pandoc and CommonMark agree on backslash escapes)."""
-    return " ".join(str(text).split()).translate(_MD_SPECIAL)
-
-
-def md_link(text: str, href: str | None) -> str:
-    return f"[{md_escape(text)}]({href})" if href else md_escape(text)
+__all__ = ["FALLBACK_BANNER", "env", "front_matter", "front_matter_text", "html_escape", "md_escape",
+           "md_link", "template_text"]
 
 
 def _yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=4096).strip()
+
+
+#: front-matter keys whose values Quarto renders as Markdown (escaped by :func:`front_matter`)
+TEXT_KEYS = ("title", "subtitle", "description", "author", "abstract")
+
+
+def front_matter(data: Mapping[str, Any]) -> str:
+    """YAML front matter (without the ``---`` fences) with its text values escaped: Quarto reads
+    ``title``, ``description`` ... as Markdown, so registry and parameter-file text in them is
+    Markdown-escaped (raw HTML and shortcodes neutralised); YAML quoting is ``yaml.safe_dump``'s."""
+    out = dict(data)
+    for k in TEXT_KEYS:
+        if isinstance(out.get(k), str):
+            out[k] = front_matter_text(out[k])
+    return _yaml(out)
 
 
 def env() -> jinja2.Environment:

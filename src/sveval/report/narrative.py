@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from sveval.pipeline.record import ResultRecord
+from sveval.report.escape import md_escape
 from sveval.report.prose import (  # noqa: F401  (power_paragraph re-exported for notebooks)
     evidence_text,
     fmt_effect,
@@ -36,12 +37,13 @@ def _fmt_p(p: float | None) -> str:
 def overview(ctx: Any) -> str:
     """Markdown: what was evaluated, where, when, against what."""
     spec, m, iv = ctx.spec, ctx.measure, ctx.intervention
+    e = md_escape  # registry text is data: escaped, never live Markdown or HTML
     lines = [
-        f"**Intervention:** {iv.title} (priority {iv.priority}). {iv.description}".strip(),
+        f"**Intervention:** {e(iv.title)} (priority {e(iv.priority)}). {e(iv.description)}".strip(),
         "",
-        f"**Outcome measure:** {m.name}. {m.description}".strip(),
+        f"**Outcome measure:** {e(m.name)}. {e(m.description)}".strip(),
         "",
-        f"**Area:** {ctx.area_label}. **Analysed period:** {ctx.start} to {ctx.end} "
+        f"**Area:** {e(ctx.area_label)}. **Analysed period:** {ctx.start} to {ctx.end} "
         f"({ctx.pre_months} months before, {ctx.post_months} months from the start).",
         "",
         f"**Intervention start:** {ctx.intervention_start}"
@@ -49,7 +51,7 @@ def overview(ctx: Any) -> str:
         + ".",
     ]
     if ctx.comparison:
-        lines += ["", f"**Comparison:** {ctx.catalog.areas_label(ctx.comparison)}."]
+        lines += ["", f"**Comparison:** {e(ctx.catalog.areas_label(ctx.comparison))}."]
     return "\n".join(lines)
 
 
@@ -159,13 +161,13 @@ def diagnostics_table(result: Result) -> pd.DataFrame:
 
 def verdict(ctx: Any, result: Result) -> str:
     """Plain-English summary for report readers."""
-    return plain_english(result, ctx.measure.name.lower())
+    return plain_english(result, md_escape(ctx.measure.name.lower()))
 
 
 def warnings_markdown(result: Result) -> str:
     if not result.warnings:
         return "No warnings were raised."
-    return "\n".join(f"- {w}" for w in result.warnings)
+    return "\n".join(f"- {md_escape(w)}" for w in result.warnings)
 
 
 def evidence_markdown(record: ResultRecord) -> str:
@@ -184,8 +186,8 @@ def provenance_markdown(record: ResultRecord) -> str:
     prov = record.provenance
     return "\n".join(
         [
-            f"- Parameter file: `{prov.parameter_file or ''}`",
-            f"- Data source: {prov.data_source or ''} ({prov.data_files or 0} files, "
+            f"- Parameter file: {md_escape(prov.parameter_file or '')}",
+            f"- Data source: {md_escape(prov.data_source or '')} ({prov.data_files or 0} files, "
             f"sha256 {str(prov.data_sha256 or '')[:12]}...)",
             f"- sveval {prov.sveval_version}, commit {str(prov.git_commit or 'unknown')[:10]}",
             f"- Generated {prov.generated_at}",

@@ -1,0 +1,166 @@
+"""Disclosure attacks: an outsider reading the published files tries to rebuild suppressed counts.
+
+Each attack runs on the built-in example and on a second dataset with many small counts (the
+example's hospital admissions thinned to about a third, so most months are 1-7). An attack
+"succeeds" when it pins a suppressed value; every attack must fail on what is published, and the
+record-level attack is shown to succeed on the uncontrolled result (so the test can fail).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_project
+
+from sveval.pipeline.api import build_record, fit, prepare
+from sveval.pipeline.disclosure import load_rules, scan_published
+from sveval.pipeline.tracking import track
+
+EVAL = "focused-deterrence-admissions-cits"
+HES = "aggregates/hes_sharp_object_admissions.csv"
+
+
+def _small_counts(example: Path, dest: Path) -> Path:
+    """A copy of the example whose hospital admissions are binomially thinned (p = 0.3)."""
+    shutil.copytree(example, dest, symlinks=True)
+    hes = pd.read_csv(dest / HES)
+    rng = np.random.default_rng(11)
+    hes["admissions"] = rng.binomial(hes["admissions"].to_numpy(), 0.3)
+    (dest / HES).unlink()
+    hes.to_csv(dest / HES, index=False)
+    return dest
+
+
+@pytest.fixture(scope="module", params=["example", "small_counts"])
+def project(request, tmp_path_factory, example_data):
+    tmp = tmp_path_factory.mktemp(request.param)
+    data = example_data if request.param == "example" else _small_counts(example_data, tmp / "data-small")
+    return make_project(tmp / "project", data)
+
+
+@pytest.fixture(scope="module")
+def evaluation(project):
+    ctx = prepare(project / "parameters" / "evaluations" / f"{EVAL}.yaml")
+    result = fit(ctx)
+    record = build_record(ctx, result).to_json()
+    out = project / "reports" / "evaluations"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{EVAL}.json").write_text(json.dumps(record))
+    return ctx, result, record
+
+
+def _treated(series: dict | pd.DataFrame, col: str) -> np.ndarray:
+    df = pd.DataFrame(series)
+    if "group" in df.columns:
+        df = df[df["group"] == "treated"]
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+
+
+def _numeric_arrays(obj, n: int, path: str = ""):
+    """Every numeric array of length ``n`` anywhere in a JSON document (candidate residuals)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numeric_arrays(v, n, f"{path}.{k}")
+    elif isinstance(obj, list):
+        if len(obj) == n and all(isinstance(x, int | float) or x is None for x in obj) and any(
+                isinstance(x, int | float) for x in obj):
+            yield path, np.array([np.nan if x is None else x for x in obj], dtype=float)
+        else:
+            for i, v in enumerate(obj):
+                if isinstance(v, dict | list):
+                    yield from _numeric_arrays(v, n, f"{path}[{i}]")
+
+
+def _best_residual_attack(doc: dict, fitted: np.ndarray, truth: np.ndarray, target: np.ndarray,
+                          scale: float) -> tuple[float, str]:
+    """Share of target months recovered exactly by fitted + r * sqrt(scale * fitted) (or + r)."""
+    best, how = 0.0, "none"
+    for path, r in _numeric_arrays(doc, len(fitted)):
+        for name, guess in (("pearson", fitted + r * np.sqrt(fitted)),
+                            ("pearson*phi", fitted + r * np.sqrt(scale * fitted)),
+                            ("response", fitted + r)):
+            hit = np.mean(np.round(guess[target]) == truth[target])
+            if hit > best:
+                best, how = float(hit), f"{path} ({name})"
+    return best, how
+
+
+def test_fitted_plus_residuals_attack(evaluation):
+    ctx, result, record = evaluation
+    truth = _treated(result.series, "observed")
+    fitted = _treated(result.series, "fitted")
+    published = _treated(record["series"], "observed")
+    target = np.isnan(published) & (truth >= 1)
+    assert target.sum() >= 10  # many suppressed months to attack
+    scale = float(result.details.get("scale") or 1.0)
+    # the attack works on the uncontrolled result (what the issue found: every month recovered)
+    raw = {"diagnostics": [c.to_dict() if hasattr(c, "to_dict") else c.__dict__ for c in result.diagnostics]}
+    hit_raw, _ = _best_residual_attack(json.loads(json.dumps(raw, default=str)), fitted, truth, target, scale)
+    assert hit_raw > 0.95
+    # ... and not on the published record: no better than rounding the model's fitted value
+    pub_fitted = _treated(record["series"], "fitted")
+    baseline = float(np.mean(np.round(pub_fitted[target]) == truth[target]))
+    hit, how = _best_residual_attack(record, pub_fitted, truth, target, scale)
+    assert hit <= baseline + 0.05, f"{how} recovers {hit:.0%} of suppressed months"
+    assert baseline < 0.5
+    assert record["disclosure_control"]["withheld"]
+
+
+def test_published_record_passes_the_scanner(evaluation, project):
+    rules = load_rules(project / "parameters")
+    assert scan_published([project / "reports" / "evaluations"], rules=rules) == []
+    # the scanner finds the residuals if they are put back
+    _, result, record = evaluation
+    bad = json.loads(json.dumps(record))
+    bad["diagnostics"][0]["data"]["residuals"] = [0.5] * 132
+    path = project / "bad.json"
+    path.write_text(json.dumps(bad))
+    assert any("per-period array" in f for f in scan_published([path], rules=rules))
+    path.unlink()
+
+
+def test_figure_data_is_controlled(evaluation):
+    """The published figure is drawn from the controlled record (narrative.published_series)."""
+    from sveval.pipeline.record import ResultRecord
+    from sveval.report.narrative import published_series
+
+    ctx, result, record = evaluation
+    fig = published_series(ResultRecord.model_validate(record))
+    obs = fig["observed"].dropna().to_numpy()
+    assert not ((obs >= 1) & (obs <= 7)).any() and (obs % 5 == 0).all()
+    assert set(fig.columns) <= {"period", "observed", "fitted", "counterfactual", "cf_low", "cf_high", "post",
+                                "group"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables: tracking
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tracking(project):
+    rules = load_rules(project / "parameters")
+    tr = track(project / "parameters" / "tracking" / "partnership.yaml", root=project)
+    return tr, tr.published(rules), rules
+
+
+def _hospital(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["disclosure"] == "hospital") & df["area_type"].isin(["partnership", "area"])]
+
+
+def test_rates_times_populations_give_only_rounded_counts(tracking):
+    tr, pub, rules = tracking
+    m = _hospital(pub["monthly"])
+    assert len(m)
+    raw = tr.monthly.set_index(["measure", "area_code", "period"])["count"]
+    for _, row in m.iterrows():
+        if row["count"] == "*":
+            assert row["rate"] == "*"
+            continue
+        back = float(row["rate"]) * float(row["population"]) / float(row["rate_per"])
+        assert back == pytest.approx(float(row["count"]), abs=1e-6)  # the rounded count, no more
+        true = raw[(row["measure"], row["area_code"], row["period"])]
+        assert float(row["count"]) % 5 == 0 or true == 0
