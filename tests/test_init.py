@@ -122,3 +122,19 @@ def test_never_overwrites(tmp_path, capsys):
     assert rc == 1 and "is not empty" in capsys.readouterr().err
     init_project(other, "X", "E06000001", force=True)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_scaffolded_project_finds_the_installed_notebooks(tmp_path):
+    """A project made by `sveval init` has no evaluations/ notebooks of its own: the runner uses the
+    design notebooks installed with sveval (package data), and a project's own copy wins."""
+    from sveval.paths import ProjectPaths
+
+    repo = Path(__file__).resolve().parents[1]
+    paths = ProjectPaths(tmp_path)
+    for name in ("its", "did", "synth", "tracking"):
+        nb = paths.notebook(name)
+        assert nb.is_file() and nb.read_bytes() == (repo / "evaluations" / f"{name}.ipynb").read_bytes()
+    own = tmp_path / "evaluations" / "its.ipynb"
+    own.parent.mkdir()
+    own.write_text("{}")
+    assert paths.notebook("its") == own

@@ -49,6 +49,14 @@ class ProjectPaths:
     def notebooks(self) -> Path:
         return self.root / "evaluations"
 
+    def notebook(self, name: str) -> Path:
+        """The notebook ``<name>.ipynb``: the project's own copy in ``evaluations/`` if it has one
+        (a project may adapt a design's narrative), otherwise the one installed with sveval."""
+        own = self.notebooks / f"{name}.ipynb"
+        if own.is_file():
+            return own
+        return Path(__file__).resolve().parent / "notebooks" / f"{name}.ipynb"
+
     @property
     def reports(self) -> Path:
         return self.root / "reports"
