@@ -96,3 +96,29 @@ def test_layers_contract_holds():
     out = subprocess.run([str(exe), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "2 kept, 0 broken" in out.stdout
+
+
+def test_committed_record_schema_is_current(capsys):
+    """The committed JSON Schema of the result record is what the models generate (regenerate with
+    ``sveval schema > src/sveval/schemas/result-record.schema.json``)."""
+    import json
+
+    from sveval.cli import main
+    from sveval.pipeline.record import SCHEMA_VERSION, record_schema
+
+    committed = json.loads((ROOT / "src/sveval/schemas/result-record.schema.json").read_text())
+    assert committed == json.loads(json.dumps(record_schema()))
+    assert committed["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == committed
+
+
+def test_public_api():
+    import sveval
+
+    for name in ("prepare", "fit", "save", "plan", "Result", "ResultRecord", "SvevalError"):
+        assert callable(getattr(sveval, name)) or isinstance(getattr(sveval, name), type)
+    from sveval.errors import SvevalError
+    from sveval.result import Result
+
+    assert sveval.Result is Result and sveval.SvevalError is SvevalError

@@ -188,6 +188,16 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the result record (reports/evaluations/<id>.json)."""
+    import json
+
+    from sveval.pipeline.record import record_schema
+
+    print(json.dumps(record_schema(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from sveval.pipeline.scaffold import init_project
 
@@ -310,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--out", required=True, help="the CSV file to write")
     dp.add_argument("--quiet", action="store_true", help="no progress bar")
     dp.set_defaults(fn=cmd_data_export)
+
+    sp = sub.add_parser("schema", help="print the JSON Schema of the result record")
+    sp.set_defaults(fn=cmd_schema)
 
     sp = sub.add_parser("plan", help="power planning: months after launch until an effect is detectable")
     sp.add_argument("spec", help="evaluation parameter file (its pre-period is used)")
