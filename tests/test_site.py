@@ -194,7 +194,7 @@ def test_publish_fallback_renders_every_page(reports):
     assert report.evaluations == 3 and report.failed == 1
     outputs = {p.output for p in report.pages}
     assert outputs == {
-        "index.html", "methods.html", "data.html", "evaluations/nte-its.html",
+        "index.html", "methods.html", "data.html", "evaluations.html", "evaluations/nte-its.html",
         "evaluations/youth-did.html", "evaluations/knife-synth.html", "tracking/knife-crime.html",
     }
     index = _parse(site / "index.html")
@@ -222,12 +222,14 @@ def test_index_content_effects_verdicts_failures(reports):
     publish(reports, quarto=None)
     qmd = (reports / "index.qmd").read_text()
     html = (reports / "_site" / "index.html").read_text()
-    # headline effect as % change with CI, from fmt_effect
-    assert "-18.0% (95% CI -29.0% to -5.0%)" in html
-    assert "-5.0% (95% CI -20.0% to +13.0%)" in html
-    assert "No clear change (underpowered)" in html
-    assert "Improvement: the interval excludes no change" in html
-    assert "Level 2 (limited)" in html and "Benefit-cost ratio 2.40 (95% CI 0.53 to 4.08)" in html
+    # headline effect as % change with CI (fmt_effect) and its unit
+    unit = "percentage change against the expected level without the intervention"
+    assert f"-18.0% (95% CI -29.0% to -5.0%); {unit}" in html
+    assert f"-5.0% (95% CI -20.0% to +13.0%); {unit}" in html
+    assert "underpowered (it could only reliably detect a fall of 35% or more)" in html
+    assert '<span class="verdict verdict-improvement">▼ Improvement</span>, evidence level 2' in html
+    assert '<span class="verdict verdict-unclear">◆ No clear change</span>' in html
+    assert "benefit-cost ratio 2.40 (95% CI 0.53 to 4.08)" in html
     assert "Level 2: comparison without evidence of comparable trends. A single series" in html
     assert "Estimated benefit £575,000 (95% CI £126,000 to £980,000) at 2025/26 prices" in html
     assert "Not estimated" in html
@@ -236,11 +238,17 @@ def test_index_content_effects_verdicts_failures(reports):
     assert "Evaluations that failed" in html
     assert "ValueError: no data for measure &#39;da_knife&#39; in E06000005" in html or \
         "ValueError: no data for measure 'da_knife' in E06000005" in html
-    # a title with '|' does not break the Markdown table: one rendered row per evaluation
+    # a title with '|' is escaped in Markdown and shown whole
     assert "Youth navigators \\| difference-in-differences" in qmd
+    assert "Youth navigators | difference-in-differences</a>" in html
+    # the at-a-glance matrix: one row per priority (only priority 2 without a catalog), the three
+    # Home Office measures and the local measures as columns; every cell in words
     table = html.split("<table", 1)[1].split("</table>", 1)[0]
-    assert table.count("<tr") == 1 + len(EVALUATIONS)
-    assert "Youth navigators | difference-in-differences</a>" in table
+    assert table.count("<tr") == 1 + 1
+    for col in ("Homicide", "Hospital admissions for assault with a sharp object", "Police-recorded knife crime",
+                "Local measures"):
+        assert f">{col}</th>" in table
+    assert table.count("Not evaluated") == 3 and "✖ Failed" in table
     # observed counts from the JSON series never reach the site
     for page in (reports / "_site").rglob("*.html"):
         assert "987654" not in page.read_text()
@@ -269,12 +277,15 @@ def test_quarto_project_sources(reports):
     assert cfg["project"]["output-dir"] == "_site"
     assert set(cfg["project"]["render"]) == {p.source for p in report.pages}
     assert cfg["execute"]["enabled"] is False and cfg["execute"]["echo"] is False
-    assert cfg["format"]["html"]["css"] == "styles.css" and cfg["format"]["html"]["toc"] is True
+    assert cfg["format"]["html"]["css"] == ["sveval-site.css", "styles.css"] and cfg["format"]["html"]["toc"] is True
+    assert cfg["format"]["html"]["include-after-body"] == "scroll-tables.html"
+    assert cfg["project"]["resources"] == ["downloads/**"]
     nav = cfg["website"]["navbar"]["left"]
     assert [n["text"] for n in nav] == ["Home", "Evaluations", "Tracking", "Methods", "Data & disclosure"]
     evals = next(n for n in nav if n["text"] == "Evaluations")["menu"]
-    assert {m["href"] for m in evals} == {f"evaluations/{e}.ipynb" for e in EVALUATIONS}
-    for src in ("index.qmd", "methods.qmd", "data.qmd"):
+    assert [m["href"] for m in evals][0] == "evaluations.qmd"
+    assert {m["href"] for m in evals[1:]} == {f"evaluations/{e}.ipynb" for e in EVALUATIONS}
+    for src in ("index.qmd", "methods.qmd", "data.qmd", "evaluations.qmd"):
         fm = _front_matter((reports / src).read_text())
         assert fm["title"] and fm["description"] and fm["title"] != src
         assert "```{" not in (reports / src).read_text(), "generated pages must hold no executable cells"
@@ -282,10 +293,11 @@ def test_quarto_project_sources(reports):
         nb = nbformat.read(reports / "evaluations" / f"{eid}.ipynb", as_version=4)
         assert nb.cells[0].cell_type == "raw"
         fm = existing_front_matter(nb)
-        assert fm["title"] == spec["title"]
+        assert fm["title"].replace("\\|", "|") == spec["title"]  # Markdown-escaped front matter
         assert fm["description"] == f"Evaluation {eid}." or fm["description"].startswith("Evaluation")
         assert fm["execute"]["echo"] is False and fm["execute"]["enabled"] is False
         assert sum(1 for c in nb.cells if c.cell_type == "raw") == 1
+        assert f"[result JSON](../downloads/evaluations/{eid}.json)" in nb.cells[1].source
         nbformat.validate(nb)
     track = existing_front_matter(nbformat.read(reports / "tracking" / "knife-crime.ipynb", as_version=4))
     assert track["title"] == "Knife crime tracking"
@@ -395,10 +407,14 @@ def test_disclosure_gate():
 
 def test_every_table_passes_the_gate(reports):
     report = publish(reports, quarto=None)
-    assert {"index.summary", "methods.power", "methods.diagnostics", "data.measures", "data.provenance"} <= set(report.tables)
+    assert {"index.matrix", "methods.power", "methods.diagnostics", "data.measures", "data.provenance",
+            "downloads.nte-its.series"} <= set(report.tables)
     n_tables = sum(len(re.findall(r"^\|.*\|\n\|:--", (reports / s).read_text(), re.M))
-                   for s in ("index.qmd", "methods.qmd", "data.qmd"))
-    assert n_tables == len(report.tables)
+                   for s in ("index.qmd", "methods.qmd", "data.qmd", "evaluations.qmd"))
+    pages = [t for t in report.tables if not t.startswith("downloads.")]
+    assert n_tables == len(pages)
+    downloads = sorted((reports / "downloads" / "evaluations").glob("*.csv"))
+    assert len(downloads) == len([t for t in report.tables if t.startswith("downloads.")]) == 2
 
 
 def test_front_matter_merges_existing_cell():
@@ -460,3 +476,200 @@ def test_collect_coverage_keeps_default_estimators(tmp_path):
     (results / "its_coverage_y.json").write_text("{not json")
     with pytest.raises(PublishError, match="its_coverage_y.json"):
         collect_coverage(results, reports)
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 14: the overview (priorities x Home Office measures), sensitivity variants, forest plot,
+# listing, downloads, the Home Office measures page and page hygiene
+# ------------------------------------------------------------------------------------------------
+def _add_variant(reports: Path, notebooks) -> None:
+    """A model-sensitivity variant of nte-its (difference scale) declared with sensitivity_of."""
+    spec = {**EVALUATIONS["nte-its"], "title": "Night-time economy patrols, sensitivity (OLS)",
+            "effects": [("level_change", "difference", -64.4, -130.0, 1.2)]}
+    rec = _record("nte-ols", spec)
+    rec["effects"][0]["description"] = "difference in offences per month; Newey-West errors"
+    rec["sensitivity_of"] = "nte-its"
+    rec["measure"] = "nte_violence"
+    (reports / "evaluations" / "nte-ols.json").write_text(json.dumps(rec))
+    nbformat.write(copy.deepcopy(notebooks["nte-its"]), str(reports / "evaluations" / "nte-ols.ipynb"))
+
+
+def test_sensitivity_variants_grouped_under_their_evaluation(reports, executed_notebooks):
+    _add_variant(reports, executed_notebooks)
+    report = publish(reports, quarto=None)
+    html = (reports / "_site" / "index.html").read_text()
+    qmd = (reports / "index.qmd").read_text()
+    # not a headline: absent from the matrix and the forest plot, present in its main's section
+    matrix = html.split("<table", 1)[1].split("</table>", 1)[0]
+    assert "nte-ols" not in matrix and matrix.count("evaluations/nte-its.html") == 1
+    section = qmd.split("#### [Night-time economy patrols: interrupted time series]", 1)[1].split("\n### ", 1)[0]
+    assert "**Sensitivity analyses** (1)" in section and "Night-time economy patrols, sensitivity (OLS)" in section
+    # the variant's effect states its unit: no bare "-64.40"
+    assert "-64.40 (95% CI -130.00 to +1.20); difference in offences per month" in section
+    assert "index.sensitivity.nte-its" in report.tables
+    alt = re.search(r'fig-alt="([^"]*)"', qmd).group(1)
+    assert "2 headline effect(s)" in alt and "OLS" not in alt
+    items = yaml.safe_load((reports / "evaluations.yml").read_text())
+    roles = {i["title"]: i["role"] for i in items}
+    assert roles["Night-time economy patrols, sensitivity (OLS)"] == "Sensitivity analysis"
+    assert roles["Night-time economy patrols: interrupted time series"] == "Headline evaluation"
+    cfg = yaml.safe_load((reports / "_quarto.yml").read_text())
+    menu = next(n for n in cfg["website"]["navbar"]["left"] if n["text"] == "Evaluations")["menu"]
+    assert "evaluations/nte-ols.ipynb" not in {m["href"] for m in menu}
+
+
+def test_forest_plot_and_listing(reports):
+    publish(reports, quarto=None)
+    svg = (reports / "_site" / "figures" / "forest.svg").read_text()
+    assert "<svg" in svg and "% change against expected" in svg
+    index = (reports / "_site" / "index.html").read_text()
+    assert re.search(r'<img src="figures/forest.svg" alt="Forest plot of 2 headline effect', index)
+    fm = _front_matter((reports / "evaluations.qmd").read_text())
+    lst = fm["listing"]
+    assert lst["contents"] == "evaluations.yml" and lst["type"] == "table" and lst["categories"] is True
+    assert lst["filter-ui"] is True and {"priority", "measure", "design", "verdict", "evidence"} <= set(lst["sort-ui"])
+    items = yaml.safe_load((reports / "evaluations.yml").read_text())
+    assert {i["path"] for i in items} == {f"evaluations/{e}.ipynb" for e in EVALUATIONS}
+    nte = next(i for i in items if i["path"] == "evaluations/nte-its.ipynb")
+    assert {"Priority 2", "Interrupted time series", "Improvement", "Level 2", "Local measure"} <= set(nte["categories"])
+    # the fallback renders the same listing as a static table linking every evaluation
+    page = (reports / "_site" / "evaluations.html").read_text()
+    assert page.count('<tr>') == 1 + len(EVALUATIONS) and "Categories:" in page
+    assert all(f'href="evaluations/{e}.html"' in page for e in EVALUATIONS)
+
+
+def test_downloads_are_controlled(reports):
+    from sveval.catalog import Catalog
+
+    publish(reports, quarto=None)  # no disclosure rules: model estimates only
+    csv = (reports / "_site" / "downloads" / "evaluations" / "nte-its-figure-data.csv").read_text()
+    assert csv.splitlines()[0] == "period,counterfactual" and "987654" not in csv
+    doc = json.loads((reports / "_site" / "downloads" / "evaluations" / "nte-its.json").read_text())
+    assert "observed" not in doc["series"] and doc["effects"][0]["estimate"] == 0.82
+    page = (reports / "_site" / "evaluations" / "nte-its.html").read_text()
+    assert 'href="../downloads/evaluations/nte-its.json"' in page
+    assert 'href="../downloads/evaluations/nte-its-figure-data.csv"' in page
+    # with the catalog's rules the observed series passes the gate under its class (police: as is)
+    publish(reports, catalog=Catalog.load(REPO / "parameters"), quarto=None)
+    csv = (reports / "_site" / "downloads" / "evaluations" / "nte-its-figure-data.csv").read_text()
+    assert csv.splitlines()[0] == "period,observed,counterfactual"
+
+
+def test_latest_return_linked(reports):
+    for tag, t in (("2024-25", 1_000_000), ("2025-26", 2_000_000)):
+        d = reports.parent / "outputs" / "returns" / tag
+        d.mkdir(parents=True)
+        (d / f"sv-return-{tag}.xlsx").write_bytes(b"PK fake workbook")
+        (d / "measures.csv").write_text("measure,value\n")
+        import os
+
+        os.utime(d / f"sv-return-{tag}.xlsx", (t, t))
+    publish(reports, quarto=None)
+    index = (reports / "_site" / "index.html").read_text()
+    assert 'href="downloads/returns/2025-26/sv-return-2025-26.xlsx"' in index
+    assert "2024-25" not in index
+    assert (reports / "_site" / "downloads" / "returns" / "2025-26" / "measures.csv").exists()
+
+
+def test_notebook_pages_one_title_toc_and_alt(reports):
+    from sveval.publish.pages import prepare_notebook_page
+
+    publish(reports, quarto=None)
+    track = nbformat.read(reports / "tracking" / "knife-crime.ipynb", as_version=4)
+    assert not any(ln.startswith("# ") for c in track.cells if c.cell_type == "markdown"
+                   for ln in c.source.splitlines())
+    html = (reports / "_site" / "tracking" / "knife-crime.html").read_text()
+    assert html.count("<h1") == 1
+    ev = (reports / "_site" / "evaluations" / "nte-its.html").read_text()
+    assert '<nav class="toc" id="TOC" aria-label="On this page">' in ev
+    assert '<a href="#Summary">Summary</a>' in ev and '<a href="#Caveats">Caveats</a>' in ev
+    assert '<div class="table-scroll" tabindex="0" role="region"' in ev
+    # figures in notebook outputs get alt text from the heading above them
+    nb = nbformat.v4.new_notebook()
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure size 640x480 with 1 Axes>"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\n## Each measure"),
+                nbformat.v4.new_code_cell("x", outputs=[
+                    nbformat.v4.new_output("display_data", data={"text/markdown": "### Knife crime\n\ntext"}),
+                    nbformat.v4.new_output("display_data", data=png),
+                    nbformat.v4.new_output("display_data", data=png)])]
+    out = prepare_notebook_page(nb, "Tracking")
+    assert out.cells[0].source == "## Each measure"
+    alts = out.cells[1].metadata["fig-alt"]
+    assert alts[0] == "" and alts[1].startswith("Chart 1 for Knife crime") and alts[2].startswith("Chart 2 for Knife crime")
+    assert out.cells[1].outputs[1].metadata["image/png"]["alt"] == alts[1]
+    from sveval.publish.render import notebook_to_html
+
+    assert f'alt="{alts[1]}"' in notebook_to_html(out)
+
+
+def _fake_tracking(reports: Path) -> None:
+    """Controlled tracking tables as TrackingResult.save writes them (knife crime and its split)."""
+    import numpy as np
+    import pandas as pd
+
+    from sveval.designs.spc import xmr
+
+    periods = [f"{2021 + (m + 3) // 12}-{(m + 3) % 12 + 1:02d}" for m in range(48)]  # 2021-04 on
+    rows, charts = [], []
+    rng = np.random.default_rng(1)
+    for mid, name, level in (("knife_crime", "Knife crime", 40.0), ("knife_crime_u25", "Knife crime (under 25)", 15.0)):
+        counts = rng.poisson(level, len(periods)).astype(float)
+        counts[-8:] = counts[-8:] * 0.5  # a late fall: special cause
+        for area_type, area, scale in (("partnership", "Durham and Darlington", 1.0), ("comparison", "Comparison areas (pooled)", 1.3)):
+            for k, p in enumerate(periods):
+                rows.append({"measure": mid, "measure_name": name, "area_type": area_type, "area_name": area,
+                             "period": p, "count": counts[k] * scale, "rate_per": 100_000,
+                             "rolling_12m_rate": 50.0 + k * 0.1 * scale})
+        ch = xmr(counts, periods, better_if="lower").assign(measure=mid, shown=counts, suppressed=False,
+                                                             aggregation="month", change_point="")
+        charts.append(ch)
+    tdir = reports / "tracking"
+    pd.DataFrame(rows).to_csv(tdir / "partnership_monthly.csv", index=False)
+    pd.concat(charts).to_csv(tdir / "partnership_spc.csv", index=False)
+    (tdir / "partnership.json").write_text(json.dumps({
+        "id": "partnership", "baseline_year": "2022/23", "data_end": "2025-03",
+        "comparison_areas": ["Hartlepool", "Middlesbrough"], "readings": {"knife_crime": "Knife crime fell."},
+        "chart_notes": {"knife_crime": "Monthly counts"},
+        "tables": {"annual": [{"measure": "knife_crime", "area_type": "partnership", "financial_year": "2023/24",
+                               "rate": 48.2, "change_pct": -7.5, "comparison_rate_ratio": 0.97}]}}))
+
+
+def test_home_office_measures_page(reports):
+    _fake_tracking(reports)
+    report = publish(reports, quarto=None)
+    assert "measures.qmd" in {p.source for p in report.pages}
+    qmd = (reports / "measures.qmd").read_text()
+    html = (reports / "_site" / "measures.html").read_text()
+    assert "## Police-recorded knife crime" not in qmd and "## Knife crime" in qmd and "### Knife crime (under 25)" in qmd
+    assert "Hartlepool, Middlesbrough" in html and "Knife crime fell." in html
+    # Making Data Count icons: inline SVG, decorative, with the words beside them
+    assert '<svg class="mdc-icon"' in html and 'aria-hidden="true"' in html
+    assert "Special cause improvement: lower values (latest point)" in html
+    assert re.search(r"(Consistently better than|Hit and miss against) the 2022/23 baseline", html)
+    for fig in ("measure-knife_crime-rolling.svg", "measure-knife_crime-spc.svg", "measure-knife_crime_u25-spc.svg"):
+        assert (reports / "_site" / "figures" / fig).exists()
+        assert re.search(rf'<img src="figures/{fig}" alt="[^"]{{40,}}"', html), fig
+    assert "measures.knife_crime.annual" in report.tables and "-7.5%" in html
+    index = (reports / "_site" / "index.html").read_text()
+    assert 'href="measures.html"' in index
+
+
+def test_sensitivity_link_is_validated(tmp_path):
+    from sveval.catalog import Catalog
+    from sveval.errors import SpecError
+    from sveval.spec import EvaluationSpec, load_model
+
+    catalog = Catalog.load(REPO / "parameters")
+    folder = REPO / "parameters" / "evaluations"
+    variant = load_model(EvaluationSpec, folder / "focused-deterrence-violence-gls.yaml")
+    assert variant.sensitivity_of == "focused-deterrence-violence-its"
+    catalog.check_evaluation(variant, folder / "focused-deterrence-violence-gls.yaml")
+    for target, message in (("nope", "no evaluation with this id"),
+                            ("focused-deterrence-violence-ols", "is itself a sensitivity variant"),
+                            ("youth-navigators-fte-its", "must keep the intervention and measure")):
+        with pytest.raises(SpecError, match=message):
+            catalog.check_evaluation(variant.model_copy(update={"sensitivity_of": target}),
+                                     folder / "focused-deterrence-violence-gls.yaml")
+    with pytest.raises(SpecError, match="names the evaluation itself"):
+        load_model(EvaluationSpec, folder / "focused-deterrence-violence-gls.yaml",
+                   {**variant.model_dump(mode="json"), "sensitivity_of": variant.id})

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from sveval.errors import SpecError
-from sveval.spec import InterventionSpec, MeasureSpec
+from sveval.periods import financial_year
 from sveval.pipeline.value import (
     Deflators,
     assess,
@@ -16,8 +16,8 @@ from sveval.pipeline.value import (
     load_tables,
     unit_cost,
 )
-from sveval.periods import financial_year
 from sveval.report.prose import value_paragraph as summary_text
+from sveval.spec import InterventionSpec, MeasureSpec
 
 REPO = Path(__file__).resolve().parents[1]
 PDIR = REPO / "parameters"

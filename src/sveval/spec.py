@@ -211,6 +211,9 @@ class InterventionSpec(_Strict):
 
 class InterventionRegistry(_Strict):
     interventions: list[InterventionSpec]
+    priorities: dict[int, str] = Field(
+        default_factory=dict, description="the partnership's priorities (1-4) by number: a short name each"
+    )
 
 
 # ------------------------------------------------------------------------------------------------

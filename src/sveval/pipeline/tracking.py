@@ -202,11 +202,26 @@ class TrackingResult:
             df.to_csv(tmp, index=False)
             os.replace(tmp, p)
             written[name] = p
+        # SPC charts with their plotted values controlled (the published site reads these)
+        keep = ["period", "shown", "suppressed", "segment", "mean", "ucl", "lcl", "outside", "shift",
+                "trend", "two_of_three", "special_cause", "side", "variation", "aggregation",
+                "change_point"]
+        spc = [self.published_chart(ms.id, rules).assign(measure=ms.id) for ms in self.measures
+               if ms.id in self.charts]
+        if spc:
+            p = out_dir / f"{self.spec.id}_spc.csv"
+            tmp = p.with_suffix(".csv.tmp")
+            pd.concat(spc)[["measure", *keep]].to_csv(tmp, index=False)
+            os.replace(tmp, p)
+            written["spc"] = p
+        comparison = self.monthly.loc[self.monthly["area_type"] == "comparison_area", "area_name"]
         doc = {
             "id": self.spec.id,
             "title": self.spec.title,
             "baseline_year": self.spec.baseline_year,
             "data_end": self.data_end,
+            "comparison_areas": sorted(comparison.dropna().unique().tolist()),
+            "chart_notes": dict(self.chart_notes),
             "readings": self.readings(rules),
             "tables": {"annual": json.loads(pub["annual"].to_json(orient="records"))},
             "notes": self.notes,

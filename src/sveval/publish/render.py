@@ -79,8 +79,54 @@ _FENCE_OPEN = re.compile(r"^:::+\s*\{?\s*\.?([A-Za-z][\w-]*)[^}]*\}?\s*$")
 _FENCE_CLOSE = re.compile(r"^:::+\s*$")
 
 
+_SPAN = re.compile(r"\[([^\[\]]+)\]\{((?:\s*\.[A-Za-z][\w-]*)+)\s*\}")
+_FIGURE = re.compile(r'^!\[([^\]]*)\]\(([^)\s]+)\)\{fig-alt="([^"]*)"\}\s*$', re.MULTILINE)
+
+
+def pandoc_inline(text: str) -> str:
+    """The Pandoc constructs sveval's pages use that CommonMark lacks, as HTML: bracketed spans
+    (``[text]{.a .b}``) and figures with alt text (``![caption](src){fig-alt="..."}``)."""
+    text = _FIGURE.sub(
+        lambda m: (f'<figure class="figure"><img src="{m.group(2)}" alt="{m.group(3)}">'
+                   f"<figcaption>{m.group(1)}</figcaption></figure>"),
+        text,
+    )
+    return _SPAN.sub(lambda m: f'<span class="{" ".join(c.strip().lstrip(".") for c in m.group(2).split())}">'
+                               f"{m.group(1)}</span>", text)
+
+
+_TABLE = re.compile(r"(<table\b.*?</table>)", re.DOTALL)
+
+
+def scroll_tables(html: str) -> str:
+    """Wrap every table in a keyboard-focusable scrolling region (usable on a phone)."""
+    count = 0
+
+    def wrap(m: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return (f'<div class="table-scroll" tabindex="0" role="region" aria-label="Table {count} '
+                f'(scrolls sideways)">{m.group(1)}</div>')
+
+    return _TABLE.sub(wrap, html)
+
+
+_HEADING_TAG = re.compile(r'<h([23])\b[^>]*\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.DOTALL)
+
+
+def toc_entries(html: str) -> list[dict[str, Any]]:
+    """Level 2 and 3 headings of a page body (with ids) for its table of contents."""
+    out = []
+    for level, hid, inner in _HEADING_TAG.findall(html):
+        text = " ".join(re.sub(r"<[^>]+>", "", inner).split())
+        if text:
+            out.append({"level": int(level), "id": hid, "text": Markup(escape(text))})
+    return out
+
+
 def markdown_to_html(text: str) -> str:
     """Markdown (with Pandoc ``::: {.class}`` divs, one level deep) to HTML."""
+    text = pandoc_inline(text)
     md = _markdown()
     out: list[str] = []
     buf: list[str] = []
@@ -176,6 +222,45 @@ def _nav(items: Sequence[Mapping[str, Any]], prefix: str, current: str) -> list[
     return nav
 
 
+def listing_html(project: Path, listing: Mapping[str, Any]) -> str:
+    """A Quarto listing (``contents: <file>.yml``, ``type: table``) as a static table, with the
+    same fields and display names, and the items' categories."""
+    contents = listing.get("contents")
+    path = project / str(contents)
+    try:
+        items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise PublishError(f"{path}: listing contents cannot be read ({exc})") from exc
+    fields = list(listing.get("fields") or ["title", "description"])
+    names = dict(listing.get("field-display-names") or {})
+    head = "".join(f"<th>{escape(names.get(f, f))}</th>" for f in fields)
+    rows = []
+    for it in items:
+        cells = []
+        for f in fields:
+            value = escape(str(it.get(f, "")))
+            if f == "title" and it.get("path"):
+                href = re.sub(r"\.(qmd|ipynb|md)$", ".html", str(it["path"]))
+                value = Markup(f'<a href="{escape(href)}">{value}</a>')
+            cells.append(f"<td>{value}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    cats = sorted({str(c) for it in items for c in it.get("categories") or []})
+    cat_html = ("<p class=\"listing-categories\"><strong>Categories:</strong> "
+                + ", ".join(str(escape(c)) for c in cats) + "</p>") if cats else ""
+    return (f'<table class="listing"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            + cat_html)
+
+
+_LISTING_DIV = re.compile(r"^:::+\s*\{#([\w-]+)\}\s*\n:::+\s*$", re.MULTILINE)
+
+
+def _copy_resources(project: Path, site: Path, dirs: Sequence[str]) -> None:
+    for d in dirs:
+        src = project / d
+        if src.is_dir():
+            shutil.copytree(src, site / d, dirs_exist_ok=True)
+
+
 def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any]) -> list[str]:
     """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto."""
     template = env().get_template("fallback_page.html.j2")
@@ -184,6 +269,13 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
         shutil.rmtree(site)
     site.mkdir(parents=True)
     shutil.copy2(project / "styles.css", site / "styles.css")
+    fmt = (config.get("format") or {}).get("html") or {}
+    css = fmt.get("css") or ["styles.css"]
+    css = [css] if isinstance(css, str) else list(css)
+    for extra in css:
+        if extra != "styles.css" and (project / extra).exists():
+            shutil.copy2(project / extra, site / extra)
+    _copy_resources(project, site, ["figures", "downloads"])
     (site / "sveval-fallback.css").write_text(template_text("fallback.css"), encoding="utf-8")
     website = config["website"]
     warnings: list[str] = []
@@ -197,8 +289,15 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
             body = notebook_to_html(nb)
             kind = "notebook"
         else:
-            _, text = split_front_matter(src.read_text(encoding="utf-8"))
+            fm, text = split_front_matter(src.read_text(encoding="utf-8"))
+            listing = fm.get("listing") if isinstance(fm.get("listing"), dict) else None
+            placeholder = "SVEVAL-LISTING-PLACEHOLDER"
+            if listing:
+                text = _LISTING_DIV.sub(placeholder, text)
             body = markdown_to_html(text)
+            if listing:
+                body = body.replace(f"<p>{placeholder}</p>", placeholder).replace(
+                    placeholder, listing_html(project, listing))
             kind = "page"
         depth = len(Path(page.source).parts) - 1
         prefix = "../" * depth
@@ -206,7 +305,9 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
             site_title=website["title"],
             title=page.title,
             description=page.description,
-            body=rewrite_links(body),
+            body=Markup(rewrite_links(scroll_tables(body))),
+            toc=toc_entries(body),
+            stylesheets=[prefix + c for c in css],
             kind=kind,
             root=prefix,
             home=prefix + "index.html",

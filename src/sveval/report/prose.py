@@ -93,6 +93,44 @@ def effect_text(e: Effect | None) -> str:
     return "No estimate"
 
 
+def effect_unit(e: Effect | None) -> str:
+    """The unit an effect is stated in, in words.
+
+    Rate ratios and percentage changes are a percentage change against what was expected without
+    the intervention; a difference is on the scale its description names (``difference in the rate
+    per 100,000 population per month``), else on the measure's own scale, per month.
+    """
+    if e is None:
+        return ""
+    if e.scale == "rate_ratio":
+        return "percentage change against the expected level without the intervention"
+    desc = " ".join(str(e.description or "").split())
+    if e.scale == "percent_change":
+        head = desc.split(";")[0].strip()
+        return f"percentage change ({head})" if head else "percentage change"
+    head = desc.split(";")[0].strip()
+    if head.lower().startswith("difference"):
+        return head
+    return "difference on the measure's own scale (events per month)"
+
+
+def effect_with_unit(e: Effect | None) -> str:
+    """:func:`effect_text` followed by the effect's unit (:func:`effect_unit`)."""
+    text = effect_text(e)
+    unit = effect_unit(e)
+    return f"{text}; {unit}" if e is not None and unit and text != "No estimate" else text
+
+
+def effect_unit_short(e: Effect | None) -> str:
+    """A short axis or column label for the unit: ``% change`` or the difference's unit."""
+    if e is None:
+        return ""
+    if e.scale in ("rate_ratio", "percent_change"):
+        return "% change against expected"
+    unit = effect_unit(e)
+    return unit[len("difference in "):] if unit.lower().startswith("difference in ") else unit
+
+
 def evidence_text(evidence: Any, *, long: bool = False) -> str:
     """``evidence`` {level, label, short, reason} (from :mod:`sveval.pipeline.evidence`) as text.
 

@@ -16,7 +16,19 @@ R = TypeVar("R")
 if TYPE_CHECKING:  # pragma: no cover
     from sveval.result import Result
 
-PALETTE = {"observed": "#1b4f72", "fitted": "#2e86c1", "counterfactual": "#d35400", "band": "#f0b27a"}
+#: Okabe-Ito colour-blind-safe palette (Okabe and Ito 2008): every figure draws from these
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky_blue": "#56B4E9", "bluish_green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish_purple": "#CC79A7",
+}
+PALETTE = {
+    "observed": OKABE_ITO["black"], "fitted": OKABE_ITO["blue"], "counterfactual": OKABE_ITO["vermillion"],
+    "band": "#F5C9A6",  # vermillion lightened for the counterfactual interval band
+    "improvement": OKABE_ITO["bluish_green"], "worse": OKABE_ITO["vermillion"],
+    "unclear": "#6E6E6E", "ink": "#212529",
+    "areas": [OKABE_ITO[k] for k in ("blue", "orange", "bluish_green", "reddish_purple", "sky_blue",
+                                     "vermillion", "yellow", "black")],
+}
 
 
 def styled(fn: Callable[P, R]) -> Callable[P, R]:
