@@ -16,7 +16,7 @@ import pandas as pd
 from sveval.designs.did import evaluate_panel
 from sveval.designs.did_panel import DidPanel, exclude_months, make_panel
 from sveval.designs.its import fit_its
-from sveval.designs.synth import MONTHLY_SMOOTH, evaluate_wide
+from sveval.designs.synth import evaluate_wide
 from sveval.errors import DataError, EstimationError, SpecError
 from sveval.periods import period_from_index, period_index
 from sveval.pipeline.context import EvaluationContext
@@ -154,7 +154,7 @@ def run_synth(ctx: EvaluationContext) -> Result:
     return evaluate_wide(wide, label, period_index(ctx.intervention_start), donors, opts,
                          better_if=ctx.measure.better_if, unit_desc=unit_desc,
                          events_per_unit=(pop / ctx.measure.rate_per) if opts.outcome == "rate" else None,
-                         smooth=MONTHLY_SMOOTH, demean=True)
+                         frequency=opts.frequency or "month", demean=True)
 
 
 
