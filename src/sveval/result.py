@@ -53,6 +53,15 @@ Direction = Literal["lower", "higher"]
 
 SCALES: tuple[str, ...] = ("rate_ratio", "difference", "percent_change")
 
+#: the unit an effect states when its design gives none more specific. A rate ratio is shown to
+#: readers as a percentage change; a difference is on the outcome's own scale, which the design
+#: names (events per month, rate per 100,000 per month, log points, the measure's units).
+DEFAULT_UNITS = {
+    "rate_ratio": "rate ratio (shown as % change)",
+    "percent_change": "% change",
+    "difference": "difference in the outcome",
+}
+
 
 def _clean(value: Any) -> Any:
     """Make a value JSON-safe and deterministic (NaN/inf -> None, numpy -> python)."""
@@ -76,7 +85,8 @@ class Effect:
     """One estimated effect.
 
     ``estimate``, ``ci_low`` and ``ci_high`` are on ``scale``: a rate ratio of 0.8 means a 20% fall;
-    a difference is in the measure's units (count per month, or rate). ``better_if`` says whether
+    a difference is in the outcome's own units, which ``unit`` states (``events per month``,
+    ``rate per 100,000 population per month``, ``log points``...). ``better_if`` says whether
     lower or higher values of the measure are an improvement (for violence, ``lower``).
     """
 
@@ -89,10 +99,13 @@ class Effect:
     better_if: Direction = "lower"
     description: str = ""
     ci_level: float = 0.95
+    unit: str = ""
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"Effect scale must be one of {SCALES}, got {self.scale!r}")
+        if not self.unit:
+            object.__setattr__(self, "unit", DEFAULT_UNITS[self.scale])
 
     @property
     def null_value(self) -> float:

@@ -349,8 +349,10 @@ class DiDOptions(_Strict):
     """Options of the difference-in-differences family (``design: did``)."""
 
     estimator: Literal["2x2", "twfe", "poisson_fe", "event_study", "staggered"] = "twfe"
-    outcome: Literal["auto", "rate", "count"] = Field(
-        default="auto", description="auto: rate per rate_per when populations are known, else counts"
+    outcome: Literal["auto", "rate", "count", "continuous", "log"] = Field(
+        default="auto", description="auto: for count measures a rate per rate_per when populations are "
+        "known, else counts; for continuous measures the measure's own values. 'log' analyses the log "
+        "of a positive outcome (effects in log points)"
     )
     unit: Literal["area", "lsoa"] = "area"
     control_group: Literal["never_treated", "not_yet_treated"] = "never_treated"

@@ -84,6 +84,9 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         if opts.estimator == "twfe":
             fit = twfe
         elif opts.estimator == "poisson_fe":
+            if not panel.counts_events:
+                raise EstimationError(f"did.estimator 'poisson_fe' models event counts; this outcome is "
+                                      f"{panel.outcome} (use twfe, 2x2, event_study or staggered)")
             fit = est.poisson_fe(panel, alpha, covid, vcov=opts.vcov)
         elif opts.estimator == "2x2":
             fit = est.two_by_two(panel, opts.inference, opts.bootstrap_draws, alpha, vcov=opts.vcov)
@@ -167,6 +170,8 @@ _NAMES = {
 
 
 def _effect(fit: est.DidFit, better_if: str, unit_desc: str, name: str | None = None) -> Effect:
+    """A DiD fit as an effect on its own scale: a rate ratio (Poisson FE) or a difference in the
+    outcome's units (``unit_desc``: events per unit-month, rate per 100,000, log points...)."""
     lo, hi = fit.interval
     label = name or {"twfe": "TWFE effect", "poisson_fe": "Rate ratio (Poisson FE)",
                      "2x2": "2x2 DiD effect", "event_study": "Event-study average post effect",
@@ -174,7 +179,8 @@ def _effect(fit: est.DidFit, better_if: str, unit_desc: str, name: str | None = 
     desc = ("rate ratio of treated to counterfactual" if fit.effect_scale == "rate_ratio"
             else f"difference in the {unit_desc}")
     return Effect(label, fit.effect_scale, fit.estimate, lo, hi, fit.p_value, better_if,
-                  f"{desc}; {fit.inference}")
+                  f"{desc}; {fit.inference}",
+                  unit="" if fit.effect_scale == "rate_ratio" else unit_desc)
 
 
 def _small(table: pd.DataFrame, max_rows: int = 60) -> dict[str, list]:
@@ -195,12 +201,14 @@ def _staggered(panel: DidPanel, opts: DiDOptions, twfe: est.DidFit, alpha: float
     desc = f"difference in the {panel.outcome_label}"
     main = Effect("Overall ATT (Callaway-Sant'Anna, cohort average)", "difference", grp.overall.estimate,
                   grp.overall.ci_low, grp.overall.ci_high, grp.overall.p_value, better_if,
-                  f"{desc}; average of cohort ATTs weighted by cohort size")
+                  f"{desc}; average of cohort ATTs weighted by cohort size", unit=panel.outcome_label)
     extra = [
         Effect("ATT by event time, average of post months in window", "difference", dyn.overall.estimate,
-               dyn.overall.ci_low, dyn.overall.ci_high, dyn.overall.p_value, better_if, desc),
+               dyn.overall.ci_low, dyn.overall.ci_high, dyn.overall.p_value, better_if, desc,
+               unit=panel.outcome_label),
         Effect("ATT simple average of post group-time cells", "difference", simple.overall.estimate,
-               simple.overall.ci_low, simple.overall.ci_high, simple.overall.p_value, better_if, desc),
+               simple.overall.ci_low, simple.overall.ci_high, simple.overall.p_value, better_if, desc,
+               unit=panel.outcome_label),
         _effect(twfe, better_if, panel.outcome_label, name="TWFE (static) effect"),
     ]
     try:
@@ -273,8 +281,10 @@ def _prevented_staggered(panel: DidPanel, gt: pd.DataFrame, main: Effect) -> Pre
     """Events prevented: minus the sum over post cells of ATT(g, t) x the cohort's exposure.
 
     The exposure of cell (g, t) is the cohort's number of units for counts, and its population
-    over ``rate_per`` for rates.
+    over ``rate_per`` for rates. None for continuous and log outcomes (they count no events).
     """
+    if not panel.counts_events:
+        return None
     f = panel.frame[panel.frame["treated"]]
     if panel.outcome == "count":
         expo = f.groupby(["cohort", "t"])["unit"].nunique().astype(float)
@@ -347,6 +357,9 @@ def _to_events(panel: DidPanel, values: pd.Series) -> pd.Series:
 
 
 def _prevented(panel: DidPanel, fit: est.DidFit) -> Prevented | None:
+    """Events prevented over the post period; None for continuous and log outcomes."""
+    if not panel.counts_events:
+        return None
     f = panel.frame
     post = (f["D"] == 1).to_numpy()
     if not post.any():

@@ -28,7 +28,9 @@ from sveval.errors import DataError
 from sveval.spec import period_from_index, period_index
 
 NEVER = -1
-OutcomeKind = Literal["rate", "count"]
+OutcomeKind = Literal["rate", "count", "continuous", "log"]
+#: outcomes that count events: only these give events prevented and rate ratios
+EVENT_OUTCOMES = ("rate", "count")
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,19 @@ class DidPanel:
         return min(self.cohorts)
 
     @property
+    def counts_events(self) -> bool:
+        """True when the outcome counts events (a count or a rate), so events prevented and rate
+        ratios mean something; False for continuous and log outcomes."""
+        return self.outcome in EVENT_OUTCOMES
+
+    @property
     def outcome_label(self) -> str:
         if self.outcome == "rate":
             return f"rate per {self.rate_per:,} population per month, per {self.unit_kind}"
+        if self.outcome == "log":
+            return f"log points (difference in the log outcome per {self.unit_kind} and period)"
+        if self.outcome == "continuous":
+            return f"outcome units per {self.unit_kind} and period"
         return f"count per {self.unit_kind} per month"
 
     def unit_cohorts(self) -> pd.Series:
@@ -106,7 +118,7 @@ def make_panel(
     period: str = "period",
     count: str = "count",
     population: str | None = "population",
-    outcome: Literal["auto", "rate", "count"] = "auto",
+    outcome: Literal["auto", "rate", "count", "continuous", "log"] = "auto",
     unit_kind: str = "unit",
     rate_per: int = 100_000,
     fill_zero: bool = False,
@@ -164,8 +176,9 @@ def make_panel(
         f["population"] = f.groupby(level="unit")["population"].transform(lambda s: s.ffill().bfill())
     f = f.reset_index()
     f["period"] = f["t"].map(period_from_index)
-    if f["count"].lt(0).any():
-        raise DataError("counts must be non-negative", column=count)
+    if outcome in ("count", "rate", "auto") and f["count"].lt(0).any():
+        raise DataError("counts must be non-negative (use outcome 'continuous' or 'log' for other "
+                        "outcomes)", column=count)
 
     pop_ok = bool(f["population"].notna().all() and (f["population"] > 0).all())
     if outcome == "auto":
@@ -174,6 +187,11 @@ def make_panel(
         if not pop_ok:
             raise DataError("outcome 'rate' needs a positive population for every unit-month", column="population")
         f["y"] = f["count"] / f["population"] * rate_per
+    elif outcome == "log":
+        if not f["count"].gt(0).all():
+            raise DataError("outcome 'log' takes the logarithm of the outcome column: every value must "
+                            "be positive (or pass an already logged outcome as 'continuous')", column=count)
+        f["y"] = np.log(f["count"].astype(float))
     else:
         f["y"] = f["count"].astype(float)
 

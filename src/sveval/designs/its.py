@@ -70,10 +70,23 @@ class ITSFit:
     model: str
     kind: str
     options: ITSOptions
+    outcome: str = "count"  # count | rate_per_100k: what a difference effect is measured in
 
     @property
     def log_link(self) -> bool:
         return self.fit.link == "log"
+
+    def unit(self, per_year: bool = False) -> str:
+        """The unit of a difference effect on this model's outcome (empty for rate ratios)."""
+        if self.log_link:
+            return ""
+        if self.kind == "continuous":
+            base = "measure units per month"
+        elif self.outcome == "rate_per_100k":
+            base = "rate per 100,000 population per month"
+        else:
+            base = "events per month"
+        return base + (", change per year" if per_year else "")
 
 
 def fit_core(
@@ -100,7 +113,8 @@ def fit_core(
         model, f["y"].to_numpy(float), design.X, f["offset"].to_numpy(float), design.columns,
         f["t"].to_numpy(float), design.series_id, design.included, ar_order=ar_order, interval=interval,
     )
-    return ITSFit(fit=fit, design=design, model=model, kind=kind, options=options)
+    return ITSFit(fit=fit, design=design, model=model, kind=kind, options=options,
+                  outcome=outcome_scale(kind, model, data))
 
 
 def headline_of(core: ITSFit, better_if: str = "lower") -> Effect:
@@ -123,7 +137,7 @@ def _coef_effect(core: ITSFit, key: str, name: str, better_if: str, per_year: bo
         f"({'rate ratio' if scale == 'rate_ratio' else 'difference in the measure'})"
     )
     return Effect(name=name, scale=scale, estimate=est, ci_low=lo, ci_high=hi, p_value=p,
-                  better_if=better_if, description=desc)
+                  better_if=better_if, description=desc, unit=core.unit(per_year))
 
 
 def _draw_series(core: ITSFit, n_draws: int, seed: int):
@@ -193,7 +207,8 @@ def _effects_series_prevented(core: ITSFit, better_if: str, seed: int):
         lo, hi = np.quantile(diff, [0.025, 0.975])
         p = float(min(1.0, 2 * min(np.mean(diff >= 0), np.mean(diff <= 0))))
         effects.append(Effect("average_post_effect", "difference", est, float(lo), float(hi), p, better_if,
-                              "mean of fitted minus counterfactual over the whole post period"))
+                              "mean of fitted minus counterfactual over the whole post period",
+                              unit=core.unit()))
     for j in range(2, len(d.intervention_index) + 1):
         effects.append(_coef_effect(core, f"level_{j}", f"level_change_{j}", better_if))
         if f"slope_{j}" in d.effect_columns:

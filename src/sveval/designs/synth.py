@@ -486,7 +486,7 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
                     "the post/pre RMSPE ratio (Abadie, Diamond & Hainmueller 2010)")
     effects = [
         Effect("Average post-period gap (treated - synthetic)", "difference", est, ci_lo, ci_hi, p_conf,
-               better_if, f"difference in the {unit_desc}; {inf_desc}"),
+               better_if, f"difference in the {unit_desc}; {inf_desc}", unit=unit_desc),
         Effect("Percent change against the synthetic control", "percent_change", pct,
                max(100 * ci_lo / syn_post, -100.0), 100 * ci_hi / syn_post, p_conf, better_if,
                "average post gap as a percentage of the synthetic control's post-period mean; " + inf_desc),
@@ -623,7 +623,7 @@ def evaluate_sdid(wide: pd.DataFrame, treated: str, start: int, donors: list[str
                 "among the donors, Arkhangelsky et al. 2021 Algorithm 4)")
     effects = [
         Effect("Average post-period effect (synthetic DiD)", "difference", est, ci_lo, ci_hi, p, better_if,
-               f"difference in the {unit_desc}; {inf_desc}"),
+               f"difference in the {unit_desc}; {inf_desc}", unit=unit_desc),
         Effect("Percent change against the synthetic DiD counterfactual", "percent_change", pct,
                max(100 * ci_lo / syn_post, -100.0), 100 * ci_hi / syn_post, p, better_if,
                "average post-period effect as a percentage of the counterfactual's post-period mean; " + inf_desc),

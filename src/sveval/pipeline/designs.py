@@ -67,6 +67,8 @@ def panel_from_context(ctx: EvaluationContext) -> DidPanel:
     opts = ctx.spec.did if ctx.spec.design == "did" else None
     unit_kind = getattr(opts, "unit", "area") if opts is not None else "area"
     outcome = getattr(opts, "outcome", "auto") if opts is not None else "auto"
+    if outcome == "auto" and ctx.measure.kind == "continuous":
+        outcome = "continuous"  # no rates, no events prevented: effects on the measure's own scale
     if unit_kind == "area":
         p = ctx.panel()
         cohorts = _cohorts_from_intervention(ctx, "areas")

@@ -48,6 +48,9 @@ class EffectRecord(_Model):
     description: str = ""
     ci_level: float = 0.95
     significant: bool = False
+    unit: str = Field(default="", description="the effect's unit: '% change' for rate ratios as shown, "
+                      "or the outcome's own scale for differences (events per month, rate per 100,000 "
+                      "population per month, log points, the measure's units)")
 
 
 class PreventedRecord(_Model):

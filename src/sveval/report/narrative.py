@@ -125,6 +125,7 @@ def effects_table(result: Result) -> pd.DataFrame:
             {
                 "Effect": effect_label(e),
                 "Scale": e.scale.replace("_", " "),
+                "Unit": "% change" if e.scale in ("rate_ratio", "percent_change") else e.unit,
                 "Estimate (95% CI)": fmt_effect(e),
                 "p-value": _fmt_p(e.p_value),
             }
@@ -135,6 +136,7 @@ def effects_table(result: Result) -> pd.DataFrame:
             {
                 "Effect": f"{p.unit.capitalize()} prevented ({p.months} months)",
                 "Scale": "count",
+                "Unit": p.unit,
                 "Estimate (95% CI)": f"{p.estimate:.0f} ({p.ci_low:.0f} to {p.ci_high:.0f})",
                 "p-value": "-",
             }

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sveval.result import Effect, Result
+from sveval.result import DEFAULT_UNITS, Effect, Result
 
 
 def fmt_effect(e: Effect, digits: int = 1) -> str:
-    """Human-readable effect with interval, e.g. ``-18.2% (95% CI -29.0% to -5.8%)``."""
+    """Human-readable effect with interval and unit, e.g. ``-18.2% (95% CI -29.0% to -5.8%)`` for a
+    rate ratio, ``-0.42 events per month (95% CI -0.80 to -0.05)`` for a difference."""
     level = int(round(e.ci_level * 100))
 
     def bound(v: float, unit: str, d: int) -> str:
@@ -25,7 +26,8 @@ def fmt_effect(e: Effect, digits: int = 1) -> str:
     if e.scale in ("rate_ratio", "percent_change"):
         est, lo, hi = e.percent()
         return f"{est:+.{digits}f}% ({level}% CI {bound(lo, '%', digits)} to {bound(hi, '%', digits)})"
-    return (f"{e.estimate:+.{digits + 1}f} ({level}% CI {bound(e.ci_low, '', digits + 1)} to "
+    unit = f" {e.unit}" if e.unit and e.unit != DEFAULT_UNITS["difference"] else ""
+    return (f"{e.estimate:+.{digits + 1}f}{unit} ({level}% CI {bound(e.ci_low, '', digits + 1)} to "
             f"{bound(e.ci_high, '', digits + 1)})")
 
 
@@ -43,7 +45,8 @@ def plain_english(result: Result, measure_name: str = "the measure") -> str:
     else:
         direction = "lower" if e.estimate < 0 else "higher"
         parts.append(
-            f"After the intervention, {measure_name} was an estimated {abs(e.estimate):.2f} "
+            f"After the intervention, {measure_name} was an estimated {abs(e.estimate):.2f}"
+            f"{' ' + e.unit if e.unit and e.unit != DEFAULT_UNITS['difference'] else ''} "
             f"{direction} than expected had it not happened (95% confidence interval "
             f"{e.ci_low:+.2f} to {e.ci_high:+.2f})."
         )
