@@ -100,7 +100,9 @@ def test_agrees_with_pypi_port():
             mine = honest_bounds(b, s, npre, npost, method="sd", grid=[r["M"] for r in res["sd"]],
                                  l_vec=c["l_vec"])
             for row, ref in zip(mine.rows, res["sd"], strict=True):
-                tol = 0.004 * (ref["ub"] - ref["lb"])
+                # the port's CVXPY solutions are looser than the package's (up to 1.6% of the
+                # width from the documented LW bounds; sveval within 0.3%)
+                tol = 0.02 * (ref["ub"] - ref["lb"])
                 assert abs(row.lb - ref["lb"]) <= tol and abs(row.ub - ref["ub"]) <= tol
         else:
             mine = honest_bounds(b, s, npre, npost, grid=[r["Mbar"] for r in res["rm"]],

@@ -419,7 +419,7 @@ def _arp_lf_accept(a, b, s, num_pre, lv, alpha, theta, lf_sims, seed) -> np.ndar
     lf_cv = dual.lf_cv(sig_y, kappa, lf_sims, seed)
     mod_size = (alpha - kappa) / (1 - kappa)
     ymat = y0[:, None] - np.outer(a1, theta)
-    eta, gam, vlo, vup = dual.test_quantities(ymat, sig_y)
+    eta, gam, vlo, vup = dual.test_quantities(ymat, sig_y, lf_cv)
     sig_b = np.sqrt(np.einsum("ig,ij,jg->g", gam, sig_y, gam))
     reject = np.zeros(theta.size, dtype=bool)
     reject |= eta > lf_cv
@@ -461,7 +461,7 @@ class _VertexDual:
         eta = (draws @ self.verts.T).max(axis=1)
         return float(np.quantile(eta, 1 - kappa))
 
-    def test_quantities(self, ymat, sig_y):
+    def test_quantities(self, ymat, sig_y, lf_cv):
         vals = self.verts @ ymat
         best = vals.argmax(axis=0)
         eta = vals[best, np.arange(ymat.shape[1])]
@@ -521,15 +521,19 @@ class _LPDual:
             v = v_new
         return v
 
-    def test_quantities(self, ymat, sig_y):
+    def test_quantities(self, ymat, sig_y, lf_cv):
         n = ymat.shape[1]
         eta = np.empty(n)
         gam = np.empty((self.w.shape[0], n))
-        vlo = np.empty(n)
-        vup = np.empty(n)
+        vlo = np.full(n, -np.inf)
+        vup = np.full(n, np.inf)
         for j in range(n):
             e, g = self._max(ymat[:, j])
             eta[j], gam[:, j] = e, g
+            if e <= 0 or e > lf_cv:
+                # decided without the truncation points: accepted (the statistic is <= 0 and
+                # the critical value >= 0) or rejected by the least-favourable first stage
+                continue
             sb2 = float(g @ sig_y @ g)
             c = sig_y @ g / sb2
             s_vec = ymat[:, j] - c * e
