@@ -159,7 +159,7 @@ def _rect_prob(mean, cov, lo, hi) -> float:
         sd = math.sqrt(float(np.atleast_2d(cov)[0, 0]))
         return float(stats.norm.cdf((hi[0] - mean[0]) / sd) - stats.norm.cdf((lo[0] - mean[0]) / sd))
     return float(stats.multivariate_normal.cdf(hi, mean=mean, cov=cov, lower_limit=lo,
-                                               abseps=1e-8, releps=1e-8, maxpts=200000 * mean.size,
+                                               abseps=1e-7, releps=1e-7, maxpts=100000 * mean.size,
                                                rng=np.random.default_rng(0)))
 
 
