@@ -11,7 +11,7 @@ from sveval.designs import did_estimators as est
 from sveval.designs.did import evaluate_panel
 from sveval.designs.did_inference import codes, randomisation_test, wild_cluster_bootstrap
 from sveval.designs.did_panel import exclude_months, make_panel
-from sveval.errors import DataError
+from sveval.errors import DataError, EstimationError
 from sveval.spec import DiDOptions, period_from_index, period_index
 
 REF = Path(__file__).parent / "reference" / "did"
@@ -124,6 +124,57 @@ def test_event_study_detects_a_pre_trend():
     df.loc[tr, "count"] = df.loc[tr, "count"] * (1 + 0.02 * (t[tr] - t.min()))  # diverging trend
     fit = est.event_study(make_panel(df, coh), (-12, 6))
     assert fit.extra["pre_trend"]["p_value"] < 0.01
+
+
+def _feols_event_study(panel, window, vcov, covid):
+    """Reference: pyfixest's feols with one float dummy column per lead/lag (the former path)."""
+    import pyfixest as pf
+
+    f = panel.frame.copy()
+    rel = np.clip(np.where(f["treated"], f["t"] - f["cohort"], -1), *window)
+    ok = f["y"].notna().to_numpy()
+    ks = [k for k in range(window[0], window[1] + 1) if k != -1 and (ok & (rel == k)).any()]
+    names = [f"k{i}" for i in range(len(ks))]
+    for n, k in zip(names, ks, strict=True):
+        f[n] = (rel == k).astype(float)
+    fes = "unit + t"
+    if covid is not None:
+        t = f["t"]
+        f["covid_grp"] = (f["treated"] & t.between(*map(period_index, covid))).astype(np.int64)
+        fes += " + covid_grp"
+    fit = pf.feols(f"y ~ {' + '.join(names)} | {fes}", data=f, vcov={"CRV1": "unit"},
+                   ssc=pf.ssc(**est.SSC_OPTIONS[vcov]))
+    return fit, names
+
+
+@pytest.mark.parametrize("vcov", ["fixest", "CR1", "CR1S"])
+@pytest.mark.parametrize("covid", [None, ("2020-03", "2020-12")])
+def test_event_study_equals_feols_with_dummy_columns(panel, vcov, covid):
+    # the event study demeans an integer event-time column's dummies a few at a time (memory at
+    # LSOA scale) instead of calling feols on a frame of dummies: same numbers
+    fit = est.event_study(panel, (-6, 6), vcov=vcov, covid=covid)
+    ref, names = _feols_event_study(panel, (-6, 6), vcov, covid)
+    tab = fit.table[fit.table["event_time"] != -1]
+    np.testing.assert_allclose(tab["estimate"], ref.coef()[names], rtol=1e-8)
+    np.testing.assert_allclose(tab["se"], ref.se()[names], rtol=1e-8)
+    # fitted values carry the demeaner's tolerance (1e-6), not the coefficients
+    np.testing.assert_allclose(fit.fitted, ref.predict(), rtol=1e-6)
+    assert fit.n_obs == ref._N
+
+
+def test_event_study_leaves_out_missing_outcomes_and_refuses_collinear_lags(panel):
+    f = panel.frame.copy()
+    f.loc[[3, 500, 501], "y"] = np.nan
+    holes = est.DidPanel(f, panel.outcome, panel.unit_kind)
+    fit = est.event_study(holes, (-6, 6))
+    ref, names = _feols_event_study(holes, (-6, 6), "fixest", None)
+    tab = fit.table[fit.table["event_time"] != -1]
+    np.testing.assert_allclose(tab["estimate"], ref.coef()[names], rtol=1e-8)
+    np.testing.assert_allclose(tab["se"], ref.se()[names], rtol=1e-8)
+    assert fit.n_obs == len(f) - 3 and np.isnan(fit.fitted[[3, 500, 501]]).all()
+    # one cohort and no never-treated units: the lags are collinear with the month effects
+    with pytest.raises(EstimationError, match="collinear"):
+        est.event_study(panel.restrict(panel.frame["treated"]), (-6, 6))
 
 
 # -- inference ---------------------------------------------------------------------------------------
