@@ -168,6 +168,11 @@ class TrackingResult:
             rate_columns={"rate": "count", "rolling_12m_rate": "rolling_12m"},
             group_by=["measure", "period"],
         )
+        # overlapping windows of a protected class are not published: two rolling 12-month totals
+        # a month apart give x[t] - x[t-12] to within the rounding, and chains of them rebuild
+        # suppressed months (tests/test_disclosure_tables.py)
+        overlapping = monthly["disclosure"].map(lambda c: rules.protects(str(c))).to_numpy(dtype=bool)
+        monthly.loc[overlapping, ["rolling_12m", "rolling_12m_rate"]] = None
         a = self.annual[self.annual["area_type"] != "comparison_area"]
         annual = publish_totals(a, rules, self.spec.baseline_year)
         return {"monthly": monthly, "annual": annual}
@@ -175,9 +180,23 @@ class TrackingResult:
     def published_chart(self, mid: str, rules) -> pd.DataFrame:
         """The SPC chart of a measure with its plotted values controlled (``shown``: number or None)."""
         ch = self.charts[mid].copy()
-        rule = rules.rule(self.measure(mid).disclosure)
+        ms = self.measure(mid)
+        rule = rules.rule(ms.disclosure)
         ch["shown"] = [None if rule.suppresses(v) else rule.round(v) for v in ch["value"]]
         ch["suppressed"] = ch["shown"].isna()
+        if rules.protects(ms.disclosure) and len(ch):
+            # a protected measure's centre lines, limits and signals come from the published
+            # points (suppressed points at the middle of the suppression range), never from the raw
+            # counts: a segment's raw mean times its length is the segment's exact total
+            mid_value = (rule.suppress_min + rule.suppress_max) / 2 if rule.suppress_min is not None else 0.0
+            values = [mid_value if s else float(v) for v, s in zip(ch["shown"], ch["suppressed"], strict=True)]
+            cps = [p for p, c in zip(ch["period"], ch["change_point"], strict=True) if c]
+            redo = xmr(values, list(ch["period"]), cps, better_if=ms.better_if,
+                       run_length=self.spec.spc.run_length, trend_length=self.spec.spc.trend_length,
+                       baseline_points=self.spec.spc.baseline_points)
+            for c in redo.columns:
+                if c not in ("period", "value"):
+                    ch[c] = redo[c].to_numpy()
         return ch
 
     def readings(self, rules) -> dict[str, str]:
@@ -569,7 +588,8 @@ def reading(ms: MeasureSpec, rows: pd.DataFrame, baseline: str, chart: pd.DataFr
         return f"{ms.name}: only the baseline year {baseline} is complete so far."
     count_txt = "a suppressed number (fewer than 8)" if cnt == "*" else f"{int(cnt):,}"
     s = f"In {fy} there were {count_txt} {ms.short_name or ms.name.lower()} ({_fmt_rate(last['rate'], ms.rate_per)})"
-    rr, lo, hi = last.get("rate_ratio"), last.get("rr_ci_low"), last.get("rr_ci_high")
+    # suppressed ratios are the symbol '*': read as missing
+    rr, lo, hi = (pd.to_numeric(last.get(k), errors="coerce") for k in ("rate_ratio", "rr_ci_low", "rr_ci_high"))
     if rr is not None and np.isfinite(rr):
         direction = "lower" if rr < 1 else "higher"
         s += (f", a rate {abs(100 * (rr - 1)):.0f}% {direction} than in {baseline} "
@@ -581,7 +601,7 @@ def reading(ms: MeasureSpec, rows: pd.DataFrame, baseline: str, chart: pd.DataFr
             s += " The interval includes no change."
     else:
         s += "."
-    crr = last.get("comparison_rate_ratio")
+    crr = pd.to_numeric(last.get("comparison_rate_ratio"), errors="coerce")
     if crr is not None and np.isfinite(crr):
         s += f" Over the same years the comparison areas' rate changed by {100 * (crr - 1):+.0f}%."
     if chart is not None and len(chart):
