@@ -34,11 +34,14 @@ def report(session):
 def bench(session):
     """Benchmarks, with the settings behind the committed results in ``benchmarks/results/``.
 
-    ``nox -s bench`` runs all; ``nox -s bench -- its_coverage`` or ``-- did_speed`` runs one.
+    ``nox -s bench`` runs all; ``nox -s bench -- its_coverage``, ``-- did_speed`` or ``-- ingest_speed``
+    runs one.
     The ITS coverage benchmark takes about 75 minutes of one core (Gaussian cells about 17, counts about 56).
     """
     session.install("-e", ".")
-    wanted = set(session.posargs) or {"its_coverage", "did_speed"}
+    wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed"}
+    if "ingest_speed" in wanted:
+        session.run("python", "benchmarks/ingest_speed.py", "--out", "benchmarks/results/ingest_speed.md")
     if "did_speed" in wanted:
         session.run("python", "benchmarks/did_speed.py", "--out", "benchmarks/results/did_speed.md")
     if "its_coverage" in wanted:

@@ -93,9 +93,16 @@ def test_only_new_or_changed_files_are_read(tmp_path):
     durham = {c for fo, c, _ in policeuk.synthetic_areas(FORCES) if fo == "durham"}
     jan = changed[(changed["period"] == "2024-01") & changed["area_code"].isin(durham)]
     assert jan["count"].sum() == 0 and changed["count"].sum() > 0
-    # a measure changed: its source is re-read in full
+    # a measure over the LSOA x crime type cube changed: nothing re-read, the counts follow
     m2 = [_m("robbery", "street", "crime_type = 'Robbery' OR crime_type = 'Drugs'")]
-    assert store.ingest(sources, m2).files_read == 6
+    assert store.ingest(sources, m2).files_read == 0
+    assert store.long(sources, m2, _areas())["count"].sum() > changed["count"].sum()
+    # a measure over a column of many values (counted at ingestion): the source is re-read in full
+    m3 = [*m2, _m("near_parks", "street", "location LIKE '%Street 1%'")]
+    assert store.ingest(sources, m3).files_read == 6
+    near = store.long(sources, m3, _areas())
+    near = near[near["measure"] == "near_parks"]
+    assert 0 < near["count"].sum() < 6 * 500
     # a deleted file: its rows leave the store, and so do unused parts
     shutil.rmtree(tmp_path / "arch" / "2024-03")
     store.ingest(sources, m2)

@@ -16,8 +16,10 @@ and leaves the last good store. A lock file serialises concurrent ingests.
 
 What a part holds, by source kind (record-level data stop here):
 
-``police_uk``  file, period, lsoa_code, lsoa_name, category (crime type), n, and one count column
-               ``m:<measure>`` per measure of the source (records passing its filter)
+``police_uk``  file, period, lsoa_code, crime_type, n: the monthly LSOA x crime type cube (plus
+               the few-valued columns measure filters use, and lsoa_name without a lookup);
+               measures over these columns are evaluated on the cube when read, others (filters
+               over location, crime_id...) get a count column ``m:<measure>`` at ingestion
 ``records``    file, period, lsoa_code, area_code, n, ``m:<measure>``
 ``table``      file, period (canonical, in the source's granularity), area_code, ``m:<measure>``
                (sum of the count column over rows passing the filter) and ``p:<measure>`` (rows of
@@ -69,7 +71,7 @@ from sveval.spec import MeasureSpec
 STORE_VERSION = "1"
 LONG_COLUMNS = ["period", "area_code", "measure", "count", "population"]
 LSOA_COLUMNS = ["period", "lsoa_code", "area_code", "measure", "count"]
-BATCH_BYTES = 256 << 20
+BATCH_BYTES = 768 << 20  # files read per query (larger: faster, more memory)
 _DUCK_TYPES = {"text": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "date": "DATE",
                "timestamp": "TIMESTAMP", "boolean": "VARCHAR"}
 
@@ -139,7 +141,7 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def _connect(threads: int | None = None, memory: str = "700MB") -> duckdb.DuckDBPyConnection:
+def _connect(threads: int | None = None, memory: str = "600MB") -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(f"SET threads = {threads or max(1, min(2, os.cpu_count() or 1))}")
     con.execute(f"SET memory_limit = '{memory}'")
@@ -285,6 +287,41 @@ def _condition(m: MeasureSpec, s: SourceSpec, cols: Iterable[str], age_col: str 
     return " AND ".join(conds) if conds else "TRUE"
 
 
+#: police.uk columns of few values that may join the cube's keys when a filter uses them
+CUBE_EXTRA = ("last_outcome_category", "falls_within", "reported_by", "context", "lsoa_name")
+_CUBE_BASE = {"month", "period", "lsoa_code", "crime_type"}
+_STREET_FILTER_COLUMNS = [*policeuk.STREET_COLUMNS.values(), "period"]
+
+
+def _filter_columns(sql: str) -> set[str]:
+    import sqlglot
+    from sqlglot import exp
+
+    return {c.name.lower() for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column)}
+
+
+def police_plan(s: SourceSpec, measures: list[MeasureSpec]) -> tuple[list[str], dict[str, str], list[MeasureSpec]]:
+    """How a police.uk source is aggregated: the extra cube keys, the measures evaluated on the
+    cube at query time (id -> condition) and those counted at ingestion (filters over columns of
+    many values, such as location or crime_id).
+
+    The cube is the monthly count by LSOA x crime type (plus any :data:`CUBE_EXTRA` column a
+    filter uses), so measures over those columns can be added or changed without re-reading files.
+    """
+    extra: set[str] = set()
+    cube: dict[str, str] = {}
+    ingest = []
+    for m in measures:
+        cond = _condition(m, s, _STREET_FILTER_COLUMNS, None)
+        used = _filter_columns(cond) if m.filter else set()
+        if used <= _CUBE_BASE | set(CUBE_EXTRA):
+            cube[m.id] = cond
+            extra |= used & set(CUBE_EXTRA)
+        else:
+            ingest.append(m)
+    return sorted(extra), cube, ingest
+
+
 # ------------------------------------------------------------------------------------------------
 # The store
 # ------------------------------------------------------------------------------------------------
@@ -294,6 +331,7 @@ class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self.parts_dir = self.root / "parts"
+        self._memo: dict = {}  # per-call cache of source-level aggregates (long, lsoa)
 
     # -- manifest ----------------------------------------------------------------------------------
     def manifest(self) -> dict:
@@ -352,7 +390,12 @@ class Store:
 
     @staticmethod
     def signature(s: SourceSpec, measures: list[MeasureSpec], sources: Sources) -> str:
+        if s.kind == "police_uk":  # measures on the cube do not change what is stored
+            extra, _cube, measures = police_plan(s, measures)
+        else:
+            extra = []
         payload = {"v": STORE_VERSION, "source": s.model_dump(mode="json"),
+                   "lookup": sources.lookup_for(s) is not None, "cube": extra,
                    "measures": [[m.id, m.filter, m.age_max] for m in measures]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -371,6 +414,7 @@ class Store:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=self.root))
             con = _connect()
+            con.execute(f"SET temp_directory = {_q((tmp / 'spill').as_posix())}")
             try:
                 plan = []
                 for s in sources:
@@ -481,18 +525,19 @@ class Store:
                 policeuk.check_header(p, s.id)
                 paths.append(p)
                 keys[p.as_posix()] = f.key
-            cols = list(policeuk.STREET_COLUMNS.values()) + ["period"]
-            mcols = ", ".join(
-                f"count(*) FILTER (WHERE {_condition(m, s, cols, None)})::BIGINT AS {_ident('m:' + m.id)}"
-                for m in measures)
+            extra, _cube, counted = police_plan(s, measures)
+            if sources.lookup_for(s) is None and "lsoa_name" not in extra:
+                # LSOA names are kept where no lookup maps LSOAs (prefix matching needs them)
+                extra = [*extra, "lsoa_name"]
+            keys_sql = ", ".join(["period", "lsoa_code", "crime_type", *extra])
+            mcols = "".join(
+                f", count(*) FILTER (WHERE {_condition(m, s, _STREET_FILTER_COLUMNS, None)})::BIGINT AS "
+                f"{_ident('m:' + m.id)}" for m in counted)
             kv = "(VALUES " + ", ".join(f"({_q(p)}, {_q(k)})" for p, k in keys.items()) + ")"
-            return (f"SELECT k.key AS file, r.period, r.lsoa_code, r.category, r.n, r.lsoa_name"
-                    f"{', ' + ', '.join(_ident('m:' + m.id) for m in measures) if measures else ''} "
-                    f"FROM (SELECT filename, month AS period, lsoa_code, crime_type AS category, "
-                    f"count(*)::BIGINT AS n, any_value(lsoa_name) AS lsoa_name"
-                    f"{', ' + mcols if mcols else ''} "
-                    f"FROM (SELECT *, month AS period FROM {policeuk.select_sql(paths)}) GROUP BY ALL) r "
-                    f"JOIN {kv} k(path, key) ON r.filename = k.path")
+            return (f"SELECT k.key AS file, r.* EXCLUDE (filename) FROM (SELECT filename, {keys_sql}, "
+                    f"count(*)::BIGINT AS n{mcols} "
+                    f"FROM (SELECT *, month AS period FROM {policeuk.select_sql(paths)}) "
+                    f"GROUP BY filename, {keys_sql}) r JOIN {kv} k(path, key) ON r.filename = k.path")
         rels = _relations(con, sources, s, batch, tmp)
         selects = []
         for rel, cols in rels:
@@ -573,9 +618,9 @@ class Store:
 
     @staticmethod
     def _check_months(con, s: SourceSpec, batch: list[FileRef]) -> None:
-        bad = con.execute("SELECT file, period, sum(n) FROM batch WHERE period IS NULL OR NOT "
-                          "regexp_full_match(period, '\\d{4}-(0[1-9]|1[0-2])') GROUP BY ALL LIMIT 1"
-                          ).fetchall()
+        bad = con.execute("SELECT file, period, n FROM (SELECT file, period, sum(n) AS n FROM batch "
+                          "GROUP BY ALL) WHERE period IS NULL OR NOT "
+                          "regexp_full_match(period, '\\d{4}-(0[1-9]|1[0-2])') LIMIT 1").fetchall()
         if bad:
             file, period, n = bad[0]
             path = next((f.path for f in batch if f.key == file), None)
@@ -642,6 +687,7 @@ class Store:
         measures = list(measures)
         man = self.manifest()
         con = _connect()
+        self._memo = {"measures": measures}
         try:
             grids = self._grids(sources, man)
             pops = self._populations(con, sources, man)
@@ -663,6 +709,7 @@ class Store:
                 gran[m.id] = g
         finally:
             con.close()
+            self._memo = {}
         if not frames:
             raise DataError("no measure could be computed from the store: run 'sveval data ingest' "
                             "and check the sources of the measures", path=self.root)
@@ -680,11 +727,13 @@ class Store:
                             "has no LSOA detail; LSOA panels need a police_uk or records source")
         man = self.manifest()
         con = _connect()
+        self._memo = {}
         try:
             grids = self._grids(sources, man)
             df, units = self._measure(con, sources, man, s, measure, areas, by_lsoa=True)
         finally:
             con.close()
+            self._memo = {}
         if units is None or not len(units):
             raise DataError(f"no {s.id} records with an LSOA for measure '{measure.id}'")
         full = _zero_fill(df, grids["month"], units.sort_values(["area_code", "lsoa_code"]))
@@ -719,14 +768,18 @@ class Store:
             if rel is None:
                 raise DataError(f"the lookup '{lk.id}' of source '{s.id}' has no rows in the store")
             return f"(SELECT DISTINCT lsoa_code, area_code FROM {rel})"
+        if ("prefix", s.id) in self._memo:
+            return self._memo[("prefix", s.id)]
         rel = self._rel(man, s.id)
         names = dict(con.execute(f"SELECT lsoa_code, any_value(lsoa_name) FROM {rel} "
                                  "WHERE lsoa_code IS NOT NULL GROUP BY ALL").fetchall())
         mapping = policeuk.prefix_areas(names, areas)
-        con.execute("CREATE OR REPLACE TEMP TABLE _prefix (lsoa_code VARCHAR, area_code VARCHAR)")
+        table = f"_prefix_{len(self._memo)}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (lsoa_code VARCHAR, area_code VARCHAR)")
         if mapping:
-            con.executemany("INSERT INTO _prefix VALUES (?, ?)", list(mapping.items()))
-        return "_prefix"
+            con.executemany(f"INSERT INTO {table} VALUES (?, ?)", list(mapping.items()))
+        self._memo[("prefix", s.id)] = table
+        return table
 
     def _measure(self, con, sources: Sources, man: dict, s: SourceSpec, m: MeasureSpec,
                  areas: dict[str, str], by_lsoa: bool):
@@ -735,11 +788,18 @@ class Store:
         col = _ident("m:" + m.id)
         if rel is None:
             return pd.DataFrame(), None if by_lsoa else []
+
+        def value(mm: MeasureSpec) -> str:  # a record's (or cube cell's) contribution to a measure
+            if s.kind != "police_uk":
+                return _ident("m:" + mm.id)
+            cond = police_plan(s, [mm])[1].get(mm.id)
+            return _ident("m:" + mm.id) if cond is None else f"CASE WHEN ({cond}) THEN n ELSE 0 END"
+
         if s.kind in ("police_uk", "records"):
             if s.kind == "police_uk" or "area_code" not in self._columns(con, rel) or \
                     con.execute(f"SELECT count(*) FROM {rel} WHERE area_code IS NULL").fetchone()[0]:
                 amap = self._area_map(con, sources, man, s, areas)
-                base = (f"(SELECT r.*, a.area_code AS area FROM {rel} r JOIN {amap} a "
+                base = (f"(SELECT r.*, r.period AS month, a.area_code AS area FROM {rel} r JOIN {amap} a "
                         f"ON a.lsoa_code = r.lsoa_code)")
                 if s.kind == "records":
                     base = (f"(SELECT r.* EXCLUDE (area_code), coalesce(r.area_code, a.area_code) AS area "
@@ -748,7 +808,7 @@ class Store:
             else:
                 base = f"(SELECT *, area_code AS area FROM {rel})"
             if by_lsoa:
-                df = con.execute(f"SELECT period, lsoa_code, area AS area_code, sum({col})::DOUBLE AS count "
+                df = con.execute(f"SELECT period, lsoa_code, area AS area_code, sum({value(m)})::DOUBLE AS count "
                                  f"FROM {base} WHERE lsoa_code IS NOT NULL GROUP BY ALL").df()
                 units = con.execute(f"SELECT DISTINCT lsoa_code, area AS area_code FROM {base} "
                                     "WHERE lsoa_code IS NOT NULL").df()
@@ -759,9 +819,16 @@ class Store:
                     more = more[more["area_code"].isin(units["area_code"])]
                     units = pd.concat([units, more]).drop_duplicates().reset_index(drop=True)
                 return df, units
-            df = con.execute(f"SELECT period, area AS area_code, sum({col})::DOUBLE AS count FROM {base} "
-                             "GROUP BY ALL").df()
-            units = set(con.execute(f"SELECT DISTINCT area FROM {base}").df()["area"])
+            if ("area", s.id) not in self._memo or f"m:{m.id}" not in self._memo[("area", s.id)]:
+                # every measure of the source in one pass
+                todo = {mm.id: mm for mm in self._memo.get("measures", []) if mm.source == s.id}
+                todo[m.id] = m
+                sums = ", ".join(f"sum({value(mm)})::DOUBLE AS {_ident('m:' + mm.id)}" for mm in todo.values())
+                self._memo[("area", s.id)] = con.execute(
+                    f"SELECT period, area AS area_code, {sums} FROM {base} GROUP BY ALL").df()
+            agg = self._memo[("area", s.id)]
+            df = agg[["period", "area_code", f"m:{m.id}"]].rename(columns={f"m:{m.id}": "count"})
+            units = set(agg["area_code"])
             if s.complement:
                 crel = self._rel(man, s.complement)
                 ccols = self._columns(con, crel) if crel else []
