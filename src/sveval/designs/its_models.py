@@ -276,25 +276,31 @@ class ARWhitener:
         return out, logdet
 
 
+def _qr(W: np.ndarray) -> np.ndarray:
+    """LAPACK ``dgeqrf`` of ``W`` (R in the upper triangle); numpy's wrapper costs 5x the work here."""
+    qr, _, _, info = lapack.dgeqrf(W)
+    if info != 0:  # pragma: no cover - only on invalid input
+        raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
+    return qr
+
+
 def _ls_parts(W: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """Triangular factor of ``X`` and the residual sum of squares of ``y`` from one QR of ``[X | y]``.
 
     ``W`` is ``[X | y]`` (n x (k+1)); returns ``R`` ((k+1) x (k+1), ``R[:k, :k]`` the factor of X,
     ``R[:k, k]`` = ``Q'y``) and the residual sum of squares ``R[k, k]^2``.
     """
-    qr, _, _, info = lapack.dgeqrf(W)  # LAPACK directly: numpy's wrapper costs 5x the work here
-    if info != 0:  # pragma: no cover - only on invalid input
-        raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
-    R = np.triu(qr[: k + 1])
+    R = np.triu(_qr(W)[: k + 1])
     return R, float(R[k, k] ** 2)
 
 
 def _reml_value(W: np.ndarray, k: int, logdet: float) -> float:
     """-2 x restricted log-likelihood (profiled over sigma2, up to a constant) of whitened ``[X | y]``."""
     n = W.shape[0]
-    R, rss = _ls_parts(W, k)
+    d = np.abs(np.diagonal(_qr(W))[: k + 1])
+    rss = float(d[k] ** 2)
     return ((n - k) * math.log(max(rss, 1e-300) / (n - k)) + logdet
-            + 2.0 * float(np.sum(np.log(np.abs(np.diag(R)[:k])))))
+            + 2.0 * float(np.sum(np.log(d[:k]))))
 
 
 def _gls_solution(W: np.ndarray, k: int) -> tuple[np.ndarray, float, np.ndarray]:

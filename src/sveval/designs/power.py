@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.signal import lfilter
 
 from sveval.designs.its_design import ITSDesign
 from sveval.designs.its_models import COUNT_MODELS, ar_acf, fit_model
@@ -127,9 +128,8 @@ def _ar_noise(rng, n: int, ar: tuple[float, ...], var: float, series_id: np.ndar
         m = len(idx)
         burn = 100
         e = rng.standard_normal(m + burn) * math.sqrt(max(innov_var, 1e-12))
-        u = np.zeros(m + burn)
-        for i in range(m + burn):
-            u[i] = e[i] + sum(phi[j] * u[i - j - 1] for j in range(p) if i - j - 1 >= 0)
+        # u[i] = e[i] + sum_j phi[j] u[i - j - 1] (zero start), as one linear filter
+        u = lfilter([1.0], np.r_[1.0, -phi], e) if p else e
         out[idx] = u[burn:]
     return out
 
