@@ -594,12 +594,18 @@ def test_notebook_pages_one_title_toc_and_alt(reports):
                     nbformat.v4.new_output("display_data", data=png)])]
     out = prepare_notebook_page(nb, "Tracking")
     assert out.cells[0].source == "## Each measure"
-    alts = out.cells[1].metadata["fig-alt"]
-    assert alts[0] == "" and alts[1].startswith("Chart 1 for Knife crime") and alts[2].startswith("Chart 2 for Knife crime")
-    assert out.cells[1].outputs[1].metadata["image/png"]["alt"] == alts[1]
+    # the heading written by the cell's output becomes a Markdown cell (a real heading: in the TOC)
+    assert out.cells[1].cell_type == "markdown" and out.cells[1].source.startswith("### Knife crime")
+    assert out.cells[2].cell_type == "code" and len(out.cells[2].outputs) == 2
+    alts = out.cells[2].metadata["fig-alt"]
+    assert alts[0].startswith("Chart 1 for Knife crime") and alts[1].startswith("Chart 2 for Knife crime")
+    assert out.cells[2].outputs[0].metadata["image/png"]["alt"] == alts[0]
+    nbformat.validate(out)
+    assert nbformat.writes(prepare_notebook_page(out, "Tracking")) == nbformat.writes(out)  # idempotent
     from sveval.publish.render import notebook_to_html
 
-    assert f'alt="{alts[1]}"' in notebook_to_html(out)
+    body = notebook_to_html(out)
+    assert f'alt="{alts[0]}"' in body and re.search(r'<h3 id="Knife-crime"', body)
 
 
 def _fake_tracking(reports: Path) -> None:
@@ -644,7 +650,7 @@ def test_home_office_measures_page(reports):
     assert "Hartlepool, Middlesbrough" in html and "Knife crime fell." in html
     # Making Data Count icons: inline SVG, decorative, with the words beside them
     assert '<svg class="mdc-icon"' in html and 'aria-hidden="true"' in html
-    assert "Special cause improvement: lower values (latest point)" in html
+    assert "Special cause improvement: lower values in recent points" in html
     assert re.search(r"(Consistently better than|Hit and miss against) the 2022/23 baseline", html)
     for fig in ("measure-knife_crime-rolling.svg", "measure-knife_crime-spc.svg", "measure-knife_crime_u25-spc.svg"):
         assert (reports / "_site" / "figures" / fig).exists()

@@ -135,6 +135,7 @@ class Overview:
     measures: dict[str, str]  # Home Office measure id -> name
     parents: dict[str, str]  # measure id -> Home Office measure it counts under (itself or parent)
     interventions: dict[str, Any] = field(default_factory=dict)
+    short_names: dict[str, str] = field(default_factory=dict)  # measure id -> short name
 
     def column(self, rec: EvaluationRecord) -> str:
         return self.parents.get(str(rec.data.get("measure")), LOCAL)
@@ -177,8 +178,10 @@ def overview(content: SiteContent, catalog: Any) -> Overview:
         p = r.data.get("priority")
         if isinstance(p, int) and p not in names:
             names[p] = f"Priority {p}"
+    shorts = {m.id: (m.short_name or m.name) for m in getattr(catalog, "measures", {}).values()} \
+        if catalog is not None and getattr(catalog, "measures", None) else {}
     return Overview(mains, variants, dict(sorted(names.items())), ho, parents,
-                    dict(getattr(catalog, "interventions", {}) or {}))
+                    dict(getattr(catalog, "interventions", {}) or {}), shorts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,10 +213,23 @@ def forest_rows(ov: Overview) -> list[Any]:
         est, lo, hi, null = shown
         p = ov.priority(r)
         label = f"P{p} · " if p is not None else ""
-        label += f"{r.data.get('measure_name') or r.measure_name} · {r.design}"
-        rows.append(ForestRow(label=_short(label, 70), unit=effect_unit_short(r.headline).capitalize(),
-                              estimate=est, low=lo, high=hi, verdict=verdict_class(r), null=null))
+        measure = ov.short_names.get(str(r.data.get("measure")), r.measure_name)
+        label += f"{_short(measure, 40)} · {DESIGN_SHORT.get(r.design, r.design)}"
+        rows.append(ForestRow(label=label, unit=_upper_first(effect_unit_short(r.headline)),
+                              estimate=est, low=lo, high=hi, verdict=verdict_class(r), null=null,
+                              ratio=r.headline.scale == "rate_ratio"))
     return rows
+
+
+DESIGN_SHORT = {
+    "Interrupted time series": "ITS", "Controlled interrupted time series": "CITS",
+    "Difference-in-differences": "DiD", "Two-way fixed effects DiD": "TWFE DiD",
+    "Staggered difference-in-differences": "staggered DiD", "Synthetic control": "synthetic control",
+}
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _short(text: str, n: int) -> str:
@@ -254,8 +270,9 @@ def _cell(recs: Sequence[EvaluationRecord], ov: Overview) -> str:
         kind = verdict_class(r)
         ev = r.data.get("evidence") or {}
         level = f"evidence level {ev['level']}" if isinstance(ev, dict) and ev.get("level") else "evidence not assessed"
-        split = " (under 25)" if str(r.data.get("measure", "")).endswith("_u25") else ""
-        bits.append(f"{verdict_span(kind)}{md_escape(split)}, {level}: {md_link(r.design, r.page)}")
+        split = "(under 25)" if str(r.data.get("measure", "")).endswith("_u25") else ""
+        bits.append(f"{verdict_span(kind)}{(' ' + md_escape(split)) if split else ''}, {level}: "
+                    f"{md_link(r.design, r.page)}")
     return " <br> ".join(bits)
 
 
@@ -599,6 +616,50 @@ def add_figure_alt(nb: nbformat.NotebookNode, page_title: str) -> int:
     return n
 
 
+def headings_as_document(nb: nbformat.NotebookNode) -> int:
+    """Make headings written by a cell's Markdown output the page's own headings: Quarto leaves
+    headings inside a cell's output out of the table of contents, so such a cell is split, in the
+    published copy, into its Markdown outputs (as Markdown cells) and code cells holding the other
+    outputs in their order (the code is never shown nor run). Returns the number of cells split."""
+    cells, n = [], 0
+    for cell in nb.cells:
+        outputs = cell.get("outputs") or [] if cell.cell_type == "code" else []
+        texts = [(out.get("data") or {}).get("text/markdown") for out in outputs]
+        texts = [t if isinstance(t, str) or t is None else "".join(t) for t in texts]
+        if not any(t and _md_heading(t) for t in texts):
+            cells.append(cell)
+            continue
+        n += 1
+        part, pending = 0, []
+
+        def flush(cell: nbformat.NotebookNode = cell) -> None:
+            nonlocal part, pending
+            if pending:
+                clone = nbformat.from_dict(cell)
+                clone.outputs = pending
+                if "id" in clone:
+                    clone.id = f"{cell.get('id', 'cell')}-{part}"
+                cells.append(clone)
+                part += 1
+                pending = []
+
+        for out, text in zip(outputs, texts, strict=True):
+            if text:
+                flush()
+                md = nbformat.v4.new_markdown_cell(text)
+                if "id" in cell:
+                    md.id = f"{cell.get('id', 'cell')}-{part}"
+                else:
+                    md.pop("id", None)
+                part += 1
+                cells.append(md)
+            else:
+                pending.append(out)
+        flush()
+    nb.cells = cells
+    return n
+
+
 def prepare_notebook_page(nb: nbformat.NotebookNode, title: str, *, downloads: Sequence[tuple[str, str]] = (),
                           prefix: str = "../") -> nbformat.NotebookNode:
     """The published copy of a notebook: no second title, alt text on every figure, and a
@@ -608,6 +669,7 @@ def prepare_notebook_page(nb: nbformat.NotebookNode, title: str, *, downloads: S
     nb.cells = [c for c in nb.cells
                 if (c.get("metadata") or {}).get("sveval", {}).get("generated") != DOWNLOADS_CELL]
     _drop_h1(nb)
+    headings_as_document(nb)
     add_figure_alt(nb, title)
     if downloads:
         links = " · ".join(md_link(label, prefix + href) for label, href in downloads)
@@ -640,18 +702,23 @@ def mdc_icon(kind: str, letter: str, label: str) -> str:
     return f'<span class="mdc mdc-{kind}">{svg} <span class="mdc-text">{md_escape(label)}</span></span>'
 
 
-def variation_icon(chart: pd.DataFrame, better_if: str) -> str:
-    """Variation icon of the latest point: common cause, or special cause of improvement or
-    concern (high or low)."""
-    last = chart.iloc[-1]
-    kind = str(last.get("variation") or "common")
-    side = str(last.get("side") or "")
-    if kind == "common" or kind not in ("improvement", "concern"):
+def variation_icon(chart: pd.DataFrame, better_if: str, last: int = 6) -> str:
+    """Variation icon of the recent points (the same window as
+    :func:`sveval.designs.spc.latest_variation`): common cause, or special cause of improvement or
+    concern, high or low."""
+    tail = chart.tail(last)
+    kinds = set(tail["variation"].astype(str))
+    if "concern" in kinds and "improvement" not in kinds:
+        kind = "concern"
+    elif "improvement" in kinds and "concern" not in kinds:
+        kind = "improvement"
+    elif kinds <= {"common"}:
         return mdc_icon("common", "~", "Common cause variation: no significant change")
-    hl = "H" if side == "high" else "L"
-    word = "higher" if side == "high" else "lower"
-    what = "improvement" if kind == "improvement" else "concern"
-    return mdc_icon(kind, hl, f"Special cause {what}: {word} values (latest point)")
+    else:
+        return mdc_icon("common", "!", "Mixed special-cause signals in recent points: read the chart")
+    sides = set(tail.loc[tail["variation"] == kind, "side"].astype(str))
+    hl, word = ("H", "higher") if sides == {"high"} else ("L", "lower")
+    return mdc_icon(kind, hl, f"Special cause {kind}: {word} values in recent points")
 
 
 def assurance_icon(chart: pd.DataFrame, target: float | None, better_if: str, baseline: str) -> str:
@@ -733,6 +800,7 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
             fig, _ = rolling_rates(since, mid, title=None)
             rr_path = save_svg(fig, stage / FIGURES_DIR / f"measure-{mid}-rolling.svg")
             areas = ", ".join(sorted(since["area_name"].dropna().unique()))
+            since = since.assign(rolling_12m_rate=pd.to_numeric(since["rolling_12m_rate"], errors="coerce"))
             last = since.dropna(subset=["rolling_12m_rate"])
             latest_rates = []
             for area, g in last.groupby("area_name", sort=True):
@@ -752,9 +820,9 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
                 a = a.sort_values("financial_year")
                 rows = [{
                     "Year": md_escape(y["financial_year"]),
-                    f"Rate {per_text}": "-" if pd.isna(y.get("rate")) else f"{float(y['rate']):.1f}",
-                    "Change against baseline": "-" if pd.isna(y.get("change_pct")) else f"{float(y['change_pct']):+.1f}%",
-                    "Comparison areas' rate ratio": "-" if pd.isna(y.get("comparison_rate_ratio")) else f"{float(y['comparison_rate_ratio']):.2f}",
+                    f"Rate {per_text}": _fmt(y.get("rate"), "{:.1f}"),
+                    "Change against baseline": _fmt(y.get("change_pct"), "{:+.1f}%"),
+                    "Comparison areas' rate ratio": _fmt(y.get("comparison_rate_ratio"), "{:.2f}"),
                 } for _, y in a.iterrows()]
                 frame = pd.DataFrame(rows)
                 item["annual"] = gate.table(frame, f"measures.{mid}.annual",
@@ -797,6 +865,16 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
         if (tdir / f"{tid}.ipynb").exists() else None,
     )
     return "measures.qmd", tidy(text)
+
+
+def _fmt(value: Any, pattern: str) -> str:
+    """A controlled figure as text: a number formatted, a suppression mark (``*``) as it is."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    try:
+        return pattern.format(float(value))
+    except (TypeError, ValueError):
+        return md_escape(value)
 
 
 def _fy_end(fy: str) -> str:

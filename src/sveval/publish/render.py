@@ -55,6 +55,7 @@ def render_quarto(project: Path, quarto_bin: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 def heading_id(text: str) -> str:
     """Pandoc-style identifier: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # a link's target is not part of its heading's id
     text = re.sub(r"<[^>]+>", "", text).lower()
     text = re.sub(r"[^\w\s.-]", "", text)
     text = re.sub(r"\s+", "-", text.strip())
@@ -80,7 +81,7 @@ _FENCE_CLOSE = re.compile(r"^:::+\s*$")
 
 
 _SPAN = re.compile(r"\[([^\[\]]+)\]\{((?:\s*\.[A-Za-z][\w-]*)+)\s*\}")
-_FIGURE = re.compile(r'^!\[([^\]]*)\]\(([^)\s]+)\)\{fig-alt="([^"]*)"\}\s*$', re.MULTILINE)
+_FIGURE = re.compile(r'^!\[([^\]]*)\]\(([^)\s]+)\)\{fig-alt="([^"]*)"\}[ \t]*$', re.MULTILINE)
 
 
 def pandoc_inline(text: str) -> str:

@@ -130,8 +130,7 @@ def effect_unit_short(e: Effect | None) -> str:
         return ""
     if e.scale in ("rate_ratio", "percent_change"):
         return "% change against expected"
-    unit = effect_unit(e)
-    return unit[len("difference in "):] if unit.lower().startswith("difference in ") else unit
+    return effect_unit(e)
 
 
 def evidence_text(evidence: Any, *, long: bool = False) -> str:

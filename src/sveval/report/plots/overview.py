@@ -41,6 +41,18 @@ class ForestRow:
     high: float
     verdict: str  # improvement | worse | unclear
     null: float = 0.0
+    ratio: bool = False  # a percentage change of a ratio: drawn on a log-ratio axis
+
+
+PCT_TICKS = (-90, -75, -50, 0, 100, 300, 900)  # symmetric on the log-ratio axis
+
+
+def _to_axis(v: float, ratio: bool) -> float:
+    """Percentage changes of ratios on a log-ratio axis (a halving and a doubling equally far
+    from no change); other values as they are."""
+    if not ratio or not math.isfinite(v):
+        return v
+    return math.log(max(1.0 + v / 100.0, 1e-3))
 
 
 @styled
@@ -56,6 +68,9 @@ def forest_plot(rows: Sequence[ForestRow], title: str | None = None):
     seen: set[str] = set()
     for ax, unit in zip(axes, units, strict=False):
         sub = [r for r in rows if r.unit == unit][::-1]
+        ratio = all(r.ratio for r in sub)
+        sub = [ForestRow(r.label, r.unit, _to_axis(r.estimate, ratio), _to_axis(r.low, ratio),
+                         _to_axis(r.high, ratio), r.verdict, _to_axis(r.null, ratio), r.ratio) for r in sub]
         finite = [v for r in sub for v in (r.estimate, r.low, r.high) if math.isfinite(v)]
         lo_lim = min([*finite, sub[0].null]) if finite else -1
         hi_lim = max([*finite, sub[0].null]) if finite else 1
@@ -76,6 +91,9 @@ def forest_plot(rows: Sequence[ForestRow], title: str | None = None):
         ax.axvline(sub[0].null if sub else 0, color=PALETTE["ink"], lw=1, ls="--")
         ax.set_yticks(range(len(sub)), [r.label for r in sub], fontsize=9)
         ax.set_xlim(lo_lim, hi_lim)
+        if ratio:
+            ticks = [t for t in PCT_TICKS if lo_lim <= _to_axis(t, True) <= hi_lim]
+            ax.set_xticks([_to_axis(t, True) for t in ticks], [f"{t:+d}%" if t else "0" for t in ticks])
         ax.set_ylim(-0.7, len(sub) - 0.3)
         ax.set_xlabel(unit, fontsize=9)
         ax.grid(axis="y", visible=False)
