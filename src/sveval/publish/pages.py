@@ -30,7 +30,7 @@ import yaml
 from sveval.designs.spc import latest_variation
 from sveval.errors import PublishError
 from sveval.publish.records import EvaluationRecord, SiteContent, short_verdict, verdict_text
-from sveval.publish.text import _yaml, env, md_escape, md_link
+from sveval.publish.text import env, front_matter, md_escape, md_link
 from sveval.report.prose import (
     effect_unit_short,
     effect_with_unit,
@@ -391,7 +391,7 @@ def index_page(content: SiteContent, site_title: str, catalog: Any, gate: Gate, 
     fm = {"title": site_title, "description": description}
     return tidy(
         env().get_template("index.qmd.j2").render(
-            front_matter=_yaml(fm),
+            front_matter=front_matter(fm),
             intro=intro,
             matrix=matrix_table(ov, gate) if ov.priorities else "",
             legend=" ".join(f"{verdict_span(k)}" for k in VERDICT_WORDS),
@@ -483,7 +483,7 @@ def listing_page(content: SiteContent, catalog: Any) -> tuple[str, str]:
         "intervention, or a difference on the scale named.\n\n"
         "::: {#all-evaluations}\n:::\n"
     )
-    return (f"---\n{_yaml(fm)}\n---\n\n{body}",
+    return (f"---\n{front_matter(fm)}\n---\n\n{body}",
             yaml.safe_dump(items, sort_keys=False, allow_unicode=True, width=4096))
 
 
@@ -860,7 +860,7 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
         "signals with Making Data Count icons, and the comparison areas.",
     }
     text = env().get_template("measures.qmd.j2").render(
-        front_matter=_yaml(fm), sections=sections, baseline=baseline, comparison=comparison,
+        front_matter=front_matter(fm), sections=sections, baseline=baseline, comparison=comparison,
         data_end=doc.get("data_end") or "", tracking_page=f"tracking/{tid}.ipynb"
         if (tdir / f"{tid}.ipynb").exists() else None,
     )

@@ -45,14 +45,11 @@ from sveval.errors import DisclosureError, PublishError
 from sveval.publish import pages as overview_pages
 from sveval.publish.records import (
     DESIGN_NAMES,
-    EvaluationRecord,
     SiteContent,
     design_name,
     load_evaluations,
     load_tracking,
     read_notebook,
-    short_verdict,
-    verdict_text,
 )
 from sveval.publish.text import (  # noqa: F401
     FALLBACK_BANNER,
@@ -63,7 +60,7 @@ from sveval.publish.text import (  # noqa: F401
     md_link,
     template_text,
 )
-from sveval.report.prose import effect_text, evidence_text, power_text, value_for_money_text
+from sveval.report.prose import power_text
 
 STATE_DIR = ".sveval"  # shared with sveval.pipeline.runner; hidden from Quarto (leading dot)
 FRONT_MATTER_CELL_ID = "sveval-front-matter"
@@ -192,121 +189,15 @@ class Page:
         return str(Path(self.source).with_suffix(".html").as_posix())
 
 
-def _period(rec: EvaluationRecord) -> str:
-    p = rec.data.get("period") or {}
-    if isinstance(p, dict) and p.get("start") and p.get("end"):
-        return f"{p['start']} to {p['end']}"
-    return "not recorded"
-
-
-def _evaluation_details(rec: EvaluationRecord, catalog: Any) -> str:
-    d = rec.data
-    items = [
-        ("Intervention", d.get("intervention_title") or d.get("intervention")),
-        ("Priority", d.get("priority")),
-        ("Outcome", f"{rec.measure_name} ({SOURCE_NAMES.get(d['measure_source'], d['measure_source'])})"
-         if d.get("measure_source") else rec.measure_name),
-        ("Area", rec.area_name),
-        ("Compared with", _area_list(d.get("comparison"), catalog)),
-        ("Analysed period", _period(rec)),
-        ("Intervention from", d.get("intervention_start")),
-        ("Design", f"{rec.design}: {d['method']}" if d.get("method") else rec.design),
-        ("Headline effect", effect_text(rec.headline)),
-        ("Strength of evidence", evidence_text(d.get("evidence"), long=True)),
-        ("Value for money", value_for_money_text(d.get("value_for_money"), long=True,
-                                                 reason=d.get("value_for_money_reason"))),
-        ("Power", power_text(d.get("power"))),
-    ]
-    lines = [f"- **{k}:** {md_escape(v)}" for k, v in items if v not in (None, "", [])]
-    warnings = [w for w in d.get("warnings") or [] if w]
-    if warnings:
-        lines.append("- **Warnings:** " + " ".join(md_escape(w) for w in warnings))
-    if rec.page:
-        lines.append(f"- {md_link('Read the full report', rec.page)}")
-    return "\n".join(lines)
-
-
-def _area_list(codes: Any, catalog: Any) -> str | None:
-    if not codes:
-        return None
-    codes = list(codes) if isinstance(codes, list | tuple) else [codes]
-    names = [catalog.area_name(c) if catalog is not None else c for c in codes]
-    return ", ".join(names)
-
-
-def index_page(content: SiteContent, site_title: str, catalog: Any, tables: list[str]) -> str:
-    """Markdown of the home page: every evaluation with its effect, verdict and evidence."""
-    recs = content.evaluations
-    n_ok, n_fail = len(content.completed), len(content.failed)
-    partnership = getattr(catalog, "partnership", None)
-    who = f"the {partnership} partnership" if partnership else "the partnership"
-    intro = (
-        f"This site reports {len(recs)} evaluation{'s' if len(recs) != 1 else ''} of interventions "
-        f"against serious violence by {who} under the Serious Violence Duty"
-        + (f": {n_ok} completed and {n_fail} failed." if n_fail else ".")
-        + " Each evaluation links to its full report, with figures, diagnostics and caveats. "
-        "How the results are estimated is explained under [Methods](methods.qmd); what is published "
-        "and how it is protected under [Data and disclosure](data.qmd)."
-    )
-    frame = pd.DataFrame(
-        [
-            {
-                "Evaluation": md_link(r.title, r.page),
-                "Outcome and area": f"{md_escape(r.measure_name)}, {md_escape(r.area_name)}",
-                "Design": md_escape(r.design),
-                "Effect (95% CI)": "-" if r.failed else md_escape(effect_text(r.headline)),
-                "Verdict": md_escape(short_verdict(r)),
-                "Evidence": md_escape(evidence_text(r.data.get("evidence"))),
-                "Value for money": md_escape(value_for_money_text(r.data.get("value_for_money"))),
-            }
-            for r in [*content.completed, *content.failed]
-        ]
-    )
-    roles: dict[str, ColumnRole] = {c: "label" for c in frame.columns}
-    roles["Effect (95% CI)"] = "estimate"
-    summary = markdown_table(disclosure_control(frame, name="index.summary", roles=roles, log=tables))
-    completed = [
-        {
-            "heading": md_link(r.title, r.page),
-            "verdict": md_escape(verdict_text(r)),
-            "details": _evaluation_details(r, catalog),
-        }
-        for r in content.completed
-    ]
-    failed = [
-        {
-            "heading": md_link(r.title, r.page),
-            "summary": md_escape(
-                f"{r.design} of {r.measure_name} in {r.area_name}. This evaluation failed and has no "
-                "estimate." + (" Its notebook, with the error, is linked above." if r.page else "")
-            ),
-            "error": r.error.replace("```", "'''"),
-        }
-        for r in content.failed
-    ]
-    fm = {"title": site_title, "description": _index_description(content, partnership)}
-    return _tidy(
-        env().get_template("index.qmd.j2").render(
-            front_matter=front_matter(fm),
-            intro=intro,
-            evaluations=recs,
-            summary_table=summary,
-            completed=completed,
-            failed=failed,
-            failed_intro=(
-                "These evaluations did not produce a result. They are listed so that no evaluation "
-                "is silently dropped; fix the error and run them again."
-            ),
-            tracking=[md_link(t.title, t.page) + f": {md_escape(t.description)}" for t in content.tracking],
-        )
-    )
-
-
 def _index_description(content: SiteContent, partnership: str | None) -> str:
     where = f" in {partnership}" if partnership else ""
+    ids = {r.id for r in content.evaluations}
+    n_var = sum(1 for r in content.evaluations if overview_pages.sensitivity_target(r) in ids)
+    also = f" and {n_var} sensitivity analyses" if n_var else ""
     return (
-        f"Results of {len(content.evaluations)} evaluation(s) of interventions against serious "
-        f"violence{where}: effects with confidence intervals, verdicts and strength of evidence."
+        f"Results of {len(content.evaluations) - n_var} evaluation(s){also} of interventions against "
+        f"serious violence{where}, by priority and Home Office measure: effects with confidence "
+        "intervals and their units, verdicts and strength of evidence."
     )
 
 
