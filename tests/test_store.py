@@ -15,7 +15,7 @@ from sveval.catalog import Catalog
 from sveval.data import policeuk
 from sveval.data.ingest import aggregate, aggregate_lsoa
 from sveval.data.sources import Sources
-from sveval.data.store import Store, is_store
+from sveval.data.store import Store, filter_columns, is_store
 from sveval.errors import DataError
 from sveval.spec import MeasureSpec
 
@@ -288,3 +288,12 @@ def test_a_project_ingests_exports_and_loads_from_its_store(tmp_path, capsys):
     loaded = load_long(DataSpec(source="store"), None, ProjectPaths(root), cat)
     assert loaded.data_dir == root / "data" / "store" and loaded.files == [loaded.data_dir / "manifest.json"]
     assert loaded.long["count"].sum() == exported["count"].sum() > 0
+
+
+def test_filter_columns_of_a_source(tmp_path):
+    sources = _tables(tmp_path)
+    # "ICD" is mapped to "icd": DuckDB names are case-insensitive, so only the mapped name remains
+    assert filter_columns(sources, sources["hes"]) == {"Quarter", "LA code", "Admissions", "period",
+                                                       "area_code", "count", "icd"}
+    st = _street(tmp_path / "street", ["2024-01"])
+    assert {"crime_type", "lsoa_code", "period", "last_outcome_category"} <= filter_columns(st, st["street"])

@@ -454,11 +454,13 @@ class Store:
                                             "granularity": s.granularity if s.kind == "table" else
                                             ("year" if s.kind == "population" else "month")}
                 bar.close()
-                report.warnings += self._check_mapping(con, sources, new)
+                changed = {r.id for r in report.sources if r.files_read}
+                report.warnings += self._check_mapping(con, sources, new, changed)
                 new["catalogue"] = {"base_dir": sources.base_dir.as_posix(),
                                     "path": sources.path.as_posix() if sources.path else None,
                                     "spec": sources.spec.model_dump(mode="json")}
-                self._write_manifest(new)
+                if new != old:  # nothing new: the manifest stays as it is
+                    self._write_manifest(new)
             except BaseException:
                 for p in written:
                     p.unlink(missing_ok=True)
@@ -492,9 +494,10 @@ class Store:
             crc = dict(zip([f.key for f in batch], crcs, strict=True))
         if s.kind == "table":
             self._normalise_table_periods(con, s, batch)
-        per = {r[0]: r[1:] for r in con.execute(self._stats_sql(s)).fetchall()}
         if s.kind in ("police_uk", "records"):
-            self._check_months(con, s, batch)
+            per = self._check_months(con, s, batch)
+        else:
+            per = {r[0]: r[1:] for r in con.execute(self._stats_sql(s)).fetchall()}
         con.execute(f"COPY batch TO {_q(tmp_part.as_posix())} (FORMAT parquet)")
         os.replace(tmp_part, part)
         out = {}
@@ -617,24 +620,35 @@ class Store:
                     f"GROUP BY b.file, m.canon, b.area_code")
 
     @staticmethod
-    def _check_months(con, s: SourceSpec, batch: list[FileRef]) -> None:
-        bad = con.execute("SELECT file, period, n FROM (SELECT file, period, sum(n) AS n FROM batch "
-                          "GROUP BY ALL) WHERE period IS NULL OR NOT "
-                          "regexp_full_match(period, '\\d{4}-(0[1-9]|1[0-2])') LIMIT 1").fetchall()
+    def _check_months(con, s: SourceSpec, batch: list[FileRef]) -> dict[str, tuple]:
+        """Refuse records whose month is missing or malformed; per file: rows, first, last month."""
+        rows = con.execute("SELECT file, period, sum(n) FROM batch GROUP BY ALL").fetchall()
+        bad = [r for r in rows if r[1] is None or normalise_period(r[1], "month") != r[1]]
+        per: dict[str, list] = {}
+        for file, period, n in rows:
+            e = per.setdefault(file, [0, period, period])
+            e[0] += int(n)
+            if period is not None:
+                e[1] = period if e[1] is None else min(e[1], period)
+                e[2] = period if e[2] is None else max(e[2], period)
         if bad:
             file, period, n = bad[0]
             path = next((f.path for f in batch if f.key == file), None)
             what = "missing" if period is None else f"{period!r} is not a month as YYYY-MM"
             raise DataError(f"source '{s.id}': {n} record(s) whose date or month is {what}",
                             path=path, column=s.header("date") if s.kind == "records" else "Month")
+        return {k: tuple(v) for k, v in per.items()}
 
-    def _check_mapping(self, con, sources: Sources, manifest: dict) -> list[str]:
-        """Warnings: LSOAs of police.uk / records sources that the lookup leaves unmapped."""
+    def _check_mapping(self, con, sources: Sources, manifest: dict, changed: set[str]) -> list[str]:
+        """Warnings: LSOAs of police.uk / records sources that the lookup leaves unmapped (checked
+        when the source or its lookup was read in this ingest)."""
         out = []
         for s in sources:
             if s.kind not in ("police_uk", "records"):
                 continue
             lk = sources.lookup_for(s)
+            if s.id not in changed and (lk is None or lk.id not in changed):
+                continue
             if lk is None:
                 if s.kind == "police_uk":
                     out.append(f"source '{s.id}': no lookup source; LSOAs are mapped to areas by the "
@@ -874,6 +888,28 @@ class Store:
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
+def filter_columns(sources: Sources, s: SourceSpec) -> frozenset[str]:
+    """The columns a measure's ``filter`` may use on a source (for checking filters before use).
+
+    police_uk: the published columns in snake_case and ``period``; records and tables: the first
+    file's headers and the mapped sveval names (records also ``period``).
+    """
+    if s.kind == "police_uk":
+        return frozenset(_STREET_FILTER_COLUMNS)
+    files = sources.files(s)
+    fmt = sources.file_format(s, files[0])
+    if fmt in ("csv", "csv.gz"):
+        header = _read_header(files[0], fmt, s.id)
+    elif fmt == "parquet":
+        with duckdb.connect() as con:
+            header = [r[0] for r in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_q(files[0].as_posix())})").fetchall()]
+    else:
+        header = [str(c).strip() for c in pd.read_excel(files[0], sheet_name=s.sheet or 0, nrows=0).columns]
+    cols = set(_columns_of(s, header, files[0]))
+    return frozenset(cols | ({"period"} if s.kind == "records" else set()))
+
+
 def is_store(root: Path | str) -> bool:
     """Whether ``root`` is a store folder with at least one ingest."""
     root = Path(root)
