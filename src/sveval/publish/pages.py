@@ -32,6 +32,7 @@ from sveval.errors import PublishError
 from sveval.publish.records import EvaluationRecord, SiteContent, short_verdict, verdict_text
 from sveval.publish.text import env, front_matter, md_escape, md_link
 from sveval.report.prose import (
+    effect_text,
     effect_unit_short,
     effect_with_unit,
     evidence_text,
@@ -441,7 +442,7 @@ def listing_items(content: SiteContent, catalog: Any) -> list[dict[str, Any]]:
             "priority": pname,
             "measure": f"{r.measure_name} ({measure})",
             "design": r.design,
-            "effect": "-" if r.failed else effect_with_unit(r.headline),
+            "effect": "-" if r.failed or r.headline is None else f"{effect_text(r.headline)}; {effect_unit_short(r.headline)}",
             "verdict": VERDICT_WORDS[kind],
             "evidence": evidence,
             "role": "Headline evaluation" if r.id in main_ids else "Sensitivity analysis",
