@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from sveval.report.plots.core import styled
+from sveval.report.plots.core import PALETTE, styled
 
 #: Making Data Count colours: grey common cause, orange concern, blue improvement
 MDC = {"common": "#7f7f7f", "concern": "#ed8b00", "improvement": "#41b6e6", "line": "#231f20"}
@@ -75,7 +75,10 @@ def rolling_rates(monthly: pd.DataFrame, measure: str, title: str | None = None,
         fig, ax = plt.subplots(figsize=(10, 4))
     else:
         fig = ax.figure
-    sns.lineplot(data=d, x="date", y="rate", hue="area_name", ax=ax, lw=1.6)
+    n = max(1, d["area_name"].nunique())
+    areas = PALETTE["areas"]  # Okabe-Ito: colour-blind safe
+    sns.lineplot(data=d, x="date", y="rate", hue="area_name", ax=ax, lw=1.6,
+                 palette=[areas[k % len(areas)] for k in range(n)])
     per = int(d["rate_per"].iloc[0]) if len(d) else 100_000
     ax.set_ylabel("Rolling 12-month rate " + ("per million" if per == 1_000_000 else f"per {per:,}"))
     ax.set_xlabel("")
