@@ -29,7 +29,7 @@ from sveval.designs.did_inference import codes, randomisation_test
 from sveval.designs.did_panel import DidPanel
 from sveval.designs.staggered import staggered_from_panel
 from sveval.errors import EstimationError
-from sveval.result import Check, Effect, Power, Prevented, Result
+from sveval.result import Check, CheckName, Effect, Power, Prevented, Result
 from sveval.spec import DiDOptions, period_from_index, period_index
 
 DESIGN_KEY = {"2x2": "did", "twfe": "twfe", "poisson_fe": "twfe", "event_study": "event_study",
@@ -109,14 +109,22 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         if few:
             family = "poisson" if fit.effect_scale == "rate_ratio" else "linear"
             diagnostics.append(_pretrend_blocks_check(est.pretrend_blocks(panel, family, covid)))
+            why = (f"not computed: with {panel.n_treated_units} treated {panel.unit_kind} the event-study "
+                   "covariance (cluster-robust) is unreliable, and both analyses rest on it")
+            diagnostics += [Check(CheckName.PARALLEL_TRENDS_SENSITIVITY, "Rambachan-Roth sensitivity of the "
+                                  "post-period effect to violations of parallel trends", detail=why),
+                            Check(CheckName.PRE_TREND_POWER, "power of the pre-trend test against a linear "
+                                  "divergence (Roth 2022)", detail=why)]
         if opts.estimator == "event_study" and not few:
             diagnostics.append(_pretrend_check(fit.extra["pre_trend"], G))
+            diagnostics += sensitivity_checks_from_fit(fit, panel.outcome_label)
         elif opts.estimator not in ("2x2", "event_study"):
             es = est.event_study(panel, tuple(opts.event_window), alpha, covid, vcov=opts.vcov)
             tables["event_study"] = es.table
             details["event_study"] = _small(es.table)
             if not few:
                 diagnostics.append(_pretrend_check(es.extra["pre_trend"], G))
+                diagnostics += sensitivity_checks_from_fit(es, panel.outcome_label)
         method = f"{_NAMES[fit.name]}; {unit_desc}; {fit.inference}"
         if few:
             method += (". With one treated area, cluster-robust errors and the wild cluster bootstrap are "
@@ -189,6 +197,93 @@ def _small(table: pd.DataFrame, max_rows: int = 60) -> dict[str, list]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Parallel-trends sensitivity (Rambachan and Roth 2023) and pre-trend test power (Roth 2022)
+# ------------------------------------------------------------------------------------------------
+#: leads (before -1) and lags (from 0) entering the sensitivity analysis: the interior event times
+#: nearest the start (binned end points excluded); more would make the relative-magnitudes sets slow
+SENSITIVITY_LEADS, SENSITIVITY_LAGS = 5, 6
+
+
+def sensitivity_checks_from_fit(fit: est.DidFit, unit: str) -> list[Check]:
+    """:func:`sensitivity_checks` on an event-study fit's leads and lags (binned ends left out)."""
+    ks = np.asarray(fit.extra.get("event_times", []), float)
+    if not len(ks):
+        return []
+    keep = ~np.isin(ks, list(fit.extra.get("binned", ())))
+    return sensitivity_checks(fit.extra["beta"][keep], fit.extra["V"][np.ix_(keep, keep)], ks[keep], unit,
+                              source="event-study coefficients")
+
+
+def sensitivity_checks(beta: np.ndarray, V: np.ndarray, event_times: np.ndarray, unit: str,
+                       source: str) -> list[Check]:
+    """How much parallel trends may fail before the conclusion changes, and what the pre-trend test
+    could detect.
+
+    Uses the leads ``-1-SENSITIVITY_LEADS..-2`` and lags ``0..SENSITIVITY_LAGS-1`` of ``beta``
+    (relative to ``e = -1``) with covariance ``V``; the target is the average of those lags.
+    Returns the ``parallel_trends_sensitivity`` check (Rambachan-Roth sets under relative
+    magnitudes, C-LF, and smoothness, FLCI, with breakdown values) and the ``pre_trend_power``
+    check (Roth 2022: the linear divergence the joint Wald pre-test detects with 50% and 80%
+    power, and the bias such a divergence causes in the target).
+    """
+    from sveval.designs.honest import honest_bounds
+    from sveval.designs.pretrends import pretrend_power, slope_for_power
+
+    e = np.asarray(event_times, float)
+    pre = np.flatnonzero((e <= -2) & (e >= -1 - SENSITIVITY_LEADS))
+    post = np.flatnonzero((e >= 0) & (e < SENSITIVITY_LAGS))
+    if len(pre) < 2 or len(post) < 1:
+        note = (f"needs at least two leads before -1 and one lag in the {source}; have {len(pre)} and "
+                f"{len(post)}")
+        return [Check(CheckName.PARALLEL_TRENDS_SENSITIVITY, "Rambachan-Roth sensitivity of the "
+                      "post-period effect to violations of parallel trends", detail="not computed: " + note),
+                Check(CheckName.PRE_TREND_POWER, "power of the pre-trend test against a linear divergence "
+                      "(Roth 2022)", detail="not computed: " + note)]
+    idx = np.r_[pre, post]
+    b, S = np.asarray(beta, float)[idx], np.asarray(V, float)[np.ix_(idx, idx)]
+    npre, npost = len(pre), len(post)
+    l_vec = np.full(npost, 1.0 / npost)
+    target = float(l_vec @ b[npre:])
+    rm = honest_bounds(b, S, npre, npost, method="rm", l_vec=l_vec)
+    sd = honest_bounds(b, S, npre, npost, method="sd", l_vec=l_vec)
+    window = f"event times {int(e[pre].min())}..-2 and 0..{int(e[post].max())} of the {source}"
+
+    def holds(res) -> str:
+        name = "Mbar" if res.parameter == "Mbar" else "M"
+        if res.original_lb <= 0 <= res.original_ub:
+            return "the interval includes no change even with exactly parallel trends"
+        if res.breakdown is None:
+            return f"the conclusion is lost as soon as any violation is allowed ({name} = {res.grid[1]:.3g})"
+        more = " (it still holds at the largest value tried)" if res.breakdown_censored else ""
+        return f"the conclusion (an interval excluding no change) holds up to {name} = {res.breakdown:.3g}{more}"
+
+    text = (f"Average effect over lags 0..{int(e[post].max())}: {target:+.3g} {unit}. Relative magnitudes "
+            "(post-start departures from parallel trends up to Mbar times the largest pre-start one): "
+            f"{holds(rm)}. Smoothness (the trend difference may change slope by up to M {unit} per period): "
+            f"{holds(sd)}.")
+    sens = Check(CheckName.PARALLEL_TRENDS_SENSITIVITY,
+                 "Rambachan-Roth robust intervals for the average post-period effect when parallel trends "
+                 "may fail (relative magnitudes, C-LF; smoothness, FLCI)",
+                 statistic=rm.breakdown, passed=None, detail=text,
+                 data={"window": window, "target": target, "relative_magnitudes": rm.to_dict(),
+                       "smoothness": sd.to_dict()})
+    rel = e[idx]
+    s50 = slope_for_power(S, rel, target_power=0.5, test="wald")
+    s80 = slope_for_power(S, rel, target_power=0.8, test="wald")
+    p80 = pretrend_power(b, S, rel, test="wald", slope=s80)
+    bias80 = float(l_vec @ np.asarray(p80.bias_without_pretest, float)) if p80.bias_without_pretest is not None else float("nan")
+    ptxt = (f"The joint Wald pre-trend test on the leads would detect a linear divergence of {s50:.3g} {unit} "
+            f"per period half the time and of {s80:.3g} with 80% probability. A divergence of {s80:.3g} per "
+            f"period would bias the average post-period effect by about {bias80:+.3g} {unit} (estimate "
+            f"{target:+.3g}): a passed pre-trend test rules out only divergences of about that size.")
+    power = Check(CheckName.PRE_TREND_POWER, "power of the pre-trend test against a linear divergence in "
+                  "trends (Roth 2022)", statistic=s80, passed=None, detail=ptxt,
+                  data={"window": window, "slope_50": s50, "slope_80": s80, "bias_at_slope_80": bias80,
+                        "target": target, "at_slope_80": p80.to_dict()})
+    return [sens, power]
+
+
+# ------------------------------------------------------------------------------------------------
 # Staggered adoption
 # ------------------------------------------------------------------------------------------------
 def _staggered(panel: DidPanel, opts: DiDOptions, twfe: est.DidFit, alpha: float, better_if: str,
@@ -231,6 +326,18 @@ def _staggered(panel: DidPanel, opts: DiDOptions, twfe: est.DidFit, alpha: float
     checks = [Check("pre_trend", "joint Wald test that Callaway-Sant'Anna event-time effects before the "
                     f"start ({lo_e}..-2 months) are all zero", stat, p, None if np.isnan(p) else bool(p > 0.05),
                     f"chi-square {stat:.2f} on {dfree} df, p = {p:.3f}", {"df": dfree})]
+    # parallel-trends sensitivity on event-time effects relative to e = -1 (universal base period,
+    # as Rambachan and Roth's analysis of Callaway-Sant'Anna needs)
+    try:
+        cs_u = staggered_from_panel(panel, opts.control_group, alpha, base_period="universal")
+        dyn_u = cs_u.aggregate("dynamic", min_e=lo_e, max_e=hi_e)
+        keys = dyn_u.table["key"].to_numpy(float)
+        V_u = dyn_u.inf.T @ dyn_u.inf / dyn_u.inf.shape[0] ** 2
+        checks += sensitivity_checks(dyn_u.table["estimate"].to_numpy(float), V_u, keys,
+                                     panel.outcome_label, source="Callaway-Sant'Anna event-time effects "
+                                     "(universal base period)")
+    except EstimationError as exc:  # pragma: no cover - reported, never fatal
+        warnings.append(f"The parallel-trends sensitivity analysis could not be computed: {exc}")
     # agreement with TWFE
     agree = (twfe.ci_low <= main.estimate <= twfe.ci_high) and (main.ci_low <= twfe.coef <= main.ci_high)
     checks.append(Check(

@@ -545,7 +545,8 @@ def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: flo
               + _vcov_text(vcov, panel.unit_kind, df_avg, G))
     return DidFit("event_study", "difference", coef, se_avg, ci_lo, ci_hi, p, method,
                   int(wf.used.sum()), G, fitted, cf, table=table,
-                  extra={"pre_trend": pre, "vcov": vcov, "df": df_avg})
+                  extra={"pre_trend": pre, "vcov": vcov, "df": df_avg, "event_times": list(ks),
+                         "beta": np.asarray(beta, float), "V": np.asarray(V, float), "binned": (lo, hi)})
 
 
 def _dummy_matrix(c: np.ndarray, drop_first: bool = False) -> sparse.csr_matrix:

@@ -115,8 +115,14 @@ def callaway_santanna(
     group: str,
     control_group: ControlGroup = "never_treated",
     alpha: float = 0.05,
+    base_period: Literal["varying", "universal"] = "varying",
 ) -> CSResult:
     """Group-time ATTs of Callaway and Sant'Anna (2021), unconditional parallel trends.
+
+    ``base_period`` as in the ``did`` package: ``varying`` compares pre-treatment cells with the
+    period before them (short differences); ``universal`` compares every cell with the period
+    before the cohort's start (``g - 1``), so event-time estimates are relative to ``e = -1``
+    like an event study's, as Rambachan-Roth sensitivity analysis needs.
 
     Parameters
     ----------
@@ -158,7 +164,9 @@ def callaway_santanna(
         treated = G == g
         for ti in range(1, len(times)):
             t = times[ti]
-            base = gi - 1 if ti >= gi else ti - 1
+            base = gi - 1 if (ti >= gi or base_period == "universal") else ti - 1
+            if ti == base:
+                continue  # the reference cell itself (universal base): zero by construction
             if control_group == "never_treated":
                 ctrl = never
             else:
@@ -308,8 +316,10 @@ def uniform_critical_value(inf: np.ndarray, n: int, draws: int = 999, seed: int 
     return float(max(np.quantile(sups, 1 - alpha), stats.norm.ppf(1 - alpha / 2)))
 
 
-def staggered_from_panel(panel, control_group: ControlGroup = "never_treated", alpha: float = 0.05) -> CSResult:
+def staggered_from_panel(panel, control_group: ControlGroup = "never_treated", alpha: float = 0.05,
+                         base_period: Literal["varying", "universal"] = "varying") -> CSResult:
     """Run :func:`callaway_santanna` on a :class:`~sveval.designs.did_panel.DidPanel`."""
     f = panel.frame[["unit", "t", "y", "cohort"]].copy()
     f["g"] = np.where(f["cohort"] >= 0, f["cohort"], 0)
-    return callaway_santanna(f, "y", "unit", "t", "g", control_group=control_group, alpha=alpha)
+    return callaway_santanna(f, "y", "unit", "t", "g", control_group=control_group, alpha=alpha,
+                             base_period=base_period)
