@@ -122,3 +122,15 @@ def test_public_api():
     from sveval.result import Result
 
     assert sveval.Result is Result and sveval.SvevalError is SvevalError
+
+
+def test_design_code_raises_typed_errors():
+    """Design code raises sveval's typed errors (SvevalError subclasses), never a bare ValueError."""
+    import re
+
+    offenders = []
+    for path in sorted((ROOT / "src/sveval/designs").rglob("*.py")):
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"raise (ValueError|KeyError|TypeError|RuntimeError)\b", line):
+                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert offenders == []

@@ -46,7 +46,7 @@ _MISSING = _Missing()
 MISSING = _MISSING
 
 
-class DataError(SvevalError):
+class DataError(SvevalError, ValueError):
     """Input data is missing, malformed or does not cover what an evaluation asks for.
 
     Parameters
@@ -79,7 +79,7 @@ class DataError(SvevalError):
         super().__init__(prefix + message)
 
 
-class EstimationError(SvevalError):
+class EstimationError(SvevalError, ValueError):  # also a ValueError, as the numerical code it wraps
     """A model could not be fitted (too few points, no variation, failed convergence)."""
 
 

@@ -29,6 +29,8 @@ import numpy as np
 from pyfixest.core.demean import demean as _pf_demean
 from scipy import optimize, stats
 
+from sveval.errors import EstimationError, OptionError
+
 WEBB = np.array([-math.sqrt(1.5), -1.0, -math.sqrt(0.5), math.sqrt(0.5), 1.0, math.sqrt(1.5)])
 
 
@@ -47,7 +49,7 @@ def annihilate(x: np.ndarray, fe: np.ndarray, tol: float = 1e-10) -> np.ndarray:
     out, ok = _pf_demean(np.ascontiguousarray(x2), np.ascontiguousarray(fe.astype(np.uint64)),
                          np.ones(x2.shape[0]), tol, 100_000)
     if not ok:  # pragma: no cover - alternating projections failed to converge
-        raise RuntimeError("fixed-effects demeaning did not converge")
+        raise EstimationError("fixed-effects demeaning did not converge")
     return out[:, 0] if one else out
 
 
@@ -108,13 +110,13 @@ def wild_cluster_bootstrap(
     g = codes(cluster).astype(np.int64)
     G = int(g.max()) + 1
     if G < 3:
-        raise ValueError(f"the wild cluster bootstrap needs at least 3 clusters, got {G}")
+        raise EstimationError(f"the wild cluster bootstrap needs at least 3 clusters, got {G}")
     n = len(y)
     yd = annihilate(np.column_stack([y, d]), fe)
     yt, dt = yd[:, 0], yd[:, 1]
     S = float(dt @ dt)
     if S <= 1e-12 * max(1.0, float(d @ d)):
-        raise ValueError("the treatment indicator is collinear with the fixed effects")
+        raise EstimationError("the treatment indicator is collinear with the fixed effects")
     theta = float(dt @ yt) / S
     b = _cluster_sums(dt * dt, g, G)  # b_h
     a_y = _cluster_sums(dt * yt, g, G)  # sum_h dt*yt
@@ -140,7 +142,7 @@ def wild_cluster_bootstrap(
     elif kind == "rademacher":
         W = rng.choice(np.array([-1.0, 1.0]), size=(draws, G))
     else:
-        raise ValueError(f"unknown weights {weights!r}")
+        raise OptionError(f"unknown weights {weights!r}")
     k = 1 + sum(len(np.unique(fe[:, j])) for j in range(fe.shape[1])) - (fe.shape[1] - 1)
     adj = G / (G - 1) * (n - 1) / max(n - k, 1)
 
@@ -302,7 +304,7 @@ def poisson_fe_means(y: np.ndarray, fe: np.ndarray, offset: np.ndarray | None = 
                 worst = max(worst, float(np.max(np.abs(ratio[ok] - 1.0))))
         if worst < tol:
             return mu
-    raise RuntimeError("iterative proportional fitting of the Poisson fixed effects did not converge")
+    raise EstimationError("iterative proportional fitting of the Poisson fixed effects did not converge")
 
 
 def _block_p_value(u: np.ndarray, post: np.ndarray) -> float:
@@ -374,7 +376,7 @@ def time_permutation_inference(
     T = len(times)
     post = np.bincount(tpos, weights=d[treated], minlength=T) > 0
     if post.all() or not post.any():
-        raise ValueError("time-permutation inference needs treated months both before and after the start")
+        raise EstimationError("time-permutation inference needs treated months both before and after the start")
     if family == "linear":
         My, Md = annihilate(y, fe), annihilate(d, fe)
         n_tr = np.bincount(tpos, minlength=T)
@@ -390,7 +392,7 @@ def time_permutation_inference(
             den = np.bincount(tpos, weights=mu[treated], minlength=T)
             return num / np.sqrt(np.maximum(den, 1e-12))
     else:
-        raise ValueError(f"unknown family {family!r}")
+        raise OptionError(f"unknown family {family!r}")
 
     if scale is None or not np.isfinite(scale) or scale <= 0:
         scale = max(abs(estimate), 1.0) * 0.5
@@ -532,7 +534,7 @@ def adjusted_cluster_vcov(x: np.ndarray, cluster: np.ndarray, other_fe: np.ndarr
         translate it into an :class:`~sveval.errors.EstimationError`).
     """
     if kind not in ("CR2", "CR3"):
-        raise ValueError(f"kind must be 'CR2' or 'CR3', got {kind!r}")
+        raise OptionError(f"kind must be 'CR2' or 'CR3', got {kind!r}")
     x = np.asarray(x, float)
     x = x[:, None] if x.ndim == 1 else x
     n, k = x.shape
@@ -540,13 +542,13 @@ def adjusted_cluster_vcov(x: np.ndarray, cluster: np.ndarray, other_fe: np.ndarr
     G = int(g.max()) + 1
     sizes = np.bincount(g)
     if n > ADJUSTED_MAX_ROWS or sizes.max() > ADJUSTED_MAX_CLUSTER_ROWS:
-        raise ValueError(
+        raise OptionError(
             f"{kind} needs one adjustment matrix per cluster: {n:,} rows (largest cluster "
             f"{int(sizes.max()):,}) exceed the limits of {ADJUSTED_MAX_ROWS:,} rows and "
             f"{ADJUSTED_MAX_CLUSTER_ROWS:,} rows per cluster; use the fixest or CR1 correction")
     s = np.sqrt(np.asarray(weights, float)) if weights is not None else np.ones(n)
     if (y is None) == (resid is None):
-        raise ValueError("give exactly one of y (linear model) or resid (GLM)")
+        raise OptionError("give exactly one of y (linear model) or resid (GLM)")
 
     def centre(v: np.ndarray) -> np.ndarray:  # within-cluster (weighted) projection residual
         v2 = v[:, None] if v.ndim == 1 else v

@@ -53,7 +53,7 @@ import pandas as pd
 from sveval.designs.its_choice import LOW_COUNT, outcome_scale, resolve_inference, resolve_model  # noqa: F401
 from sveval.designs.its_design import ITSDesign, build_design
 from sveval.designs.its_models import COUNT_MODELS, ModelFit, fit_model
-from sveval.errors import DataError
+from sveval.errors import DataError, OptionError
 from sveval.result import Check, Effect, Prevented, Result
 from sveval.spec import ITSOptions, add_months, parse_period, period_index
 
@@ -283,7 +283,7 @@ def fit_its(
     options = options or ITSOptions()
     intervention_start = parse_period(intervention_start)
     if kind not in ("count", "rate", "continuous"):
-        raise ValueError(f"kind must be count, rate or continuous, got {kind!r}")
+        raise OptionError(f"kind must be count, rate or continuous, got {kind!r}")
     brk = tuple(
         (parse_period(b["period"]), str(b.get("name", b["period"]))) if isinstance(b, dict) else (parse_period(b[0]), str(b[1]))
         for b in breaks

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sveval.errors import DataError
+from sveval.errors import DataError, OptionError
 from sveval.spec import ITSOptions, period_index
 
 
@@ -95,7 +95,7 @@ def seasonal_terms(months: np.ndarray, seasonality: str, fourier_terms: int) -> 
             cols.append(np.cos(2 * np.pi * j * months / 12))
             names.append(f"cos{j}")
         return np.column_stack(cols), names
-    raise ValueError(f"seasonality must be 'fourier', 'month' or 'none', got {seasonality!r}")
+    raise OptionError(f"seasonality must be 'fourier', 'month' or 'none', got {seasonality!r}")
 
 
 def effect_weights(t: np.ndarray, start: int, lag: int, phase_in: int) -> tuple[np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ from scipy import optimize, stats
 from scipy.linalg import lapack
 
 from sveval.designs.its_profile import PoissonProfile
-from sveval.errors import EstimationError
+from sveval.errors import DataError, EstimationError, OptionError
 
 COUNT_MODELS = ("poisson", "quasipoisson", "negbin")
 GAUSSIAN_MODELS = ("ols", "newey_west", "gls_ar", "arima")
@@ -184,7 +184,7 @@ class ARWhitener:
         n = len(self.t)
         order = np.lexsort((self.t, self.sid))
         if not np.array_equal(order, np.arange(n)):
-            raise ValueError("rows must be sorted by series then month")
+            raise DataError("rows must be sorted by series then month")
         new = np.r_[True, self.sid[1:] != self.sid[:-1]]
         self.gap = np.where(new, np.inf, np.r_[np.inf, np.diff(self.t)])
         self._first = new
@@ -723,4 +723,4 @@ def fit_model(
             return fit_arima(y, X, inc, names, ar_order=max(ar_order, 1))
     except np.linalg.LinAlgError as exc:
         raise EstimationError(f"model '{model}' could not be fitted: {exc}") from exc
-    raise ValueError(f"unknown ITS model {model!r}")
+    raise OptionError(f"unknown ITS model {model!r}")

@@ -44,7 +44,7 @@ from scipy.signal import lfilter
 
 from sveval.designs.its_design import ITSDesign
 from sveval.designs.its_models import COUNT_MODELS, ar_acf, fit_model
-from sveval.errors import DataError, EstimationError
+from sveval.errors import DataError, EstimationError, OptionError
 from sveval.result import Power
 from sveval.spec import ITSOptions, add_months, parse_period, period_index
 
@@ -253,10 +253,10 @@ def its_power(
     """
     options = options or ITSOptions()
     if abs(alpha - 0.05) > 1e-12:
-        raise ValueError("its_power uses the models' 95% intervals: alpha must be 0.05")
+        raise OptionError("its_power uses the models' 95% intervals: alpha must be 0.05")
     n_sim = options.power_sims if n_sim is None else n_sim
     if n_sim < 20:
-        raise ValueError("n_sim must be at least 20")
+        raise OptionError("n_sim must be at least 20")
     if options.phase_in_months is None:
         options = options.model_copy(update={"phase_in_months": 0})
     base = _base(data, parse_period(intervention_start), options, kind, comparison, breaks)
@@ -363,7 +363,7 @@ def months_to_detect(
     if options.phase_in_months is None:
         options = options.model_copy(update={"phase_in_months": 0})
     if not 0 < effect < 1:
-        raise ValueError("effect is a proportional change between 0 and 1 (0.2 = 20%)")
+        raise OptionError("effect is a proportional change between 0 and 1 (0.2 = 20%)")
     launch = parse_period(launch)
     cache: dict[int, float] = {}
 

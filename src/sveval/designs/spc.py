@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sveval.errors import DataError, OptionError
+
 #: 3 / d2 with d2 = 1.128 (expected range of two normal observations in sigma units)
 XMR_CONSTANT = 2.66
 D2 = 1.128
@@ -87,12 +89,12 @@ def rate_ratio_ci(
     e1, e0 = float(exposure), float(baseline_exposure)
     for name, v in (("count", x1), ("baseline_count", x0)):
         if not np.isfinite(v) or v < 0 or v != round(v):
-            raise ValueError(f"{name} must be a non-negative whole number, got {v!r}")
+            raise DataError(f"{name} must be a non-negative whole number, got {v!r}")
     for name, v in (("exposure", e1), ("baseline_exposure", e0)):
         if not np.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be positive, got {v!r}")
+            raise DataError(f"{name} must be positive, got {v!r}")
     if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level!r}")
+        raise OptionError(f"level must be between 0 and 1, got {level!r}")
     n = x1 + x0
     nan = float("nan")
     if n == 0:
@@ -209,19 +211,19 @@ def xmr(
     """
     x = np.asarray(values, dtype=float)
     if x.ndim != 1 or len(x) == 0:
-        raise ValueError("values must be a non-empty 1-d sequence")
+        raise DataError("values must be a non-empty 1-d sequence")
     if np.isnan(x).any():
-        raise ValueError("values contain missing points; an XmR chart needs every period")
+        raise DataError("values contain missing points; an XmR chart needs every period")
     if better_if not in ("lower", "higher"):
-        raise ValueError("better_if must be 'lower' or 'higher'")
+        raise OptionError("better_if must be 'lower' or 'higher'")
     if periods is None:
         periods = [str(i) for i in range(len(x))]
     periods = [str(p) for p in periods]
     if len(periods) != len(x):
-        raise ValueError("periods and values differ in length")
+        raise DataError("periods and values differ in length")
     unknown = [c for c in change_points if c not in periods]
     if unknown:
-        raise ValueError(f"change points {unknown} are not among the chart's periods")
+        raise DataError(f"change points {unknown} are not among the chart's periods")
     seg = _segments(periods, change_points)
     n = len(x)
     mean = np.empty(n)

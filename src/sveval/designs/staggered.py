@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from sveval.errors import EstimationError
+from sveval.errors import EstimationError, OptionError
 
 ControlGroup = Literal["never_treated", "not_yet_treated"]
 AggType = Literal["simple", "group", "dynamic", "calendar"]
@@ -281,7 +281,7 @@ def _aggregate(cs: CSResult, kind: str, draws: int, seed: int, min_e: float, max
         infl = np.column_stack(infs).mean(axis=1)
         overall = Estimate(float(att_t.mean()), _se(infl, n), cs.alpha)
     else:
-        raise ValueError(f"unknown aggregation {kind!r}; use simple, group, dynamic or calendar")
+        raise OptionError(f"unknown aggregation {kind!r}; use simple, group, dynamic or calendar")
     table = pd.DataFrame(rows)
     table["ci_low"] = table["estimate"] - z * table["se"]
     table["ci_high"] = table["estimate"] + z * table["se"]
