@@ -80,6 +80,11 @@ def test_failed_notebook_is_kept_and_others_go_on(project):
     res = project / "reports" / "evaluations"
     failed = json.loads((res / "boom-fte-its.json").read_text())
     assert failed["status"] == "failed" and "planted failure" in failed["error"]
+    # the failing cell is named: its position, id and first line, and the exception
+    assert failed["failure"] == {
+        "cell": 4, "cell_id": failed["failure"]["cell_id"], "first_line": 'if "boom" in str(spec_path):',
+        "exception": "RuntimeError", "message": "planted failure for the test", "dead_kernel": False}
+    assert failed["error"].startswith('cell 4 (') and "RuntimeError: planted failure" in failed["error"]
     nb = nbformat.read(res / "boom-fte-its.ipynb", as_version=4)
     assert any(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert json.loads((res / f"{SPEC}.json").read_text())["status"] == "completed"
@@ -92,9 +97,29 @@ def test_earlier_results_survive_a_failed_rerun(project):
     first = json.loads((res / "boom-later.json").read_text())
     assert first["status"] == "completed"
     _plant_failure(project)
-    assert not run([good], root=project, force=True, echo=lambda s: None).ok
-    kept = project / "reports" / ".sveval" / "previous" / "boom-later.json"
-    assert json.loads(kept.read_text())["effects"] == first["effects"]
+    for _ in range(2):  # two failed runs in a row still leave the last good pair
+        assert not run([good], root=project, force=True, echo=lambda s: None).ok
+        kept = project / "reports" / ".sveval" / "last-good" / "boom-later.json"
+        assert json.loads(kept.read_text())["effects"] == first["effects"]
+        assert (kept.parent / "boom-later.ipynb").exists()
+        failed = json.loads((res / "boom-later.json").read_text())
+        assert failed["status"] == "failed"
+        assert failed["last_good"]["generated_at"] == first["provenance"]["generated_at"]
+        assert failed["failure"]["exception"] == "RuntimeError"
+        assert failed["failure"]["first_line"].startswith('if "boom" in str(spec_path)')
+    # the site shows the failure beside the last good report and its date
+    from sveval.publish.records import load_evaluations, verdict_text
+
+    (rec,), _ = load_evaluations(res)
+    assert not rec.failed and rec.notebook_path == kept.parent / "boom-later.ipynb"
+    text = verdict_text(rec)
+    assert "latest run" in text and "planted failure" in text and first["provenance"]["generated_at"] in text
+    # a good run replaces the kept pair
+    nb = nbformat.read(project / "evaluations" / "its.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if "planted failure" not in c.source]
+    nbformat.write(nb, project / "evaluations" / "its.ipynb")
+    assert run([good], root=project, echo=lambda s: None).ok
+    assert not kept.exists()
 
 
 def test_cli_exit_code_when_an_evaluation_fails(project, capsys):
@@ -115,3 +140,25 @@ def test_plain_papermill_with_parameter_file(project, tmp_path):
     nb = nbformat.read(out, as_version=4)
     text = "".join(str(o.get("data", {}).get("text/markdown", "")) for c in nb.cells for o in c.get("outputs", []))
     assert "first-time entrants" in text.lower()
+
+
+def test_dead_kernel_is_reported_as_such(project, capsys):
+    nb_path = project / "evaluations" / "its.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.insert(5, nbformat.v4.new_code_cell(
+        'import os, signal\nif "deadk" in str(spec_path):\n    os.kill(os.getpid(), signal.SIGKILL)'))
+    nbformat.write(nb, nb_path)
+    spec = _quick(project, new_id="deadk-fte-its")
+    rc = main(["--root", str(project), "run", str(spec)])
+    out = capsys.readouterr().out
+    assert rc == 1 and "the kernel died" in out and "cell 6" in out, out
+    res = project / "reports" / "evaluations"
+    failed = json.loads((res / "deadk-fte-its.json").read_text())
+    assert failed["failure"]["dead_kernel"] is True and failed["failure"]["cell"] == 6
+    assert failed["failure"]["first_line"] == "import os, signal"
+    executed = nbformat.read(res / "deadk-fte-its.ipynb", as_version=4)
+    killing = next(c for c in executed.cells if c.source.startswith("import os, signal"))
+    assert killing.metadata.papermill["status"] == "failed"  # not "completed"
+    assert any(o.output_type == "error" and o.ename == "DeadKernelError" for o in killing.outputs)
+    later = [c for c in executed.cells[executed.cells.index(killing) + 1:] if c.cell_type == "code"]
+    assert all(c.metadata.papermill["status"] == "pending" for c in later)

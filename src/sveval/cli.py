@@ -77,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     specs = _specs(args, paths.evaluation_specs)
-    report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going)
+    report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going,
+                 wait=getattr(args, "wait", 0.0))
     counts = report.counts()
     print("summary: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if any(o.status == "invalid" for o in report.outcomes):
@@ -91,8 +92,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     catalog = Catalog.load(paths.parameters)
-    collect_coverage(paths.root / "benchmarks" / "results", paths.reports)
-    rep = publish(paths.reports, catalog=catalog, quarto=None if args.no_quarto else "auto")
+    from sveval.pipeline.lock import project_lock
+
+    with project_lock(paths.reports, "sveval publish", wait=getattr(args, "wait", 0.0)):
+        collect_coverage(paths.root / "benchmarks" / "results", paths.reports)
+        rep = publish(paths.reports, catalog=catalog, quarto=None if args.no_quarto else "auto")
     print(rep.message)
     for w in rep.warnings:
         print(f"warning: {w}")
@@ -108,16 +112,19 @@ def cmd_track(args: argparse.Namespace) -> int:
         specs = sorted(paths.tracking_specs.glob("*.yaml"))
         if not specs:
             raise SvevalError(f"no tracking parameter files in {paths.tracking_specs}")
-    ok = run_tracking(specs, root=paths.root, force=getattr(args, "force", False))
+    ok = run_tracking(specs, root=paths.root, force=getattr(args, "force", False),
+                      wait=getattr(args, "wait", 0.0))
     return EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_returns(args: argparse.Namespace) -> int:
+    from sveval.pipeline.lock import project_lock
     from sveval.publish.returns import build_returns
 
     paths = _paths(args)
-    rep = build_returns(paths.root, year=args.year, quarter=args.quarter,
-                        out_dir=Path(args.out) if args.out else None)
+    with project_lock(paths.reports, "sveval returns", wait=getattr(args, "wait", 0.0)):
+        rep = build_returns(paths.root, year=args.year, quarter=args.quarter,
+                            out_dir=Path(args.out) if args.out else None)
     print(getattr(rep, "message", None) or f"returns written: {rep}")
     return EXIT_OK
 
@@ -176,13 +183,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         status = max(status, rc)
 
     ns = argparse.Namespace(root=str(paths.root), files=[], all=True, force=args.force, workers=None,
-                            keep_going=True, no_quarto=args.no_quarto, year=args.year, quarter=None, out=None)
-    step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
-    step("evaluations", lambda: cmd_run(ns))
-    if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
-        step("outcome tracking", lambda: cmd_track(ns))
-    step("Home Office returns", lambda: cmd_returns(ns))
-    step("publish site", lambda: cmd_publish(ns))
+                            keep_going=True, no_quarto=args.no_quarto, year=args.year, quarter=None, out=None,
+                            wait=getattr(args, "wait", 0.0))
+    from sveval.pipeline.lock import project_lock
+
+    with project_lock(paths.reports, "sveval pipeline", wait=ns.wait):  # one lock for every step
+        step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
+        step("evaluations", lambda: cmd_run(ns))
+        if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
+            step("outcome tracking", lambda: cmd_track(ns))
+        step("Home Office returns", lambda: cmd_returns(ns))
+        step("publish site", lambda: cmd_publish(ns))
     print("\n".join(f"{'ok    ' if rc == 0 else 'FAILED'} {name} ({sec:.1f} s)" for name, rc, sec in steps))
     print(f"total {time.perf_counter() - t_all:.1f} s; site: {paths.reports / '_site' / 'index.html'}")
     return status
@@ -259,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("files", nargs="*", help="parameter files")
         sp.add_argument("--all", action="store_true", help="every parameter file")
 
+    def wait_arg(sp):
+        sp.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="when another sveval run, track, returns or publish holds the project lock, "
+                             "wait up to SECONDS for it (default: exit at once with code 1)")
+
     sp = sub.add_parser("validate", help="check evaluation parameter files")
     files_args(sp)
     sp.set_defaults(fn=cmd_validate)
@@ -268,21 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="rerun even if unchanged")
     sp.add_argument("--workers", type=int, default=None, help="parallel notebooks (capped at cores)")
     sp.add_argument("--keep-going", action="store_true", help="run valid files even if some are invalid")
+    wait_arg(sp)
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("track", help="execute outcome-tracking reports")
     files_args(sp)
     sp.add_argument("--force", action="store_true")
+    wait_arg(sp)
     sp.set_defaults(fn=cmd_track)
 
     sp = sub.add_parser("returns", help="write the Home Office returns workbook")
     sp.add_argument("--year", default="2025/26", help="financial year, e.g. 2025/26")
     sp.add_argument("--quarter", default=None, help="quarter within the year: Q1..Q4")
     sp.add_argument("--out", default=None, help="output folder (default outputs/returns/<year>)")
+    wait_arg(sp)
     sp.set_defaults(fn=cmd_returns)
 
     sp = sub.add_parser("publish", help="write and render the Quarto site")
     sp.add_argument("--no-quarto", action="store_true", help="use the fallback renderer even if Quarto exists")
+    wait_arg(sp)
     sp.set_defaults(fn=cmd_publish)
 
     sp = sub.add_parser("example", help="generate the built-in illustrative example data")
@@ -293,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="rerun evaluations even if unchanged")
     sp.add_argument("--no-quarto", action="store_true")
     sp.add_argument("--year", default="2025/26")
+    wait_arg(sp)
     sp.set_defaults(fn=cmd_pipeline)
 
     sp = sub.add_parser("init", help="scaffold a new partnership project")

@@ -125,6 +125,25 @@ class Provenance(_Model):
     generated_at: str = Field(description="declared timestamp: the only field that differs between identical runs")
 
 
+class FailureRecord(_Model):
+    """Where and how a failed run failed (:class:`sveval.pipeline.executor.CellFailure`)."""
+
+    cell: int | None = Field(default=None, description="failing cell's position in the notebook (1-based)")
+    cell_id: str | None = None
+    first_line: str = Field(default="", description="first line of the failing cell")
+    exception: str = Field(description="the exception's class name")
+    message: str = ""
+    dead_kernel: bool = Field(default=False, description="the kernel died while the cell ran")
+
+
+class LastGood(_Model):
+    """The last completed result, kept while later runs fail."""
+
+    result: str = Field(description="path of the kept result JSON, relative to the reports folder")
+    notebook: str | None = None
+    generated_at: str | None = None
+
+
 class ResultRecord(_Model):
     """The result JSON of one evaluation (``reports/evaluations/<id>.json``)."""
 
@@ -151,6 +170,8 @@ class ResultRecord(_Model):
     )
     status: Status
     error: str | None = Field(default=None, description="why a failed run failed")
+    failure: FailureRecord | None = Field(default=None, description="the failing cell and exception")
+    last_good: LastGood | None = Field(default=None, description="the last good result of a failed run")
     notebook: str | None = None
     design_variant: str | None = Field(default=None, description="its, cits, did, twfe, event_study, staggered, synth")
     effects: list[EffectRecord] = Field(default_factory=list)
@@ -203,6 +224,15 @@ def _validate(data: dict[str, Any], where: str) -> ResultRecord:
 
 
 
+def declared_timestamp() -> str:
+    """The declared timestamp of a run (``provenance.generated_at``, the returns' "generated at"):
+    now in UTC, or ``$SOURCE_DATE_EPOCH`` when set (reproducible builds: then nothing differs
+    between two runs on the same inputs)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), UTC) if epoch.isdigit() else datetime.now(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -241,7 +271,7 @@ def provenance(ctx: EvaluationContext) -> dict[str, Any]:
         "data_file_hashes": files if len(files) <= 50 else {"(many files)": digest},
         "sveval_version": __version__,
         "git_commit": git_commit(root),
-        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": declared_timestamp(),
     }
 
 
@@ -298,8 +328,11 @@ def build_record(ctx: EvaluationContext, result: Result) -> ResultRecord:
     return _validate(controlled, f"evaluation '{ctx.spec.id}'")
 
 
-def failure_record(ctx: EvaluationContext, error: str, *, notebook: str | None = None) -> ResultRecord:
-    """The record of a failed run: identification and the error, no estimates."""
+def failure_record(ctx: EvaluationContext, error: str, *, notebook: str | None = None,
+                   failure: dict[str, Any] | None = None,
+                   last_good: dict[str, Any] | None = None) -> ResultRecord:
+    """The record of a failed run: identification, the error (with the failing cell and exception
+    when known) and where the last good result is kept; no estimates."""
     return _validate({
         "id": ctx.spec.id, "title": ctx.spec.title, "description": ctx.spec.description,
         "design": ctx.spec.design, "measure": ctx.measure.id, "measure_name": ctx.measure.name,
@@ -309,10 +342,11 @@ def failure_record(ctx: EvaluationContext, error: str, *, notebook: str | None =
         "priority": ctx.intervention.priority, "intervention_start": ctx.intervention_start,
         "period": {"start": ctx.start, "end": ctx.end}, "sensitivity_of": ctx.spec.sensitivity_of,
         "status": Status.FAILED.value, "error": error, "notebook": notebook,
+        "failure": failure, "last_good": last_good,
         "warnings": [f"Evaluation failed: {error}"],
         "measure_disclosure": ctx.measure.disclosure,
         "provenance": {"sveval_version": __version__,
-                       "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+                       "generated_at": declared_timestamp()},
     }, f"evaluation '{ctx.spec.id}'")
 
 

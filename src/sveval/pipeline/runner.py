@@ -3,44 +3,51 @@
 For each parameter file the runner:
 
 1. validates it fully (schema, registries, data coverage) before anything executes;
-2. executes ``evaluations/<design>.ipynb`` with papermill into a temporary file, passing ``spec_path``,
-   ``result_path`` and ``root``;
-3. on success, moves the executed notebook and result JSON into ``reports/evaluations/<id>.ipynb``
-   and ``<id>.json`` (the previous pair is kept in ``reports/.sveval/previous/``);
-4. on failure, keeps the failed notebook with its error at ``<id>.ipynb`` and writes a ``failed``
-   result JSON carrying the error, keeps the previous pair in ``reports/.sveval/previous/``, and goes on
-   with the other evaluations.
+2. executes ``evaluations/<design>.ipynb`` through the shared executor
+   (:func:`sveval.pipeline.executor.execute`: IPC kernels, start-up retries, the failing cell named,
+   a dead kernel reported as such, normalised output) in a private work folder inside
+   ``reports/evaluations/``, passing ``spec_path``, ``result_path`` and ``root``;
+3. on success, swaps the executed notebook and result JSON into ``reports/evaluations/<id>.ipynb``
+   and ``<id>.json`` (atomic renames);
+4. on failure, first keeps the last good pair in ``reports/.sveval/last-good/`` (only when the pair in
+   place is a completed result, so two failures in a row still leave the last good pair), then puts
+   the failed notebook with its error at ``<id>.ipynb`` and a ``failed`` result JSON naming the
+   failing cell and exception at ``<id>.json``, and goes on with the other evaluations;
+5. records the outcome in ``reports/.sveval/manifest.json`` as each evaluation ends (atomically), so
+   a batch that is killed resumes: the next run executes only what is missing or stale.
 
-Runs are cached: an evaluation whose parameter file, notebook, data and sveval version are unchanged
-since its last successful run is skipped unless ``force`` is given. Workers are capped at the number
-of cores, and a kernel that dies at start is retried (a measured failure mode of papermill).
+Runs are cached: an evaluation whose parameter file, registries, notebook, data (by content) and
+sveval sources are unchanged since its last successful run, and whose outputs are in place and
+readable, is skipped unless ``force`` is given. The whole batch holds the project lock
+(:mod:`sveval.pipeline.lock`), and work folders left by a killed run are removed at the start.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nbformat
+
 from sveval._version import __version__
 from sveval.catalog import Catalog
-from sveval.errors import SvevalError
-from sveval.paths import ProjectPaths, write_json_atomic
+from sveval.errors import PublishError, SvevalError
+from sveval.paths import ProjectPaths
+from sveval.pipeline import executor
 from sveval.pipeline.api import prepare
-from sveval.pipeline.record import failure_record, write_record
+from sveval.pipeline.lock import project_lock
+from sveval.pipeline.record import failure_record, read_record, write_record
 
-KERNEL_START_ERRORS = ("Kernel died before replying to kernel_info", "Kernel didn't respond", "DeadKernelError")
-STATE_DIR = ".sveval"  # hidden from Quarto: reports/.sveval/{manifest.json, previous/}
+STATE_DIR = ".sveval"  # hidden from Quarto: reports/.sveval/{manifest.json, last-good/, lock}
+LAST_GOOD = "last-good"
 
 
 @dataclass
@@ -53,11 +60,13 @@ class RunOutcome:
     error: str | None = None
     seconds: float = 0.0
     attempts: int = 0
+    failure: dict[str, Any] | None = None
 
 
 @dataclass
 class RunReport:
     outcomes: list[RunOutcome] = field(default_factory=list)
+    cleaned: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -76,20 +85,6 @@ class RunReport:
 def discover_specs(paths: ProjectPaths) -> list[Path]:
     """All evaluation parameter files, sorted."""
     return sorted(paths.evaluation_specs.glob("*.yaml")) + sorted(paths.evaluation_specs.glob("*.yml"))
-
-
-def _hash_files(files: Iterable[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.name).encode())
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()
-
-
-def _sveval_source_hash() -> str:
-    """Hash of the installed sveval sources, so a code change invalidates the cache."""
-    pkg = Path(__file__).resolve().parents[1]  # the sveval package folder
-    return _hash_files(sorted(pkg.rglob("*.py")))
 
 
 def validate_all(spec_paths: list[Path], paths: ProjectPaths) -> tuple[dict[Path, Any], dict[Path, str]]:
@@ -113,86 +108,99 @@ def validate_all(spec_paths: list[Path], paths: ProjectPaths) -> tuple[dict[Path
 
 
 def _cache_key(ctx: Any, notebook: Path, code_hash: str) -> str:
-    h = hashlib.sha256()
-    h.update(ctx.spec_path.read_bytes())
-    h.update(notebook.read_bytes())
-    for f in ctx.data_files:
-        h.update(str(f).encode())
-        h.update(str(f.stat().st_size).encode())
-        h.update(str(int(f.stat().st_mtime)).encode())
-    params_dir = ctx.paths.parameters
-    for reg in ("measures.yaml", "areas.yaml", "interventions.yaml"):
-        if (params_dir / reg).exists():
-            h.update((params_dir / reg).read_bytes())
-    h.update(code_hash.encode())
-    return h.hexdigest()
+    """What decides an evaluation's outputs: its parameter file, the registries, the notebook, the
+    data files' contents and the sveval sources."""
+    registries = sorted(ctx.paths.parameters.glob("*.yaml"))
+    return executor.cache_key(notebook=notebook, inputs=[ctx.spec_path, *registries],
+                              data=ctx.data_files, code=code_hash)
 
 
-def _load_manifest(path: Path) -> dict[str, Any]:
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
-    return {}
+def _valid_pair(out_dir: Path, eid: str) -> bool:
+    """``<id>.json`` is a readable completed record and ``<id>.ipynb`` a readable notebook."""
+    try:
+        if not read_record(out_dir / f"{eid}.json").completed:
+            return False
+        nbformat.read(str(out_dir / f"{eid}.ipynb"), as_version=4)
+    except (PublishError, OSError, ValueError):
+        return False
+    return True
 
 
-def _keep_previous(out_dir: Path, eid: str) -> None:
-    prev = out_dir.parent / STATE_DIR / "previous"
-    for suffix in (".ipynb", ".json"):
-        src = out_dir / f"{eid}{suffix}"
-        if src.exists():
-            prev.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, prev / src.name)
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _keep_last_good(out_dir: Path, eid: str) -> dict[str, Any] | None:
+    """Copy the pair in place to ``.sveval/last-good/`` when it is a completed result; return where
+    the last good result is (None when there has never been one)."""
+    keep = out_dir.parent / STATE_DIR / LAST_GOOD
+    if _valid_pair(out_dir, eid):
+        keep.mkdir(parents=True, exist_ok=True)
+        _copy_atomic(out_dir / f"{eid}.ipynb", keep / f"{eid}.ipynb")
+        _copy_atomic(out_dir / f"{eid}.json", keep / f"{eid}.json")  # last: the pair is complete
+    if not (keep / f"{eid}.json").exists():
+        return None
+    try:
+        record = read_record(keep / f"{eid}.json")
+    except PublishError:
+        return None
+    nb = keep / f"{eid}.ipynb"
+    return {"result": (keep / f"{eid}.json").relative_to(out_dir.parent).as_posix(),
+            "notebook": nb.relative_to(out_dir.parent).as_posix() if nb.exists() else None,
+            "generated_at": record.provenance.generated_at}
 
 
 def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int, timeout: int) -> RunOutcome:
-    import papermill as pm
-
     eid = ctx.spec.id
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f"sveval-{eid}-"))
-    tmp_nb = tmp / f"{eid}.ipynb"
-    tmp_json = tmp / f"{eid}.json"
-    params = {"spec_path": str(ctx.spec_path), "result_path": str(tmp_json), "root": str(ctx.paths.root)}
-    attempts = 0
-    error: str | None = None
-    while True:
-        attempts += 1
-        try:
-            pm.execute_notebook(
-                str(notebook), str(tmp_nb), parameters=params, kernel_name=kernel,
-                cwd=str(ctx.paths.root), progress_bar=False, log_output=False,
-                execution_timeout=timeout,
-            )
-            error = None
-        except pm.PapermillExecutionError as exc:
-            error = f"{exc.ename}: {exc.evalue}"
-        except Exception as exc:  # kernel start-up and other papermill failures
-            error = f"{type(exc).__name__}: {exc}"
-            if attempts <= retries and any(k in error for k in KERNEL_START_ERRORS):
-                time.sleep(1.0)
-                continue
-        break
-    if error is None and not tmp_json.exists():
-        error = "the notebook finished without writing its result JSON (is save() called?)"
-    out_dir.mkdir(parents=True, exist_ok=True)
     final_nb = out_dir / f"{eid}.ipynb"
     final_json = out_dir / f"{eid}.json"
-    _keep_previous(out_dir, eid)
-    if tmp_nb.exists():
-        os.replace(tmp_nb, final_nb)
-    if error is None:
-        os.replace(tmp_json, final_json)
-        status = "completed"
-    else:
-        write_record(final_json, failure_record(ctx, error, notebook=final_nb.name if final_nb.exists() else None))
-        status = "failed"
-    shutil.rmtree(tmp, ignore_errors=True)
+    work = executor.work_folder(out_dir, eid)
+    try:
+        tmp_json = work / final_json.name
+        params = {"spec_path": str(ctx.spec_path), "result_path": str(tmp_json), "root": str(ctx.paths.root)}
+        ex = executor.execute(notebook, final_nb, params, work=work, cwd=ctx.paths.root, kernel=kernel,
+                              timeout=timeout, retries=retries, swap=False)
+        failure = ex.failure.to_dict() if ex.failure else None
+        error = ex.error
+        if ex.ok:
+            try:
+                if not read_record(tmp_json).completed:
+                    error = "the notebook wrote a result JSON whose status is not 'completed'"
+            except PublishError as exc:
+                error = ("the notebook finished without writing its result JSON (is save() called?)"
+                         if not tmp_json.exists() else str(exc).replace(str(work), str(out_dir)))
+        if error is None:
+            os.replace(work / final_nb.name, final_nb)
+            os.replace(tmp_json, final_json)
+            for stale in (out_dir.parent / STATE_DIR / LAST_GOOD).glob(f"{eid}.*"):
+                stale.unlink(missing_ok=True)  # the result in place is now the last good one
+            status = "completed"
+        else:
+            # keep the last good pair and write the failure record before touching the outputs:
+            # a full disk stops here with the pair in place unchanged
+            last_good = _keep_last_good(out_dir, eid)
+            record_tmp = work / f"{eid}.failed.json"
+            write_record(record_tmp, failure_record(
+                ctx, error, notebook=final_nb.name if ex.notebook is not None else None,
+                failure=failure, last_good=last_good))
+            if ex.notebook is not None:
+                os.replace(work / final_nb.name, final_nb)
+            elif final_nb.exists():
+                final_nb.unlink()  # never leave an older notebook beside a failure record
+            os.replace(record_tmp, final_json)
+            status = "failed"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return RunOutcome(
         id=eid, spec_path=str(ctx.spec_path), status=status,
         notebook=str(final_nb) if final_nb.exists() else None, result=str(final_json),
-        error=error, seconds=round(time.perf_counter() - t0, 2), attempts=attempts,
+        error=error, seconds=round(time.perf_counter() - t0, 2), attempts=ex.attempts, failure=failure,
     )
 
 
@@ -207,6 +215,7 @@ def run(
     retries: int = 2,
     timeout: int = 1800,
     echo: Callable[[str], None] = print,
+    wait: float = 0.0,
 ) -> RunReport:
     """Validate and execute evaluations; see the module docstring.
 
@@ -217,10 +226,25 @@ def run(
     workers : parallel notebooks (default and cap: number of cores)
     keep_going : run the valid evaluations even if some parameter files are invalid
         (by default an invalid file stops the whole batch before anything runs)
+    wait : seconds to wait for the project lock when another run holds it (0: fail at once
+        with :class:`sveval.pipeline.lock.LockBusy`)
     """
     paths = ProjectPaths(root) if root else ProjectPaths.discover()
+    with project_lock(paths.reports, "sveval run", wait=wait):
+        return _run(paths, spec_paths, force=force, workers=workers, keep_going=keep_going,
+                    kernel=kernel, retries=retries, timeout=timeout, echo=echo)
+
+
+def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, workers: int | None,
+         keep_going: bool, kernel: str, retries: int, timeout: int, echo: Callable[[str], None]) -> RunReport:
     specs = [Path(p).resolve() for p in (spec_paths or discover_specs(paths))]
     report = RunReport()
+    out_dir = paths.report_evaluations
+    state = paths.reports / STATE_DIR
+    for folder in (out_dir, state, state / LAST_GOOD):  # left by a killed run (we hold the lock)
+        report.cleaned += [str(p) for p in executor.clean_work_folders(folder, all_=True)]
+    if report.cleaned:
+        echo(f"removed {len(report.cleaned)} temporary file(s) or folder(s) left by an interrupted run")
     if not specs:
         echo(f"no evaluation parameter files found in {paths.evaluation_specs}")
         return report
@@ -233,10 +257,10 @@ def run(
         echo(f"{len(errors)} invalid parameter file(s): nothing was run (fix them, or use --keep-going)")
         return report
 
-    out_dir = paths.report_evaluations
-    manifest_path = paths.reports / STATE_DIR / "manifest.json"
-    manifest = _load_manifest(manifest_path)
-    code_hash = _sveval_source_hash()
+    manifest = executor.Manifest(state / "manifest.json", header={"sveval_version": __version__})
+    if manifest.corrupt:
+        echo(f"warning: {manifest.path} was unreadable; it is rebuilt and every evaluation reruns")
+    code_hash = executor.code_hash()
     todo = []
     for p, ctx in contexts.items():
         notebook = paths.notebooks / f"{ctx.spec.design}.ipynb"
@@ -247,11 +271,9 @@ def run(
             )
             continue
         key = _cache_key(ctx, notebook, code_hash)
-        prev = manifest.get("evaluations", {}).get(ctx.spec.id, {})
-        if (
-            not force and prev.get("cache_key") == key and prev.get("status") == "completed"
-            and (out_dir / f"{ctx.spec.id}.json").exists() and (out_dir / f"{ctx.spec.id}.ipynb").exists()
-        ):
+        prev = manifest.get(ctx.spec.id)
+        if (not force and prev.get("cache_key") == key and prev.get("status") == "completed"
+                and _valid_pair(out_dir, ctx.spec.id)):
             report.outcomes.append(
                 RunOutcome(id=ctx.spec.id, spec_path=str(p), status="cached",
                            notebook=str(out_dir / f"{ctx.spec.id}.ipynb"),
@@ -262,15 +284,24 @@ def run(
         todo.append((ctx, notebook, key))
 
     n_workers = max(1, min(workers or os.cpu_count() or 1, os.cpu_count() or 1, len(todo) or 1))
-    keys = {ctx.spec.id: key for ctx, _, key in todo}
 
     def _one(item):
-        ctx, notebook, _ = item
+        ctx, notebook, key = item
         try:
-            return _execute(ctx, notebook, out_dir, kernel, retries, timeout)
+            outcome = _execute(ctx, notebook, out_dir, kernel, retries, timeout)
         except Exception as exc:  # never let one evaluation stop the batch
-            return RunOutcome(id=ctx.spec.id, spec_path=str(ctx.spec_path), status="failed",
-                              error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+            outcome = RunOutcome(id=ctx.spec.id, spec_path=str(ctx.spec_path), status="failed",
+                                 error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
+        try:  # as each evaluation ends: a killed batch resumes from here
+            manifest.update(outcome.id, {
+                "status": outcome.status, "cache_key": key if outcome.status == "completed" else None,
+                "spec_path": os.path.relpath(outcome.spec_path, paths.root), "seconds": outcome.seconds,
+                "error": outcome.error, "failure": outcome.failure,
+                "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            })
+        except OSError as exc:  # a full disk: the outputs are consistent, the next run redoes this one
+            echo(f"warning: could not record {outcome.id} in {manifest.path} ({exc})")
+        return outcome
 
     if todo:
         echo(f"running {len(todo)} evaluation(s) with {n_workers} worker(s)...")
@@ -281,16 +312,4 @@ def run(
                 echo(f"done     {outcome.id} ({outcome.seconds:.1f} s)")
             else:
                 echo(f"FAILED   {outcome.id}: {outcome.error} (notebook kept: {outcome.notebook})")
-
-    entries = manifest.get("evaluations", {})
-    for o in report.outcomes:
-        if o.status in ("completed", "failed"):
-            entries[o.id] = {
-                "status": o.status, "cache_key": keys.get(o.id) if o.status == "completed" else None,
-                "spec_path": os.path.relpath(o.spec_path, paths.root), "seconds": o.seconds,
-                "error": o.error,
-                "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            }
-    if entries:
-        write_json_atomic(manifest_path, {"sveval_version": __version__, "evaluations": dict(sorted(entries.items()))})
     return report

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -160,7 +159,7 @@ class TrackingResult:
         counts, as the NHS rules require, so that no exact count can be recovered from a ratio;
         they are suppressed with their counts. Individual comparison areas are not published.
         """
-        from sveval.pipeline.disclosure import apply_to_frame
+        from sveval.pipeline.disclosure import apply_plan, apply_to_frame
 
         m = self.monthly[self.monthly["area_type"] != "comparison_area"]
         monthly = apply_to_frame(
@@ -173,9 +172,22 @@ class TrackingResult:
         # suppressed months (tests/test_disclosure_tables.py)
         overlapping = monthly["disclosure"].map(lambda c: rules.protects(str(c))).to_numpy(dtype=bool)
         monthly.loc[overlapping, ["rolling_12m", "rolling_12m_rate"]] = None
+        # protected measures with secondary suppression: one controlled set of cells for every
+        # output (months, quarters, years, areas; sveval.pipeline.disclosure.plan_cells)
+        plan = self.cell_plan(rules)
+        monthly = apply_plan(monthly, m, plan, rules, "count", lambda r: [r["period"]],
+                             {"rate": "count"})
         a = self.annual[self.annual["area_type"] != "comparison_area"]
-        annual = publish_totals(a, rules, self.spec.baseline_year)
+        windows = {fy: fy_months(fy) for fy in a["financial_year"].unique()}
+        annual = publish_totals(a, rules, self.spec.baseline_year, plan=plan, windows=windows)
         return {"monthly": monthly, "annual": annual}
+
+    def cell_plan(self, rules):
+        """The controlled cells of the protected measures (:func:`sveval.pipeline.disclosure.plan_cells`),
+        shared by the tracking tables, the SPC charts and every return."""
+        from sveval.pipeline.disclosure import plan_cells
+
+        return plan_cells(self.monthly, rules, {m.id: m.parent for m in self.measures if m.parent})
 
     def published_chart(self, mid: str, rules) -> pd.DataFrame:
         """The SPC chart of a measure with its plotted values controlled (``shown``: number or None)."""
@@ -183,6 +195,13 @@ class TrackingResult:
         ms = self.measure(mid)
         rule = rules.rule(ms.disclosure)
         ch["shown"] = [None if rule.suppresses(v) else rule.round(v) for v in ch["value"]]
+        plan = self.cell_plan(rules)
+        if plan.covers(mid) and len(ch):
+            # the plotted points are the plan's partnership cells (month or calendar quarter)
+            span = 3 if (ch["aggregation"] == "quarter").all() else 1
+            shown = [plan.shown(mid, self.partnership_code, [add_months(p, k) for k in range(span)])
+                     for p in ch["period"]]
+            ch["shown"] = [float(v) if isinstance(v, int | float) else None for v in shown]
         ch["suppressed"] = ch["shown"].isna()
         if rules.protects(ms.disclosure) and len(ch):
             # a protected measure's centre lines, limits and signals come from the published
@@ -408,7 +427,8 @@ DERIVED_COLUMNS = ["fy_count", "rate", "baseline_count", "baseline_rate", "rate_
                    "relative_to_comparison", "rel_ci_low", "rel_ci_high"]
 
 
-def publish_totals(totals: pd.DataFrame, rules, baseline: str, label: str = "financial_year") -> pd.DataFrame:
+def publish_totals(totals: pd.DataFrame, rules, baseline: str, label: str = "financial_year", *,
+                   plan=None, windows: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """Disclosure-controlled window totals with their baseline comparison.
 
     Counts of controlled classes are rounded / suppressed (with secondary suppression across the
@@ -422,11 +442,19 @@ def publish_totals(totals: pd.DataFrame, rules, baseline: str, label: str = "fin
     rules : :class:`sveval.pipeline.disclosure.DisclosureRules`
     baseline : the baseline window's label
     label : the window column (``financial_year`` or ``period``)
+    plan : :class:`sveval.pipeline.disclosure.CellPlan`; the counts of the measures it covers are
+        its cells (``windows`` gives each label's months); a withheld cell stays blank
     """
-    from sveval.pipeline.disclosure import apply_to_frame
+    from sveval.pipeline.disclosure import apply_plan, apply_to_frame
 
     totals = totals[[*TOTAL_COLUMNS[:7], label, *TOTAL_COLUMNS[7:]]].reset_index(drop=True)
     ctl = apply_to_frame(totals, "disclosure", rules, ["fy_count"], group_by=["measure", label])
+    blank: set[tuple[str, str, str]] = set()
+    if plan is not None:
+        ctl = apply_plan(ctl, totals, plan, rules, "fy_count", lambda r: (windows or {})[r[label]])
+        blank = {(str(r["measure"]), str(r["area_code"]), str(r[label]))
+                 for (_, r), v in zip(totals.iterrows(), ctl["fy_count"], strict=True)
+                 if v is None and np.isfinite(pd.to_numeric(r["fy_count"], errors="coerce"))}
     controlled = totals["disclosure"].map(
         lambda c: not rules.rule(c).exempt and (rules.rule(c).round_to > 1 or rules.rule(c).suppress_min is not None)
     ).to_numpy()
@@ -441,6 +469,11 @@ def publish_totals(totals: pd.DataFrame, rules, baseline: str, label: str = "fin
     for c in DERIVED_COLUMNS:
         hidden = controlled & out[c].isna().to_numpy() & full[c].notna().to_numpy()
         out.loc[hidden, c] = out.loc[hidden, "disclosure"].map(lambda k: rules.rule(k).symbol)
+    if blank:  # withheld cells (a breakdown of a suppressed small total) stay blank
+        own = [(str(m), str(a), str(w)) in blank for m, a, w in zip(out["measure"], out["area_code"], out[label], strict=True)]
+        base = [(str(m), str(a), baseline) in blank for m, a in zip(out["measure"], out["area_code"], strict=True)]
+        out.loc[np.array(own, dtype=bool), ["fy_count", "rate"]] = None
+        out.loc[np.array(base, dtype=bool), ["baseline_count", "baseline_rate"]] = None
     for c in ("fy_count", "baseline_count"):
         out[c] = out[c].map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
     return out
@@ -613,38 +646,60 @@ def reading(ms: MeasureSpec, rows: pd.DataFrame, baseline: str, chart: pd.DataFr
 # Running the notebook
 # ------------------------------------------------------------------------------------------------
 def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: bool = False,
-                 notebook: Path | None = None, retries: int = 1) -> bool:
+                 notebook: Path | None = None, retries: int = 2, wait: float = 0.0,
+                 timeout: int = 1800) -> bool:
     """Execute ``evaluations/tracking.ipynb`` for each tracking spec into ``reports/tracking/<id>.ipynb``.
 
-    Also writes the controlled tables and JSON summary beside it. Returns True when every report
-    ran; a failed notebook is kept (with its error visible) and reported on stderr.
+    Also writes the controlled tables and JSON summary beside it. Runs through the shared executor
+    (:func:`sveval.pipeline.executor.execute`) under the project lock, and is cached like the
+    evaluations: a report whose parameter file, registries, notebook, data and sveval sources are
+    unchanged since its last successful run is skipped unless ``force``
+    (``reports/.sveval/tracking-manifest.json``). Returns True when every report ran; a failed
+    notebook is kept (with its error visible) and the failing cell is named on stderr.
     """
     import sys
+    from datetime import UTC, datetime
 
-    import papermill as pm
+    import nbformat
+
+    from sveval.pipeline import executor
+    from sveval.pipeline.lock import project_lock
 
     paths = ProjectPaths(root) if root else ProjectPaths.discover()
     nb = notebook or paths.notebooks / "tracking.ipynb"
     out_dir = paths.reports / "tracking"
-    out_dir.mkdir(parents=True, exist_ok=True)
     ok = True
-    for sp in spec_paths:
-        sp = Path(sp).resolve()
-        spec = load_spec(sp)
-        out = out_dir / f"{spec.id}.ipynb"
-        if out.exists() and not force and out.stat().st_mtime > sp.stat().st_mtime:
-            continue
-        for attempt in range(retries + 1):
-            try:
-                pm.execute_notebook(str(nb), str(out), parameters={"spec_path": str(sp), "root": str(paths.root),
-                                    "out_dir": str(out_dir)}, kernel_name="python3", progress_bar=False,
-                                    cwd=str(paths.root))
-                break
-            except Exception as exc:  # noqa: BLE001 - papermill raises many kinds; report and go on
-                if "Kernel died" in str(exc) and attempt < retries:
-                    time.sleep(2)
+    with project_lock(paths.reports, "sveval track", wait=wait):
+        executor.clean_work_folders(out_dir, all_=True)
+        manifest = executor.Manifest(paths.reports / ".sveval" / "tracking-manifest.json", section="tracking")
+        catalog = Catalog.load(paths.parameters)
+        for sp in spec_paths:
+            sp = Path(sp).resolve()
+            spec = load_spec(sp)
+            out = out_dir / f"{spec.id}.ipynb"
+            files = load_long(spec.data, sp, paths, catalog).files
+            key = executor.cache_key(notebook=nb, inputs=[sp, *sorted(paths.parameters.glob("*.yaml"))],
+                                     data=files)
+            prev = manifest.get(spec.id)
+            if not force and prev.get("status") == "completed" and prev.get("cache_key") == key:
+                try:
+                    nbformat.read(str(out), as_version=4)
                     continue
-                print(f"tracking '{spec.id}' failed: {exc} (see {out})", file=sys.stderr)
+                except (OSError, ValueError):
+                    pass  # missing or corrupted: run again
+            work = executor.work_folder(out_dir, spec.id)
+            try:
+                ex = executor.execute(nb, out, {"spec_path": str(sp), "root": str(paths.root),
+                                                "out_dir": str(out_dir)},
+                                      work=work, cwd=paths.root, retries=retries, timeout=timeout)
+            finally:
+                import shutil
+
+                shutil.rmtree(work, ignore_errors=True)
+            if not ex.ok:
+                print(f"tracking '{spec.id}' failed: {ex.error} (see {out})", file=sys.stderr)
                 ok = False
-                break
+            manifest.update(spec.id, {
+                "status": "completed" if ex.ok else "failed", "cache_key": key if ex.ok else None,
+                "error": ex.error, "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
     return ok

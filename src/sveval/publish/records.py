@@ -60,6 +60,7 @@ class EvaluationRecord:
     json_path: Path
     notebook_path: Path | None = None
     notebook_error: str | None = None
+    latest_failure: dict[str, Any] | None = None  # the failed latest run when this is the last good one
 
     # -- identification -----------------------------------------------------------------------------
     @property
@@ -182,8 +183,26 @@ def _lower_first(name: str) -> str:
     return name
 
 
+def failure_note(rec: EvaluationRecord) -> str | None:
+    """For the last good result of an evaluation whose latest run failed: when it failed, where
+    and why, and the date of the result shown (plain text); None otherwise."""
+    f = rec.latest_failure
+    if not f:
+        return None
+    good = (rec.data.get("provenance") or {}).get("generated_at") or "an earlier run"
+    return (f"The latest run of this evaluation ({f.get('generated_at') or 'date unknown'}) failed: "
+            f"{f.get('error') or 'no error message was recorded'}. Shown here is the last good "
+            f"result, from {good}.")
+
+
 def verdict_text(rec: EvaluationRecord) -> str:
-    """The plain-English reading of the headline result (from :func:`plain_english`)."""
+    """The plain-English reading of the headline result (from :func:`plain_english`); for the last
+    good result of a failed evaluation, followed by :func:`failure_note`."""
+    note = failure_note(rec)
+    if note is not None:
+        text = verdict_text(EvaluationRecord(rec.id, rec.data, rec.json_path, rec.notebook_path,
+                                             rec.notebook_error))
+        return f"{text} {note}"
     if rec.failed:
         return f"This evaluation failed and produced no estimate. The error was: {rec.error}"
     res = rec.result()
@@ -244,8 +263,33 @@ def load_evaluations(evaluations_dir: Path) -> tuple[list[EvaluationRecord], lis
             warnings.append(f"{nb_path}: no result JSON beside it; listed as failed")
             data = {"id": eid, "title": eid, "status": "failed",
                     "error": nb_err or "the notebook wrote no result JSON", "effects": []}
+        good = _last_good(evaluations_dir, eid, data)
+        if good is not None:
+            records.append(good)
+            continue
         records.append(EvaluationRecord(eid, data, jsons.get(eid, evaluations_dir / f"{eid}.json"), nb_path, nb_err))
     return records, warnings
+
+
+def _last_good(evaluations_dir: Path, eid: str, failed: dict[str, Any]) -> EvaluationRecord | None:
+    """The last good result kept by the runner (``reports/.sveval/last-good/<id>.json``) of an
+    evaluation whose latest run failed, carrying that failure; None when there is none."""
+    if failed.get("status") != "failed":
+        return None
+    keep = evaluations_dir.parent / ".sveval" / "last-good"
+    js, nb = keep / f"{eid}.json", keep / f"{eid}.ipynb"
+    if not js.exists() or not nb.exists():
+        return None
+    try:
+        data = read_record(js)
+        nb_err = notebook_error(read_notebook(nb))
+    except PublishError:
+        return None
+    if data.get("status") != "completed" or nb_err:
+        return None
+    latest = {"error": failed.get("error"), "failure": failed.get("failure"),
+              "generated_at": (failed.get("provenance") or {}).get("generated_at")}
+    return EvaluationRecord(eid, data, js, nb, None, latest_failure=latest)
 
 
 @dataclass(frozen=True)

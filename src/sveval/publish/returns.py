@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +35,8 @@ from sveval.catalog import Catalog
 from sveval.errors import PublishError
 from sveval.paths import ProjectPaths
 from sveval.periods import COVID_END, COVID_START
+from sveval.pipeline.lock import project_lock
+from sveval.pipeline.record import declared_timestamp
 from sveval.spec import StrictModel, load_model
 
 Content = Literal["headline", "local", "interventions", "data_quality", "metadata"]
@@ -242,7 +243,30 @@ def _metadata(cfg, tr, catalog, period, baseline, rules, long_hash, generated, p
     return pd.DataFrame(rows, columns=["key", "value"])
 
 
-def _write_xlsx(path: Path, sheets: list[tuple[str, pd.DataFrame]], title: str) -> None:
+def _fix_xlsx(path: Path, generated: str) -> None:
+    """Make the workbook a function of its content: the ZIP entries' times fixed and the document
+    properties' created/modified times set to the declared ``generated`` time (openpyxl writes the
+    wall-clock time into both)."""
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        entries = [(i, z.read(i.filename)) for i in z.infolist()]
+    tmp = path.with_name(f".{path.name}.fix.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for info, data in entries:
+            if info.filename == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*(</dcterms:)",
+                              lambda m: m.group(1) + generated.encode() + m.group(3), data)
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = info.external_attr
+            z.writestr(fixed, data)
+    os.replace(tmp, path)
+
+
+def _write_xlsx(path: Path, sheets: list[tuple[str, pd.DataFrame]], title: str,
+                generated: str | None = None) -> None:
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter
@@ -263,6 +287,8 @@ def _write_xlsx(path: Path, sheets: list[tuple[str, pd.DataFrame]], title: str) 
     wb.properties.title = title
     wb.properties.creator = f"sveval {__version__}"
     wb.save(path)
+    if generated is not None:
+        _fix_xlsx(path, generated)
 
 
 def build_returns(
@@ -296,7 +322,7 @@ def build_returns(
     ReturnsCheckError
         when a check fails (nothing is written)
     """
-    from sveval.pipeline.disclosure import check_table, load_rules, scan_published
+    from sveval.pipeline.disclosure import check_table, load_rules
     from sveval.pipeline.tracking import load_spec, period_totals, publish_totals, track
 
     paths = ProjectPaths(Path(root))
@@ -341,7 +367,10 @@ def build_returns(
     if failures:
         raise ReturnsCheckError(failures)
 
-    pub = publish_totals(totals[totals["area_type"] != "comparison_area"], rules, baseline, label="period")
+    # protected measures: the cells of the one plan shared with the tracking tables and every
+    # other return (sveval.pipeline.disclosure.plan_cells)
+    pub = publish_totals(totals[totals["area_type"] != "comparison_area"], rules, baseline, label="period",
+                         plan=tr.cell_plan(rules), windows={period: window, baseline: base_window})
     pub = pub[pub["period"] == period].copy()
     pub["baseline_period"] = baseline
     pub["split_of"] = pub["measure"].map(lambda m: catalog.measures[m].parent or "")
@@ -364,7 +393,7 @@ def build_returns(
     quality = _data_quality(tr, window, base_window, pub, rules)
     src = (long if long is not None else tr.monthly)[["period", "area_code", "measure", "count"]]
     h = hashlib.sha256(src.sort_values(["period", "area_code", "measure"]).to_csv(index=False).encode()).hexdigest()
-    generated = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    generated = declared_timestamp()
     meta = _metadata(cfg, tr, catalog, period, baseline, rules, h, generated, paths.parameters)
     content = {"headline": headline, "local": local, "interventions": interventions,
                "data_quality": quality, "metadata": meta}
@@ -381,11 +410,22 @@ def build_returns(
     tag = year.replace("/", "-") + (f"-Q{quarter}" if quarter else "")
     out_dir = Path(out_dir) if out_dir else paths.outputs / "returns" / tag
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with project_lock(paths.reports, "sveval returns"):
+        for stale in out_dir.parent.glob(".returns-*"):  # left by a returns run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        return _write_returns(out_dir, cfg, content, tag, rules, planted_values, checks, period, baseline,
+                              generated)
+
+
+def _write_returns(out_dir, cfg, content, tag, rules, planted_values, checks, period, baseline, generated):
+    """Write the workbook and CSVs into a temporary folder, scan them, then move them into place."""
+    from sveval.pipeline.disclosure import scan_published
+
     tmp = Path(tempfile.mkdtemp(prefix=".returns-", dir=out_dir.parent))
     try:
         wb_name = f"{cfg.prefix}_{tag}.xlsx"
         ordered = [(s.name, content[s.content]) for s in cfg.sheets]
-        _write_xlsx(tmp / wb_name, ordered, cfg.title)
+        _write_xlsx(tmp / wb_name, ordered, cfg.title, generated)
         csvs = {}
         for s in cfg.sheets:
             stem = s.csv or s.name.lower().replace(" ", "_")

@@ -42,11 +42,13 @@ import pandas as pd
 import yaml
 
 from sveval.errors import DisclosureError, PublishError
+from sveval.pipeline.lock import project_lock
 from sveval.publish import pages as overview_pages
 from sveval.publish.records import (
     DESIGN_NAMES,
     SiteContent,
     design_name,
+    failure_note,
     load_evaluations,
     load_tracking,
     read_notebook,
@@ -660,6 +662,11 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None) -> tuple[
         if f"{rec.id}:csv" in downloads:
             links.append(("figure data (CSV)", downloads[f"{rec.id}:csv"]))
         nb = overview_pages.prepare_notebook_page(read_notebook(rec.notebook_path), rec.title, downloads=links)
+        note = failure_note(rec)  # the latest run failed: say so above the last good report
+        if note is not None:
+            cell = nbformat.v4.new_markdown_cell(f"::: {{.callout-warning}}\n{md_escape(note)}\n:::")
+            cell["id"] = "sveval-latest-run-failed"
+            nb.cells.insert(0, cell)
         _write_notebook(stage / rec.page, with_front_matter(nb, meta))
         pages.append(Page(rec.page, rec.title, rec.description, "notebook"))
     for t in content.tracking:
@@ -740,14 +747,28 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
         no evaluations, an unreadable JSON or notebook (named), or a failed render; ``reports_dir``
         is then left as it was.
     """
-    from sveval.publish.render import render_fallback, render_quarto
-
     reports_dir = Path(reports_dir).resolve()
     if not reports_dir.is_dir():
         raise PublishError(f"{reports_dir}: no such reports folder")
     quarto_bin = _resolve_quarto(quarto)
     state = reports_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
+    with project_lock(reports_dir, "sveval publish"):
+        return _publish_locked(reports_dir, state, catalog, quarto_bin)
+
+
+def _clean_staging(state: Path) -> None:
+    """Remove staging and old-site folders left by a publish that was killed (the lock is held)."""
+    for p in state.glob("publish-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in state.glob("old-site-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: str | None) -> PublishReport:
+    from sveval.publish.render import render_fallback, render_quarto
+
+    _clean_staging(state)
     stage = Path(tempfile.mkdtemp(prefix="publish-", dir=state))
     try:
         pages, content, tables = build_project(reports_dir, stage, catalog)
