@@ -26,6 +26,7 @@ import pandas as pd
 import pyfixest as pf
 from pyfixest.core import demean as _pf_demean
 from pyfixest.core import find_collinear_variables
+from pyfixest.core.detect_singletons import detect_singletons
 from scipy import linalg, sparse, stats
 from scipy.sparse.linalg import spsolve
 
@@ -392,7 +393,6 @@ class _WithinFit:
     beta: np.ndarray
     vcov: np.ndarray  # CRV1 by unit with the small-sample correction of SSC_OPTIONS
     resid: np.ndarray
-    used: np.ndarray
 
 
 def _ssc_factor(opts: dict, N: int, k: int, k_fe: np.ndarray, nested: np.ndarray, G: int) -> float:
@@ -408,27 +408,41 @@ def _ssc_factor(opts: dict, N: int, k: int, k_fe: np.ndarray, nested: np.ndarray
     return adj * (G / (G - 1) if opts["G_adj"] else 1.0)
 
 
-def _within_event_fit(f: pd.DataFrame, fes: str, rel: np.ndarray, ks: list[int],
-                      vcov: str) -> _WithinFit:
-    """``y ~ sum_k 1[rel == k] | fes`` clustered by unit, as pyfixest's ``feols`` computes it.
+def _feols_rows(f: pd.DataFrame, fes: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``feols`` keeps (finite ``y``, then no singleton fixed-effect level, its default
+    ``fixef_rm='singleton'``) and their fixed-effect codes (pyfixest's: order of appearance)."""
+    y = f["y"].to_numpy(float)
+    fe_names = [c.strip() for c in fes.split("+")]
+
+    def _codes(rows: np.ndarray | None) -> np.ndarray:
+        fl = np.empty((len(y) if rows is None else len(rows), len(fe_names)), dtype=np.uintp)
+        for j, c in enumerate(fe_names):
+            col = f[c].to_numpy()
+            fl[:, j] = pd.factorize(col if rows is None else col[rows])[0]
+        return fl
+
+    used = np.isfinite(y)
+    fl = _codes(None if used.all() else np.flatnonzero(used))
+    single = detect_singletons(fl)
+    if single.any():
+        used[np.flatnonzero(used)[single]] = False
+        fl = _codes(np.flatnonzero(used))
+    return used, fl
+
+
+def _within_event_fit(y: np.ndarray, rel: np.ndarray, ks: list[int], fl: np.ndarray,
+                      fes: str, vcov: str) -> _WithinFit:
+    """``y ~ sum_k 1[rel == k] | fes`` clustered by unit, as pyfixest's ``feols`` computes it, on
+    the rows :func:`_feols_rows` keeps (``fl`` their fixed-effect codes).
 
     Same steps as pyfixest (its compiled alternating-projections demeaner with its default
     tolerance, each column on its own, so the columns can be demeaned a few at a time; OLS on the
     demeaned columns; CRV1 with fixest's small-sample factor), but the dummies are built from the
     integer event time a few columns at a time and never held as a frame: the peak memory is the
     demeaned regressors once instead of several copies of the dummy matrix (5.9 GB for 24 leads/lags
-    on 35,000 LSOAs x 120 months through ``feols``). Rows with a missing outcome are left out.
+    on 35,000 LSOAs x 120 months through ``feols``).
     """
-    y = f["y"].to_numpy(float)
-    used = ~np.isnan(y)
-    every = bool(used.all())
-    y = y if every else y[used]
-    rel = rel if every else rel[used]
     fe_names = [c.strip() for c in fes.split("+")]
-    fl = np.empty((len(y), len(fe_names)), dtype=np.uintp)
-    for j, c in enumerate(fe_names):  # pyfixest's coding: order of appearance
-        col = f[c].to_numpy()
-        fl[:, j] = pd.factorize(col if every else col[used])[0]
     w = np.ones(len(y))
 
     def _demean(x: np.ndarray) -> np.ndarray:
@@ -437,7 +451,7 @@ def _within_event_fit(f: pd.DataFrame, fes: str, rel: np.ndarray, ks: list[int],
             raise EstimationError("demeaning by the fixed effects did not converge")
         return out
 
-    yd = _demean(y[:, None])[:, 0]
+    yd = _demean(np.ascontiguousarray(y[:, None]))[:, 0]
     k = len(ks)
     xd = np.empty((len(y), k))
     for j in range(0, k, _DEMEAN_CHUNK):
@@ -463,7 +477,7 @@ def _within_event_fit(f: pd.DataFrame, fes: str, rel: np.ndarray, ks: list[int],
     nested = np.array([c == "unit" or bool(np.all(np.subtract(*pd.Series(cl).groupby(
         fl[:, j]).agg(["max", "min"]).to_numpy().T) == 0)) for j, c in enumerate(fe_names)])
     ssc = _ssc_factor(SSC_OPTIONS.get(vcov, SSC_OPTIONS["fixest"]), len(y), k, k_fe, nested, G)
-    return _WithinFit(beta, ssc * (bread @ (scores.T @ scores) @ bread), u, used)
+    return _WithinFit(beta, ssc * (bread @ (scores.T @ scores) @ bread), u)
 
 
 def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: float = 0.05,
@@ -484,8 +498,11 @@ def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: flo
     f, fes = _model_frame(panel, ["y", "unit", "t", "treated", "cohort"], covid)
     rel = _event_time(f, window)
     G = panel.n_units
-    y_ok = ~np.isnan(f["y"].to_numpy(float))
-    n_rel = np.bincount(rel[y_ok].astype(np.int64) - window[0], minlength=window[1] - window[0] + 1)
+    used, fl = _feols_rows(f, fes)
+    every = bool(used.all())
+    y = f["y"].to_numpy(float)
+    y_u, rel_u = (y, rel) if every else (y[used], rel[used])
+    n_rel = np.bincount(rel_u.astype(np.int64) - window[0], minlength=window[1] - window[0] + 1)
     ks = [k for k in range(window[0], window[1] + 1) if k != -1 and n_rel[k - window[0]] > 0]
     # headline: post coefficients averaged with weights = treated unit-months in each (binned) lag,
     # so it estimates the same post-period ATT as the static TWFE without its weighting problems
@@ -494,13 +511,13 @@ def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: flo
         raise EstimationError("no post-treatment months inside the event window")
     w = n_k / n_k.sum()
     cm = np.vstack([np.eye(len(ks)), w])
-    wf = _within_event_fit(f, fes, rel, ks, vcov)
+    wf = _within_event_fit(y_u, rel_u, ks, fl, fes, vcov)
     beta, V = wf.beta, wf.vcov
     dfs_all = np.full(cm.shape[0], float(G - 1))
     if vcov in ("CR2", "CR3"):  # small panels only (adjusted_cluster_vcov refuses large ones)
-        fu = f.loc[wf.used].reset_index(drop=True)
+        fu = f.loc[used].reset_index(drop=True)
         names = [f"e_{i}" for i in range(len(ks))]
-        dummies = rel[wf.used][:, None] == np.asarray(ks, dtype=rel.dtype)[None, :]
+        dummies = rel_u[:, None] == np.asarray(ks, dtype=rel.dtype)[None, :]
         fu = pd.concat([fu, pd.DataFrame(dummies.astype(np.float64), columns=names)], axis=1)
         a = _adjusted(fu, names, fes, vcov, cm, y="y")
         V, dfs_all = a.vcov, a.df
@@ -535,7 +552,7 @@ def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: flo
     # fitted = y - residual (the fixed effects' part included, as feols' predict); the
     # counterfactual removes each post month's lag effect: effect[rel] looked up, no dummy matrix
     fitted = np.full(len(f), np.nan)
-    fitted[wf.used] = f["y"].to_numpy(float)[wf.used] - wf.resid
+    fitted[used] = y_u - wf.resid
     effect = np.zeros(hi - lo + 1)
     for b, k in zip(beta, ks, strict=True):
         if k >= 0:
@@ -544,7 +561,7 @@ def event_study(panel: DidPanel, window: tuple[int, int] = (-12, 12), alpha: flo
     method = (f"event study (leads/lags {lo}..{hi}, end points binned, reference -1); "
               + _vcov_text(vcov, panel.unit_kind, df_avg, G))
     return DidFit("event_study", "difference", coef, se_avg, ci_lo, ci_hi, p, method,
-                  int(wf.used.sum()), G, fitted, cf, table=table,
+                  int(used.sum()), G, fitted, cf, table=table,
                   extra={"pre_trend": pre, "vcov": vcov, "df": df_avg, "event_times": list(ks),
                          "beta": np.asarray(beta, float), "V": np.asarray(V, float), "binned": (lo, hi)})
 
