@@ -1,5 +1,13 @@
 """Ingestion through DuckDB: record-level and aggregate files -> the monthly long frame.
 
+This module reads the built-in example's folder layout directly (:func:`aggregate`,
+:func:`aggregate_lsoa`) and validates a user's long CSV (:func:`read_long_csv`). Evaluations and
+tracking read every source through the data catalogue (``parameters/sources.yaml``,
+:mod:`sveval.data.sources`) and the incremental store (:mod:`sveval.data.store`); for the example
+the store's long frame and LSOA panels are tested equal to :func:`aggregate` and
+:func:`aggregate_lsoa`, which remain as the reference (and as the fallback for a project without
+a sources file).
+
 Record-level data stop here. Every source is read with SQL (``read_csv`` with explicit column
 types) into a view, each measure's ``filter`` (a DuckDB SQL condition from ``measures.yaml``) and
 ``age_max`` select its records or rows, and only monthly counts by area (and by LSOA) come out.
