@@ -314,6 +314,346 @@ def _secondary(out, row_rules, raw, suppressed, group_by, part_column, total_val
 
 
 # ------------------------------------------------------------------------------------------------
+# One controlled set of cells per protected measure (months, quarters, years; areas, partnership)
+# ------------------------------------------------------------------------------------------------
+#: status of a planned cell
+_PUBLISHED, _PRIMARY, _SECONDARY, _WITHHELD = 0, 1, 2, 3
+
+
+class CellPlan:
+    """The published form of every count of the protected measures, decided once for all outputs.
+
+    Built by :func:`plan_cells` from the monthly counts of the areas (and the pooled comparison
+    areas). Every output (tracking months and years, SPC points, every quarterly and annual return,
+    under-25 and all ages) takes its protected counts from here, so one suppression pattern holds
+    across all of them.
+
+    :meth:`shown` gives a cell's published value: a multiple of ``round_to`` (or 0), the symbol
+    (suppressed: small, or secondary suppression), or ``None`` (withheld: a breakdown of a
+    suppressed small total, see :func:`plan_cells`); :meth:`covers` says whether a measure is
+    planned (protected classes with ``secondary: true``).
+    """
+
+    def __init__(self, shown: dict[tuple[str, str, tuple[str, ...]], Any], measures: set[str],
+                 stats: dict[str, int]):
+        self._shown = shown
+        self.measures = frozenset(measures)
+        self.stats = dict(stats)
+
+    def covers(self, measure: str) -> bool:
+        return measure in self.measures
+
+    def shown(self, measure: str, area_code: str, months: Sequence[str], symbol: str = SUPPRESSED) -> Any:
+        """Published value of ``measure`` in ``area_code`` summed over ``months``; an aggregate the
+        plan does not hold (a window other than a month, calendar quarter or financial year, or
+        with a month missing) is suppressed."""
+        key = (str(measure), str(area_code), tuple(sorted(months)))
+        return self._shown.get(key, symbol)
+
+
+_PLAN_CACHE: dict[str, CellPlan] = {}
+
+
+def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
+               parents: dict[str, str] | None = None) -> CellPlan:
+    """Control every publishable count of the protected measures at once (audit and suppress).
+
+    Parameters
+    ----------
+    monthly : one row per measure, area and month with ``measure``, ``disclosure``, ``area_type``
+        (``area``, ``partnership``, ``comparison``; other rows are ignored), ``area_code``,
+        ``period`` and ``count`` (the tracking table); the partnership is the sum of its areas
+    rules : from :func:`load_rules`; measures whose class protects counts and has ``secondary``
+    parents : ``{under-25 measure: all-ages measure}`` (an under-25 count is at most its parent's)
+
+    Returns
+    -------
+    CellPlan
+        the published form of every cell: each area, the partnership and the comparison areas,
+        over every month, calendar quarter and financial year that the data cover completely.
+
+    Notes
+    -----
+    The cells are controlled together, as one attacker would read them (every output at once):
+
+    1. *primary*: a cell of 1-7 (``suppress_min``-``suppress_max``) is suppressed;
+    2. *withheld breakdowns*: inside a suppressed small total with two or more non-zero months or
+       areas (of the measure, or of its under-25 split), every finer cell is withheld (published
+       blank, which may stand for 0-7): two suppressed parts of a total of at most 7 cannot each be
+       7, so publishing them as ``*`` would narrow them;
+    3. *secondary across areas*: in every area-and-partnership group a lone suppressed part (or
+       suppressed total) takes the smallest other part with it;
+    4. *audit and suppress*: a linear-programming attacker (HiGHS) reads every published cell as
+       its rounding interval (``[v-2, v+2]`` for a multiple of 5; 0 exact), every suppressed small
+       cell as ``[1, 7]``, under-25 at most all ages, and bounds each suppressed small cell. When
+       one can no longer be anything from 1 to 7, the published cell with the smallest value among
+       the constraints that bind (non-zero dual) is suppressed too; repeated until no suppressed
+       cell is narrowed. Suppressing only removes constraints, so a cell found safe stays safe and
+       only narrowed cells are checked again.
+
+    The result is cached per input (the tracking tables and every return call this).
+    """
+    import hashlib
+
+    classes = {k for k, r in rules.rules.items() if rules.protects(k) and r.secondary}
+    m = monthly[monthly["disclosure"].astype(str).isin(classes)
+                & monthly["area_type"].isin(["area", "partnership", "comparison"])]
+    m = m[["measure", "disclosure", "area_type", "area_code", "period", "count"]]
+    parents = {c: p for c, p in (parents or {}).items()}
+    key = hashlib.sha256(
+        m.sort_values(["measure", "area_code", "period"]).to_csv(index=False).encode()
+        + rules.model_dump_json().encode() + repr(sorted(parents.items())).encode()).hexdigest()
+    if key in _PLAN_CACHE:
+        return _PLAN_CACHE[key]
+    plan = _plan(m, rules, parents)
+    _PLAN_CACHE[key] = plan
+    return plan
+
+
+def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str]) -> CellPlan:
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix
+
+    from sveval.periods import add_months, financial_year, fy_months, quarter_start
+
+    atom_ix: dict[tuple[str, str, str], int] = {}
+    atom_val: list[float] = []
+    cells: list[dict[str, Any]] = []
+    by_key: dict[tuple[str, str, tuple[str, ...]], int] = {}
+    measures = sorted(set(m["measure"].astype(str)))
+    members_of: dict[str, dict[str, list[str]]] = {}
+    for ms in measures:
+        d = m[m["measure"] == ms]
+        rule = rules.rule(str(d["disclosure"].iloc[0]))
+        val = {(str(a), str(p)): float(c) for a, p, c in
+               zip(d["area_code"], d["period"], pd.to_numeric(d["count"], errors="coerce"), strict=True)}
+        types = d.groupby("area_code")["area_type"].first().astype(str).to_dict()
+        areas = sorted(c for c, t in types.items() if t == "area")
+        members: dict[str, list[str]] = {}
+        for code, t in types.items():
+            members[code] = areas if (t == "partnership" and areas) else [code]
+        members_of[ms] = members
+        periods = sorted(set(d["period"].astype(str)))
+        have = set(periods)
+        windows = [(p,) for p in periods]
+        for qs in sorted({quarter_start(p) for p in periods}):
+            w = tuple(add_months(qs, k) for k in range(3))
+            if set(w) <= have:
+                windows.append(w)
+        for fy in sorted({financial_year(p) for p in periods}):
+            w = tuple(fy_months(fy))
+            if set(w) <= have:
+                windows.append(w)
+        for code in sorted(members):
+            for w in windows:
+                units = members[code]
+                vals = [val.get((u, p), np.nan) for u in units for p in w]
+                if not all(np.isfinite(vals)):
+                    continue
+                atoms = []
+                for u in units:
+                    for p in w:
+                        k = (ms, u, p)
+                        if k not in atom_ix:
+                            atom_ix[k] = len(atom_val)
+                            atom_val.append(val[(u, p)])
+                        atoms.append(atom_ix[k])
+                v = float(sum(vals))
+                by_key[(ms, code, w)] = len(cells)
+                cells.append({"key": (ms, code, w), "measure": ms, "rule": rule, "value": v,
+                              "atoms": np.array(atoms), "units": frozenset(units), "months": frozenset(w),
+                              "status": _PRIMARY if rule.suppresses(v) else _PUBLISHED})
+    stats = {"cells": len(cells), "primary": sum(c["status"] == _PRIMARY for c in cells)}
+
+    # 2. breakdowns of a suppressed small total are withheld
+    children: dict[str, list[str]] = {}
+    for c, p in parents.items():
+        if c in members_of and p in members_of:
+            children.setdefault(p, []).append(c)
+    by_measure: dict[str, list[int]] = {}
+    for i, c in enumerate(cells):
+        by_measure.setdefault(c["measure"], []).append(i)
+    for i, t in enumerate(cells):
+        if t["status"] != _PRIMARY:
+            continue
+        for ms in [t["measure"], *children.get(t["measure"], [])]:
+            nonzero = sum(atom_val[atom_ix[(ms, u, p)]] > 0 for u in t["units"] for p in t["months"]
+                          if (ms, u, p) in atom_ix)
+            if nonzero < 2:
+                continue
+            for j in by_measure.get(ms, []):
+                c = cells[j]
+                if j != i and c["units"] <= t["units"] and c["months"] <= t["months"] and not (
+                        ms != t["measure"] and c["units"] == t["units"] and c["months"] == t["months"]):
+                    c["status"] = _WITHHELD
+    stats["withheld"] = sum(c["status"] == _WITHHELD for c in cells)
+
+    def hidden(j: int) -> bool:
+        return cells[j]["status"] != _PUBLISHED
+
+    # 3. secondary suppression across areas (each total with its parts)
+    for ms in measures:
+        members = members_of[ms]
+        for code, units in members.items():
+            if len(units) < 2 or units == [code]:
+                continue
+            for (mm, cc, w), ti in list(by_key.items()):
+                if mm != ms or cc != code:
+                    continue
+                parts = [by_key[(ms, u, w)] for u in units if (ms, u, w) in by_key]
+                changed = True
+                while changed:
+                    changed = False
+                    shown = [p for p in parts if not hidden(p)]
+                    if hidden(ti):
+                        if cells[ti]["status"] != _WITHHELD and parts and len(shown) == len(parts):
+                            pos = [p for p in parts if cells[p]["value"] > 0]
+                            if pos:
+                                cells[min(pos, key=lambda p: cells[p]["value"])]["status"] = _SECONDARY
+                                changed = True
+                        continue
+                    if len(parts) - len(shown) == 1:
+                        pos = [p for p in shown if cells[p]["value"] > 0]
+                        target = min(pos, key=lambda p: cells[p]["value"]) if pos else ti
+                        cells[target]["status"] = _SECONDARY
+                        changed = True
+    stats["secondary_areas"] = sum(c["status"] == _SECONDARY for c in cells)
+
+    # 4. audit and suppress
+    n = len(atom_val)
+    order = []
+    for c, p in parents.items():
+        for (ms, u, per), a in atom_ix.items():
+            if ms == c and (p, u, per) in atom_ix:
+                order.append((a, atom_ix[(p, u, per)]))
+
+    def system():
+        data, ri, ci, b, owner = [], [], [], [], []
+        r = 0
+        for j, c in enumerate(cells):
+            if c["status"] == _PUBLISHED:
+                s = c["rule"].round(c["value"])
+                h = c["rule"].round_to / 2
+                lo, hi = (s, s) if s == 0 or c["rule"].round_to == 1 else (
+                    math.ceil(s - h), math.ceil(s + h) - 1)
+            elif c["status"] == _PRIMARY:
+                lo, hi = c["rule"].suppress_min, c["rule"].suppress_max
+            else:
+                continue
+            for sign, bound in ((1.0, hi), (-1.0, -lo)):
+                data += [sign] * len(c["atoms"])
+                ri += [r] * len(c["atoms"])
+                ci += list(c["atoms"])
+                b.append(bound)
+                owner.append(j)
+                r += 1
+        for a, p in order:
+            data += [1.0, -1.0]
+            ri += [r, r]
+            ci += [a, p]
+            b.append(0.0)
+            owner.append(-1)
+            r += 1
+        return csr_matrix((data, (ri, ci)), shape=(r, n)), np.array(b), np.array(owner)
+
+    todo = [i for i, c in enumerate(cells) if c["status"] == _PRIMARY]
+    rounds = 0
+    while todo:
+        rounds += 1
+        a_ub, b_ub, owner = system()
+        picks: set[int] = set()
+        still = []
+        for i in todo:
+            t = cells[i]
+            cvec = np.zeros(n)
+            cvec[t["atoms"]] = 1.0
+            for sign, limit in ((1.0, t["rule"].suppress_min), (-1.0, t["rule"].suppress_max)):
+                res = linprog(sign * cvec, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+                if res.status != 0:
+                    raise DisclosureError(f"disclosure audit failed for {t['key']}: {res.message}")
+                value = sign * res.fun
+                if (value <= limit + 1e-6) if sign > 0 else (value >= limit - 1e-6):
+                    continue
+                marg = np.abs(res.ineqlin.marginals)
+                cand = {int(owner[r]) for r in np.flatnonzero(marg > 1e-9)
+                        if owner[r] >= 0 and cells[owner[r]]["status"] == _PUBLISHED}
+                if not cand:
+                    shared = set(t["atoms"].tolist())
+                    cand = {j for j, c in enumerate(cells) if c["status"] == _PUBLISHED
+                            and shared & set(c["atoms"].tolist())}
+                if cand:
+                    picks.add(min(cand, key=lambda j: (cells[j]["value"], len(cells[j]["atoms"]),
+                                                       cells[j]["key"])))
+                    still.append(i)
+                else:  # nothing left to suppress around it: withhold the cell itself
+                    t["status"] = _WITHHELD
+                break
+        for j in picks:
+            cells[j]["status"] = _SECONDARY
+        todo = still
+    stats["secondary"] = sum(c["status"] == _SECONDARY for c in cells)
+    stats["withheld"] = sum(c["status"] == _WITHHELD for c in cells)
+    stats["audit_rounds"] = rounds
+    shown: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+    for c in cells:
+        ms, code, w = c["key"]
+        k = (ms, code, tuple(sorted(w)))
+        if c["status"] == _PUBLISHED:
+            v = c["rule"].round(c["value"])
+            shown[k] = int(v) if float(v).is_integer() else v
+        elif c["status"] == _WITHHELD:
+            shown[k] = None
+        else:
+            shown[k] = c["rule"].symbol
+    return CellPlan(shown, set(measures), stats)
+
+
+def apply_plan(controlled: pd.DataFrame, raw: pd.DataFrame, plan: CellPlan, rules: DisclosureRules,
+               count_column: str, months: Any, rate_columns: dict[str, str] | None = None
+               ) -> pd.DataFrame:
+    """Replace the counts of planned measures in a controlled table by the plan's cells.
+
+    Parameters
+    ----------
+    controlled : the table after :func:`apply_to_frame` (same rows, same order as ``raw``)
+    raw : the uncontrolled table (``measure``, ``disclosure``, ``area_code``, the count column)
+    plan : from :func:`plan_cells`
+    count_column : the count column
+    months : a function of a ``raw`` row giving the months its count sums
+    rate_columns : ``{rate_column: count_column}``; a rate follows its count (``*``, blank, or
+        recomputed from the rounded count)
+
+    Returns
+    -------
+    the controlled table, rows of planned measures taken from the plan
+    """
+    out = controlled.reset_index(drop=True).copy()
+    src = raw.reset_index(drop=True)
+    for col in [count_column, *(rate_columns or {})]:
+        out[col] = out[col].astype(object)
+    for i, row in src.iterrows():
+        if not plan.covers(str(row["measure"])):
+            continue
+        x = pd.to_numeric(row[count_column], errors="coerce")
+        if x is None or not np.isfinite(x):
+            continue
+        symbol = rules.rule(str(row["disclosure"])).symbol
+        shown = plan.shown(str(row["measure"]), str(row["area_code"]), months(row), symbol)
+        out.at[i, count_column] = shown
+        for rc, cc in (rate_columns or {}).items():
+            if cc != count_column:
+                continue
+            rate = pd.to_numeric(row[rc], errors="coerce")
+            if shown is None or shown == symbol:
+                out.at[i, rc] = shown
+            elif rate is None or not np.isfinite(rate):
+                out.at[i, rc] = None
+            else:
+                out.at[i, rc] = 0.0 if x == 0 else float(rate * float(shown) / x)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # Result JSON
 # ------------------------------------------------------------------------------------------------
 def _strip_fields(obj: Any, banned: set[str]) -> Any:
@@ -526,8 +866,12 @@ def check_table(df: pd.DataFrame, where: str, rules: DisclosureRules) -> list[st
             if tot.empty or parts.empty:
                 continue
             for c in count_cols:
+                if tot[c].map(_num).isna().all() and not tot[c].astype(str).str.strip().eq(
+                        SUPPRESSED).any():
+                    continue  # the total is not published (withheld)
                 t_sup = tot[c].astype(str).str.strip().eq(SUPPRESSED).all()
-                p_sup = parts[c].astype(str).str.strip().eq(SUPPRESSED)
+                # a part left blank (withheld inside a suppressed small total) is hidden too
+                p_sup = parts[c].astype(str).str.strip().eq(SUPPRESSED) | parts[c].map(_num).isna()
                 if not t_sup and p_sup.sum() == 1:
                     findings.append(
                         f"{where}: group {key}, column '{c}': one suppressed part with a published "
