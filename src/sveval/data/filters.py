@@ -39,6 +39,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
+from sveval.data import views
 from sveval.errors import DataError, SpecError, SvevalError
 
 #: longest filter accepted (characters)
@@ -284,16 +285,14 @@ _POLICE_UK_VIEW = ("crime_id", "month", "reported_by", "falls_within", "longitud
 
 def source_columns(source: str) -> frozenset[str]:
     """Columns of a built-in source's view in :mod:`sveval.data.ingest` (what a filter may use)."""
-    from sveval.data import ingest  # same layer; imported here because ingest imports this module
-
     if source == "force_extract":
-        cols = (*ingest.FORCE_EXTRACT_COLUMNS, "period")
+        cols = (*views.FORCE_EXTRACT_COLUMNS, "period")
     elif source == "police_uk":
         cols = _POLICE_UK_VIEW
     elif source == "aggregate":
         cols = ("period", "area_code", "measure", "n")
-    elif source in ingest.AGGREGATE_FILES:
-        cols = (*ingest.AGGREGATE_FILES[source][1], "n", "period")
+    elif source in views.AGGREGATE_FILES:
+        cols = (*views.AGGREGATE_FILES[source][1], "n", "period")
     else:
         raise DataError(f"unknown source '{source}'")
     return frozenset(cols)
