@@ -263,12 +263,11 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
     code_hash = executor.code_hash()
     todo = []
     for p, ctx in contexts.items():
-        notebook = paths.notebooks / f"{ctx.spec.design}.ipynb"
+        notebook = paths.notebook(ctx.spec.design)
         if not notebook.exists():
-            report.outcomes.append(
-                RunOutcome(id=ctx.spec.id, spec_path=str(p), status="failed",
-                           error=f"no notebook for design '{ctx.spec.design}' at {notebook}")
-            )
+            msg = f"no notebook for design '{ctx.spec.design}' at {notebook}"
+            report.outcomes.append(RunOutcome(id=ctx.spec.id, spec_path=str(p), status="failed", error=msg))
+            echo(f"FAILED   {ctx.spec.id}: {msg}")
             continue
         key = _cache_key(ctx, notebook, code_hash)
         prev = manifest.get(ctx.spec.id)

@@ -666,7 +666,7 @@ def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: boo
     from sveval.pipeline.lock import project_lock
 
     paths = ProjectPaths(root) if root else ProjectPaths.discover()
-    nb = notebook or paths.notebooks / "tracking.ipynb"
+    nb = notebook or paths.notebook("tracking")
     out_dir = paths.reports / "tracking"
     ok = True
     with project_lock(paths.reports, "sveval track", wait=wait):
