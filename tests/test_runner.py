@@ -114,6 +114,12 @@ def test_earlier_results_survive_a_failed_rerun(project):
     assert not rec.failed and rec.notebook_path == kept.parent / "boom-later.ipynb"
     text = verdict_text(rec)
     assert "latest run" in text and "planted failure" in text and first["provenance"]["generated_at"] in text
+    from sveval.publish.site import publish
+
+    publish(project / "reports", quarto=None)
+    page = (project / "reports" / "_site" / "evaluations" / "boom-later.html").read_text()
+    assert "latest run of this evaluation" in page and "planted failure" in page
+    assert first["provenance"]["generated_at"] in page
     # a good run replaces the kept pair
     nb = nbformat.read(project / "evaluations" / "its.ipynb", as_version=4)
     nb.cells = [c for c in nb.cells if "planted failure" not in c.source]
