@@ -59,6 +59,21 @@ def _tiny_project(dest: Path, example_data: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pinned_code():
+    """The cache keys of this module's runs (also in the CLI subprocesses) ignore edits made to the
+    sveval sources while the tests run (a shared working tree)."""
+    from sveval.pipeline.executor import code_hash
+
+    old = os.environ.get("SVEVAL_CODE_HASH")
+    os.environ["SVEVAL_CODE_HASH"] = code_hash()
+    yield
+    if old is None:
+        os.environ.pop("SVEVAL_CODE_HASH", None)
+    else:
+        os.environ["SVEVAL_CODE_HASH"] = old
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, example_data) -> Path:
     """The tiny project after one successful run (copied by each test)."""
@@ -144,6 +159,9 @@ def test_kill_during_run_resumes_with_only_what_is_missing(tiny, tmp_path):
     assert status == {done[0]: "cached", other: "completed"}
     assert report.ok and _leftovers(root) == []
     assert all(v["status"] == "completed" for v in _manifest(root).values())
+    import tempfile
+
+    assert not list(Path(tempfile.gettempdir()).glob(f"svk{proc.pid}-*"))  # killed kernels' sockets
 
 
 def test_kill_during_publish_leaves_the_site_and_cleans_up(tiny, tmp_path):

@@ -16,6 +16,10 @@
 
 Errors that sveval raises on purpose are printed without a traceback; the exit code is 0 on
 success, 1 when an evaluation or step failed, 2 for invalid input.
+
+``run``, ``track``, ``returns``, ``publish`` and ``pipeline`` hold the project lock
+(``reports/.sveval/lock``): while one runs, another exits at once with code 1 naming the holder's
+pid and command, or waits for it with ``--wait SECONDS``.
 """
 
 from __future__ import annotations

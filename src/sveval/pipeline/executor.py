@@ -44,6 +44,7 @@ from sveval.paths import write_json_atomic
 WORK_PREFIX = ".sveval-work-"  # private work folders inside an output folder (hidden from Quarto)
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 START_TIMEOUT = 60
+SOCKETS_PREFIX = "svk"  # <tmp>/svk<pid>-xxxx/k-<n>: a kernel's IPC sockets
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,7 +262,9 @@ def _kernel_manager(kernel: str) -> tuple[Any, Path | None]:
     if not _ipc_supported():
         km, sockets = KernelManager(kernel_name=kernel), None
     else:
-        sockets = Path(tempfile.mkdtemp(prefix="svk-"))  # short: Unix socket paths are limited to ~100 bytes
+        _clean_socket_folders()
+        # short: Unix socket paths are limited to ~100 bytes; the pid tells a stale folder
+        sockets = Path(tempfile.mkdtemp(prefix=f"{SOCKETS_PREFIX}{os.getpid()}-"))
         km = KernelManager(kernel_name=kernel, transport="ipc", ip=str(sockets / "k"))
     start = km.start_kernel
     env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
@@ -272,6 +275,17 @@ def _kernel_manager(kernel: str) -> tuple[Any, Path | None]:
 
     km.start_kernel = start_kernel
     return km, sockets
+
+
+def _clean_socket_folders() -> None:
+    """Remove the IPC socket folders of killed runs (their process is gone)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{SOCKETS_PREFIX}*-*"):
+        try:
+            pid = int(d.name[len(SOCKETS_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        if d.is_dir() and not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _shutdown(km: Any, sockets: Path | None) -> None:
@@ -354,6 +368,7 @@ def execute(
     retries: int = 2,
     start_timeout: int = START_TIMEOUT,
     swap: bool = True,
+    pool: Any = None,
 ) -> Execution:
     """Execute ``notebook`` with ``parameters`` and swap the executed notebook into ``output``.
 
@@ -368,6 +383,10 @@ def execute(
     retries : kernel start-up failures retried (no cell ran), each on a fresh kernel
     swap : move the executed notebook into ``output``; with False it is left (normalised) at
         ``work / output.name`` for the caller to swap in with other files
+    pool : warm kernels (:class:`sveval.pipeline.batch.KernelPool`): the notebook runs on this
+        thread's warm kernel, reset to a fresh kernel's state, instead of a new kernel; a warm
+        kernel that dies while the notebook runs is replaced and the notebook retried once (a
+        kernel that cannot be warmed falls back to a new kernel). None: a new kernel per notebook
     """
     import papermill as pm
 
@@ -375,27 +394,47 @@ def execute(
     tmp_nb = work / output.name
     attempts = 0
     failure: CellFailure | None = None
+    warm_retried = False
     while True:
         attempts += 1
         tmp_nb.unlink(missing_ok=True)
-        km, sockets = _kernel_manager(kernel)
+        warm = None
+        if pool is not None:
+            try:
+                warm = pool.acquire(kernel, cwd)
+            except Exception:  # noqa: BLE001 - no warm kernel: a new kernel below, with its retries
+                warm = None
+        if warm is None:
+            km, sockets = _kernel_manager(kernel)
+            engine: dict[str, Any] = {}
+        else:
+            km, sockets = warm.km, None
+            engine = {"engine_name": pool.engine(), "warm_kc": warm.kc}
         interrupted: BaseException | None = None
+        warm_died = False
         try:
             pm.execute_notebook(
                 str(notebook), str(tmp_nb), parameters=dict(parameters), kernel_name=kernel, km=km,
                 resources={"metadata": {"path": str(cwd)}}, progress_bar=False, log_output=False,
-                execution_timeout=timeout, start_timeout=start_timeout,
+                execution_timeout=timeout, start_timeout=start_timeout, **engine,
             )
         except pm.PapermillExecutionError:
             pass  # the error is in the notebook: found below
         except Exception as exc:  # noqa: BLE001 - kernel start-up, death, timeout, papermill errors
             interrupted = exc
         finally:
-            _shutdown(km, sockets)
+            if warm is None:
+                _shutdown(km, sockets)
+            else:
+                warm_died = interrupted is not None and not warm.alive()
+                pool.release(warm, broken=interrupted is not None)
         try:
             nb = nbformat.read(str(tmp_nb), as_version=4) if tmp_nb.exists() else None
         except (OSError, ValueError):  # not written, or cut short (a full disk): no notebook
             nb = None
+        if warm_died and not warm_retried:  # the warm kernel died: once more on a new one
+            warm_retried = True
+            continue
         if interrupted is not None:
             ran = nb is not None and _mark_interrupted(nb, interrupted)
             if not ran and attempts <= retries:
@@ -431,7 +470,14 @@ _CODE_HASH: dict[str, str] = {}
 
 
 def code_hash() -> str:
-    """Hash of the installed sveval sources (a code change invalidates every cached run)."""
+    """Hash of the installed sveval sources (a code change invalidates every cached run).
+
+    ``$SVEVAL_CODE_HASH``, when set, is used instead: a deployment that pins its code, or tests
+    that must not see edits made to the working tree while they run.
+    """
+    pinned = os.environ.get("SVEVAL_CODE_HASH")
+    if pinned:
+        return pinned
     pkg = Path(__file__).resolve().parents[1]
     files = sorted(p for p in pkg.rglob("*") if p.is_file() and p.suffix in (".py", ".j2", ".json"))
     stamp = "|".join(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in files)
