@@ -87,10 +87,24 @@ def test_control_record(rules):
                       "counterfactual": [4.2, 11.1, 1.3]},
            "details": {"crime_reference": "CR-1", "nested": [{"victim_name": "A"}]}}
     out = control_record(rec, rules)
-    assert out["series"]["observed"] == [None, 10, 0]
+    # without the shared plan of cells, a protected class's observed months are not published
+    # (month by month control could publish a month the tables suppress to protect another)
+    assert out["series"]["observed"] == [None, None, None]
     assert out["series"]["counterfactual"] == [4.2, 11.1, 1.3]  # model estimates exempt
     assert "crime_reference" not in out["details"] and out["details"]["nested"] == [{}]
-    assert out["disclosure_control"]["suppressed_points"] == 1
+    assert out["disclosure_control"]["suppressed_points"] == 3
+    # with the plan the tables and returns publish: the same cells, the same values
+    from sveval.pipeline.disclosure import plan_cells
+
+    monthly = pd.DataFrame({"measure": "m", "disclosure": "hospital", "area_type": "partnership",
+                            "area_code": "A", "period": ["2024-01", "2024-02", "2024-03"],
+                            "count": [3, 12, 0]})
+    plan = plan_cells(monthly, rules)
+    planned = control_record({**rec, "measure": "m", "area": ["A"]}, rules, plan=plan)
+    assert planned["series"]["observed"] == [None, 10, 0]
+    assert planned["disclosure_control"]["suppressed_points"] == 1
+    other = control_record({**rec, "measure": "m", "area": ["B"]}, rules, plan=plan)
+    assert other["series"]["observed"] == [None, None, None]  # not a planned unit
     assert rec["series"]["observed"] == [3, 12, 0]  # input unchanged
     police = control_record({**rec, "measure_source": "force_extract"}, rules)
     assert police["series"]["observed"] == [3, 12, 0]

@@ -167,3 +167,62 @@ def test_rates_times_populations_give_only_rounded_counts(tracking):
         assert back == pytest.approx(float(row["count"]), abs=1e-6)  # the rounded count, no more
         true = raw[(row["measure"], row["area_code"], row["period"])]
         assert float(row["count"]) % 5 == 0 or true == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Model estimates: exact totals from a Poisson GLM's score equations, with every published table
+# ------------------------------------------------------------------------------------------------
+def test_fitted_totals_with_the_tables_attack(evaluation, project, tmp_path):
+    """A Poisson GLM's score equations make the fitted values sum to the observed counts over the
+    rows of each indicator column: without AR (the low-count default, quasi-Poisson) the published
+    fitted values give each group's exact total over the analysed months. The attacker adds those
+    totals to the linear system of every tracking table (months, quarters, years, SPC points;
+    tests/test_disclosure_tables.py) and the record's observed series: no suppressed count may be
+    narrowed. With AR(1) (GLS-IRLS, the example's default) the sums are not exact and are not used.
+    The observed series controlled month by month (no shared plan) is shown to narrow some on the
+    example, so the attack can succeed."""
+    from test_disclosure_tables import breaches, publish_all
+
+    from sveval.pipeline.disclosure import control_record
+
+    ctx, result, record = evaluation
+    rules = load_rules(project / "parameters")
+    raw = pd.DataFrame(result.series)
+    fitted = pd.DataFrame(record["series"])
+    iid = int(result.details.get("ar_order") or 0) == 0
+    reader, _ = publish_all(project, tmp_path, returns=False)
+    attack = reader.attack
+    units = {"treated": reader.areas, "comparison": ["COMPARISON"]}
+    assert sorted(record["area"]) == sorted(reader.areas)
+    for g, us in units.items():
+        months = list(fitted.loc[fitted["group"] == g, "period"].astype(str))
+        atoms = attack.atoms("knife_admissions", us, months)
+        total = float(pd.to_numeric(fitted.loc[fitted["group"] == g, "fitted"]).sum())
+        true = float(raw.loc[raw["group"] == g, "observed"].sum())
+        assert true == sum(attack.truth[a] for a in atoms)  # the record's series is these cells
+        if iid:
+            assert total == pytest.approx(true, abs=1e-6)  # the exact total leaks from the fit
+            attack.add(atoms, total - 1e-6, total + 1e-6, f"its fitted total {g}")
+    tr = track(project / "parameters" / "tracking" / "partnership.yaml", root=project)
+    plan = tr.cell_plan(rules)
+    uncontrolled = {**record, "series": {**record["series"], "observed": list(raw["observed"])}}
+    published = control_record(uncontrolled, rules, plan=plan)["series"]
+    monthwise = [None if rules.rule("hospital").suppresses(v) else rules.rule("hospital").round(v)
+                 for v in raw["observed"]]
+    attacks = {}
+    for name, shown in (("plan", published["observed"]), ("month by month", monthwise)):
+        extra = []
+        for g, p, v, t in zip(raw["group"], raw["period"].astype(str), shown, raw["observed"],
+                              strict=True):
+            atoms = attack.atoms("knife_admissions", units[g], [p])
+            extra.append((atoms, "*" if v is None else v, 1 <= t <= 7, f"record {name} {g} {p}"))
+        n_rows, n_targets = len(attack.rows), dict(attack.targets)
+        for atoms, v, primary, label in extra:
+            attack.cell(atoms, v, round_to=5, primary=primary, label=label)
+        assert attack.feasible_truth() == []
+        attacks[name] = breaches(attack.run())
+        del attack.rows[n_rows:]
+        attack.targets = n_targets
+    assert attacks["plan"] == {}, list(attacks["plan"].items())[:5]
+    if "example" in str(project):
+        assert len(attacks["month by month"]) > 0

@@ -335,10 +335,28 @@ class CellPlan:
     """
 
     def __init__(self, shown: dict[tuple[str, str, tuple[str, ...]], Any], measures: set[str],
-                 stats: dict[str, int]):
+                 stats: dict[str, int], units: dict[str, dict[frozenset[str], str]] | None = None,
+                 raw: dict[tuple[str, str, tuple[str, ...]], float] | None = None):
         self._shown = shown
         self.measures = frozenset(measures)
         self.stats = dict(stats)
+        self._units = units or {}
+        self._raw = raw or {}
+
+    def unit_code(self, measure: str, members: Iterable[str]) -> str | None:
+        """The planned unit (an area, the partnership, the pooled comparison areas) made of exactly
+        these areas, or None."""
+        return self._units.get(str(measure), {}).get(frozenset(map(str, members)))
+
+    def shown_if_same(self, measure: str, members: Iterable[str], months: Sequence[str],
+                      value: float, symbol: str = SUPPRESSED) -> Any:
+        """The planned cell of the unit made of ``members`` over ``months`` when its (internal) raw
+        count equals ``value``; otherwise (no such unit or cell, other data) the symbol."""
+        code = self.unit_code(measure, members)
+        key = (str(measure), str(code), tuple(sorted(months)))
+        if code is None or key not in self._raw or not np.isclose(self._raw[key], float(value)):
+            return symbol
+        return self._shown.get(key, symbol)
 
     def covers(self, measure: str) -> bool:
         return measure in self.measures
@@ -400,17 +418,21 @@ def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
                 & monthly["area_type"].isin(["area", "partnership", "comparison"])]
     m = m[["measure", "disclosure", "area_type", "area_code", "period", "count"]]
     parents = {c: p for c, p in (parents or {}).items()}
+    ca = monthly[monthly["area_type"] == "comparison_area"]
+    pooled = {str(ms): frozenset(map(str, g)) for ms, g in ca.groupby("measure")["area_code"]}
     key = hashlib.sha256(
         m.sort_values(["measure", "area_code", "period"]).to_csv(index=False).encode()
-        + rules.model_dump_json().encode() + repr(sorted(parents.items())).encode()).hexdigest()
+        + rules.model_dump_json().encode() + repr(sorted(parents.items())).encode()
+        + repr(sorted((k, sorted(v)) for k, v in pooled.items())).encode()).hexdigest()
     if key in _PLAN_CACHE:
         return _PLAN_CACHE[key]
-    plan = _plan(m, rules, parents)
+    plan = _plan(m, rules, parents, pooled)
     _PLAN_CACHE[key] = plan
     return plan
 
 
-def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str]) -> CellPlan:
+def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
+          pooled: dict[str, frozenset[str]]) -> CellPlan:
     from scipy.optimize import linprog
     from scipy.sparse import csr_matrix
 
@@ -422,6 +444,7 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str]) -> C
     by_key: dict[tuple[str, str, tuple[str, ...]], int] = {}
     measures = sorted(set(m["measure"].astype(str)))
     members_of: dict[str, dict[str, list[str]]] = {}
+    units_of: dict[str, dict[frozenset[str], str]] = {}
     for ms in measures:
         d = m[m["measure"] == ms]
         rule = rules.rule(str(d["disclosure"].iloc[0]))
@@ -432,6 +455,9 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str]) -> C
         members: dict[str, list[str]] = {}
         for code, t in types.items():
             members[code] = areas if (t == "partnership" and areas) else [code]
+            made_of = pooled.get(ms) if t == "comparison" else frozenset(members[code])
+            if made_of:
+                units_of.setdefault(ms, {})[frozenset(made_of)] = code
         members_of[ms] = members
         periods = sorted(set(d["period"].astype(str)))
         have = set(periods)
@@ -595,9 +621,11 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str]) -> C
     stats["withheld"] = sum(c["status"] == _WITHHELD for c in cells)
     stats["audit_rounds"] = rounds
     shown: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+    raw: dict[tuple[str, str, tuple[str, ...]], float] = {}
     for c in cells:
         ms, code, w = c["key"]
         k = (ms, code, tuple(sorted(w)))
+        raw[k] = c["value"]
         if c["status"] == _PUBLISHED:
             v = c["rule"].round(c["value"])
             shown[k] = int(v) if float(v).is_integer() else v
@@ -605,7 +633,7 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str]) -> C
             shown[k] = None
         else:
             shown[k] = c["rule"].symbol
-    return CellPlan(shown, set(measures), stats)
+    return CellPlan(shown, set(measures), stats, units_of, raw)
 
 
 def apply_plan(controlled: pd.DataFrame, raw: pd.DataFrame, plan: CellPlan, rules: DisclosureRules,
@@ -725,7 +753,25 @@ def _withhold_arrays(obj: Any, policy: ProtectedRecords, lengths: set[int], path
     return out
 
 
-def control_record(record: dict[str, Any], rules: DisclosureRules) -> dict[str, Any]:
+def _from_plan(rec: dict[str, Any], series: dict[str, Any], j: int, value: Any,
+               plan: CellPlan | None, rule: SourceRule) -> Any:
+    """The plan's published value of row ``j`` of a record's observed series, or None."""
+    x = _num(value)
+    periods, groups = series.get("period"), series.get("group")
+    if plan is None or x is None or not isinstance(periods, list) or j >= len(periods):
+        return None
+    group = str(groups[j]) if isinstance(groups, list) and j < len(groups) else "treated"
+    members = {"treated": rec.get("area"), "comparison": rec.get("comparison")}.get(group)
+    if isinstance(members, str):
+        members = [members]
+    if not members:
+        return None
+    shown = plan.shown_if_same(str(rec.get("measure")), members, [str(periods[j])], x, rule.symbol)
+    return shown if isinstance(shown, int | float) else None
+
+
+def control_record(record: dict[str, Any], rules: DisclosureRules,
+                   plan: CellPlan | None = None) -> dict[str, Any]:
     """A disclosure-controlled copy of a result JSON document: the one publishing rule for records.
 
     For every measure, record-level fields (:meth:`DisclosureRules.personal_fields`) are removed
@@ -741,6 +787,14 @@ def control_record(record: dict[str, Any], rules: DisclosureRules) -> dict[str, 
       and any numeric array with one value per analysed month) are replaced by summary statistics
       (``<key>_summary``: n, mean, sd), so that no observed count can be rebuilt from a model
       estimate and a residual.
+
+    For a protected class with secondary suppression, the observed counts (``record_count_keys``)
+    are the cells of the one plan shared with the tracking tables and the returns (``plan``, from
+    :func:`plan_cells`): a month is published only when the plan holds the same unit (the same
+    areas: one area, the partnership, the pooled comparison areas) and the same raw count, and then
+    exactly as the plan publishes it; otherwise it is suppressed. Controlled month by month, a
+    record would publish months that the plan suppressed to protect others (the test attacker
+    narrowed 11 suppressed months of the example from the tables plus such a record).
 
     The result carries ``disclosure_control`` describing what was done (``withheld`` lists the
     removed arrays). Estimates (effects, prevented, power, value for money, coefficients, ACF and
@@ -771,8 +825,12 @@ def control_record(record: dict[str, Any], rules: DisclosureRules) -> dict[str, 
             if not _is_numbers(vals) and key not in rules.record_count_keys:
                 continue
             new = []
-            for v in vals:
+            shared = protected and rule.secondary and key in rules.record_count_keys
+            for j, v in enumerate(vals):
                 cv, sup = _control_value(v, rule)
+                if shared and cv is not None:
+                    cv = _from_plan(rec, series, j, v, plan, rule)
+                    sup = cv is None
                 new.append(cv)
                 n_sup += sup
             series[key] = new
