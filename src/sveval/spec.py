@@ -29,7 +29,10 @@ from sveval.periods import (  # noqa: F401  (re-exported for parameter models)
     COVID_START,
     PERIOD_RE,
     add_months,
+    granularity_of,
+    index_of,
     months_between,
+    parse_any_period,
     parse_financial_year,
     parse_period,
     period_from_index,
@@ -54,6 +57,12 @@ class StrictModel(BaseModel):
 
 def _period_validator(*names: str):
     return field_validator(*names, mode="before")(lambda cls, v: None if v is None else parse_period(v))
+
+
+def _any_period_validator(*names: str):
+    """A month, or a period of a quarterly/yearly/financial-year measure (``2021-Q2``, ``2021``,
+    ``2021/22``); checked against the measure's granularity when the data are loaded."""
+    return field_validator(*names, mode="before")(lambda cls, v: None if v is None else parse_any_period(v))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,7 +253,7 @@ class DataSpec(_Strict):
 class PeriodSpec(_Strict):
     start: str | None = None
     end: str | None = None
-    _p = _period_validator("start", "end")
+    _p = _any_period_validator("start", "end")
 
 
 class BreakSpec(_Strict):
@@ -417,7 +426,7 @@ class EvaluationSpec(_Strict):
         description="id of the evaluation this one tests the sensitivity of (same intervention and "
         "measure); the site groups it under that evaluation instead of listing it as a headline",
     )
-    _p = _period_validator("intervention_start")
+    _p = _any_period_validator("intervention_start")
 
     @field_validator("id")
     @classmethod
@@ -440,8 +449,9 @@ class EvaluationSpec(_Strict):
             raise ValueError("sensitivity_of names the evaluation itself; name the evaluation it tests")
         if self.design in ("did", "synth") and self.comparison is None:
             raise ValueError(f"design '{self.design}' needs a 'comparison' group")
-        if self.period.start and self.period.end:
-            if period_index(self.period.end) <= period_index(self.period.start):
+        if self.period.start and self.period.end and len({granularity_of(self.period.start),
+                                                          granularity_of(self.period.end)}) == 1:
+            if index_of(self.period.end) <= index_of(self.period.start):
                 raise ValueError("period.end must be after period.start")
         return self
 

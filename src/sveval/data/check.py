@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 
 from sveval.errors import DataError
-from sveval.periods import add_months, months_between, period_index
+from sveval.periods import (
+    PERIOD_NOUN,
+    add_months,
+    granularity_of,
+    months_between,
+    period_index,
+    period_range,
+)
 
 #: largest monthly value accepted for a count or rate measure (England and Wales record about
 #: six million crimes a year; anything near this is a unit or parsing error)
@@ -131,11 +138,16 @@ def check_evaluation_series(
                 problems.append(f"{int(frac.sum())} count(s) not a whole number (first: "
                                 f"{first_row(frac)}); count measures take whole numbers (declare "
                                 "kind 'rate' or 'continuous' otherwise)")
-    want = _months(start, end)
+    gran = granularity_of(start)
+    want = _months(start, end) if gran == "month" else period_range(start, end, gran)
+    noun = PERIOD_NOUN[gran]
     for area in areas:
         have = set(d.loc[d["area_code"] == area, "period"])
         missing = [p for p in want if p not in have]
-        if missing and len(missing) < len(want):
+        if missing and len(missing) < len(want) and gran != "month":
+            problems.append(f"area {area}: {len(missing)} {noun}(s) missing in {start} to {end}: "
+                            f"{', '.join(missing[:8])}; give every {noun} (0 where nothing happened)")
+        elif missing and len(missing) < len(want):
             problems.append(f"area {area}: {len(missing)} month(s) missing in {start} to {end}: "
                             f"{_fmt_runs(_runs(missing))}; give every month (0 where nothing happened)")
         elif missing:
@@ -146,10 +158,10 @@ def check_evaluation_series(
                 continue
             g = d[d["area_code"].isin(group)].groupby("period")["count"].sum()
             if len(g) and (g == 0).all():
-                problems.append(f"the {label} series ({_list(group)}) is zero in every month from "
+                problems.append(f"the {label} series ({_list(group)}) is zero in every {noun} from "
                                 f"{start} to {end}: there is nothing to evaluate")
             elif len(g) and (g[g.index < intervention_start] == 0).all():
-                problems.append(f"the {label} series ({_list(group)}) is zero in every month before "
+                problems.append(f"the {label} series ({_list(group)}) is zero in every {noun} before "
                                 f"{intervention_start}: no baseline to compare against")
     if problems:
         raise DataError(f"measure '{measure.id}' cannot be evaluated with these data:\n  - "

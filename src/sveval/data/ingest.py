@@ -438,10 +438,15 @@ def read_long_csv(path: Path | str, continuous: Iterable[str] = ()) -> pd.DataFr
 
     Errors (:class:`~sveval.errors.DataError`) name the file, the 1-based data row and the column:
     a path that is not a regular file (a folder, a device such as ``/dev/zero``) or is larger
-    than :data:`MAX_LONG_CSV_BYTES`, no data rows, a missing column, a period not in ``YYYY-MM``
-    form, a count that is missing, non-numeric, infinite or negative (negative values are
+    than :data:`MAX_LONG_CSV_BYTES`, no data rows, a missing column, a period that is not a month
+    ``YYYY-MM``, a calendar quarter ``YYYY-Qn``, a year ``YYYY`` or a financial year ``YYYY/YY``,
+    a measure whose periods mix these forms, a count that is missing, non-numeric, infinite or
+    negative (negative values are
     allowed for the measures named in ``continuous``), a negative, infinite or non-numeric
     population, duplicated period x area x measure rows. Unknown extra columns are ignored.
+
+    The returned frame's ``attrs["granularity"]`` maps each measure to its granularity (``month``,
+    ``quarter``, ``year`` or ``financial_year``).
     """
     import stat
 
@@ -479,11 +484,24 @@ def read_long_csv(path: Path | str, continuous: Iterable[str] = ()) -> pd.DataFr
         if len(bad):
             raise DataError(f"empty {col}", path=path, row=int(bad[0]) + 1, column=col)
         raw[col] = vals
-    bad = np.flatnonzero(~raw["period"].str.match(PERIOD_RE.pattern))
+    gran = _period_granularity(raw["period"])
+    bad = np.flatnonzero(gran.isna().to_numpy())
     if len(bad):
         r = int(bad[0])
-        raise DataError(f"period {raw['period'].iloc[r]!r} is not a month as YYYY-MM (e.g. 2023-04)",
-                        path=path, row=r + 1, column="period")
+        raise DataError(f"period {raw['period'].iloc[r]!r} is not a month as YYYY-MM (e.g. 2023-04), "
+                        "a quarter as YYYY-Qn (2023-Q2), a year as YYYY (2023) or a financial year "
+                        "as YYYY/YY (2023/24)", path=path, row=r + 1, column="period")
+    granularity: dict[str, str] = {}
+    for m, g in gran.groupby(raw["measure"], sort=True):
+        kinds = g.unique()
+        if len(kinds) > 1:
+            rows = [int(np.flatnonzero((raw["measure"] == m).to_numpy() & (gran == k).to_numpy())[0])
+                    for k in kinds]
+            shown = ", ".join(f"{k.replace('_', ' ')} {raw['period'].iloc[r]!r} (row {r + 1})"
+                              for k, r in zip(kinds, rows, strict=True))
+            raise DataError(f"measure '{m}' mixes period forms: {shown}; one measure has one "
+                            "granularity", path=path, row=max(rows) + 1, column="period")
+        granularity[str(m)] = str(kinds[0])
     out = raw[["period", "area_code", "measure"]].copy()
     out["count"] = _numbers(raw["count"], path, "count", required=True,
                             may_be_negative=raw["measure"].isin(set(continuous)).to_numpy())
@@ -501,7 +519,31 @@ def read_long_csv(path: Path | str, continuous: Iterable[str] = ()) -> pd.DataFr
             f"duplicated period x area_code x measure ({out['period'].iloc[r]}, {out['area_code'].iloc[r]}, "
             f"{out['measure'].iloc[r]}): first given in row {first + 1}", path=path, row=r + 1)
     out = out.sort_values(["measure", "area_code", "period"], kind="stable")
-    return _typed_long(out)
+    long = _typed_long(out)
+    long.attrs["granularity"] = granularity
+    return long
+
+
+_GRANULARITY_PATTERNS = (
+    ("month", PERIOD_RE.pattern),
+    ("quarter", r"^\d{4}-Q[1-4]$"),
+    ("year", r"^\d{4}$"),
+    ("financial_year", r"^\d{4}/\d{2}$"),
+)
+
+
+def _period_granularity(periods: pd.Series) -> pd.Series:
+    """Granularity of each period string (NaN where none): a financial year must run into the next
+    year (``2023/24``, not ``2023/25``)."""
+    out = pd.Series(np.nan, index=periods.index, dtype=object)
+    for g, pat in _GRANULARITY_PATTERNS:
+        hit = periods.str.match(pat) & out.isna()
+        if g == "financial_year" and hit.any():
+            y = pd.to_numeric(periods.str.slice(0, 4), errors="coerce")
+            yy = pd.to_numeric(periods.str.slice(5, 7), errors="coerce")
+            hit &= ((y + 1) % 100 == yy)
+        out[hit] = g
+    return out
 
 
 def _numbers(col: pd.Series, path: Path, name: str, required: bool,

@@ -18,6 +18,7 @@ inference, pre-period balance of levels and trends, and power / minimum detectab
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,11 @@ from scipy import stats
 
 from sveval.designs import did_estimators as est
 from sveval.designs.did_inference import codes, randomisation_test
-from sveval.designs.did_panel import DidPanel
+from sveval.designs.did_panel import DidPanel, covid_bounds
 from sveval.designs.staggered import staggered_from_panel
 from sveval.errors import EstimationError
 from sveval.result import Check, CheckName, Effect, Power, Prevented, Result
-from sveval.spec import DiDOptions, period_from_index, period_index
+from sveval.spec import DiDOptions
 
 DESIGN_KEY = {"2x2": "did", "twfe": "twfe", "poisson_fe": "twfe", "event_study": "event_study",
               "staggered": "staggered"}
@@ -56,7 +57,7 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
     details: dict[str, Any] = {
         "estimator": opts.estimator, "outcome": panel.outcome_label, "unit": panel.unit_kind,
         "units": G, "treated_units": panel.n_treated_units, "months": panel.n_periods,
-        "cohorts": [period_from_index(c) for c in panel.cohorts],
+        "cohorts": [panel.period_of(c) for c in panel.cohorts],
         "comparison_units": sorted(panel.frame.loc[~panel.frame["treated"], "unit"].unique().tolist()),
         "vcov": opts.vcov,
     }
@@ -162,11 +163,32 @@ def evaluate_panel(panel: DidPanel, opts: DiDOptions | None = None, better_if: s
         if c.passed is False:
             warnings.append(f"Check '{c.name}' failed: {c.detail}")
     power = _power(panel, *fit_for_power, alpha=alpha)
+    if panel.granularity != "month":  # a panel of quarters or years: say so where the text says months
+        method = _in_periods(method, panel)
+        warnings = [_in_periods(w, panel) for w in warnings]
+        details["granularity"] = panel.granularity
+        diagnostics = [dataclasses.replace(c, description=_in_periods(c.description, panel),
+                                           detail=_in_periods(c.detail, panel)) for c in diagnostics]
     return Result(
         design=DESIGN_KEY[opts.estimator], method=method, effects=tuple(effects), prevented=prevented,
         series=series, diagnostics=tuple(diagnostics), power=power, warnings=tuple(warnings),
         n_obs=int(len(panel.frame)), details=details, tables=tables,
     )
+
+
+_MONTH_WORDS = (("unit-months", "unit-{n}s"), ("unit-month", "unit-{n}"), ("month effects", "{n} effects"),
+                ("post months", "post {n}s"), ("the months", "the {n}s"), ("'s months", "'s {n}s"),
+                ("-month blocks", "-{n} blocks"), (" months", " {n}s"), ("reference month", "reference {n}"),
+                ("per month", "per {n}"))
+
+
+def _in_periods(text: str | None, panel: DidPanel) -> str | None:
+    """The text of a monthly panel said of a panel of quarters or years ("unit and year effects")."""
+    if not text:
+        return text
+    for a, b in _MONTH_WORDS:
+        text = text.replace(a, b.format(n=panel.period_noun))
+    return text
 
 
 _NAMES = {
@@ -312,10 +334,10 @@ def _staggered(panel: DidPanel, opts: DiDOptions, twfe: est.DidFit, alpha: float
     except Exception as exc:  # pragma: no cover - the cross-check must not sink the evaluation
         warnings.append(f"The did2s cross-check could not be fitted: {exc}")
     gt = cs.gt.copy()
-    gt["group"] = gt["group"].astype(int).map(period_from_index)
-    gt["period"] = gt["time"].astype(int).map(period_from_index)
+    gt["group"] = gt["group"].astype(int).map(panel.period_of)
+    gt["period"] = gt["time"].astype(int).map(panel.period_of)
     by_cohort = grp.table.rename(columns={"key": "cohort"})
-    by_cohort["cohort"] = by_cohort["cohort"].astype(int).map(period_from_index)
+    by_cohort["cohort"] = by_cohort["cohort"].astype(int).map(panel.period_of)
     by_cohort["n_units"] = [int((cs.unit_group == g).sum()) for g in grp.table["key"]]
     by_event = dyn.table.rename(columns={"key": "event_time"})
     tables = {"group_time": gt, "by_cohort": by_cohort, "event_study": by_event}
@@ -378,7 +400,7 @@ def _series_staggered(panel: DidPanel, gt: pd.DataFrame, cs) -> pd.DataFrame:
     sd = np.sqrt(var)
     post = obs.index >= panel.first_start
     return pd.DataFrame({
-        "period": [period_from_index(int(t)) for t in obs.index], "observed": obs.to_numpy(),
+        "period": [panel.period_of(int(t)) for t in obs.index], "observed": obs.to_numpy(),
         "fitted": np.where(post, obs.to_numpy(), np.nan), "counterfactual": cf.to_numpy(),
         "cf_low": (cf - 1.96 * sd).to_numpy(), "cf_high": (cf + 1.96 * sd).to_numpy(), "post": post,
     })
@@ -398,14 +420,14 @@ def _prevented_staggered(panel: DidPanel, gt: pd.DataFrame, main: Effect) -> Pre
     else:
         expo = f.groupby(["cohort", "t"])["population"].sum() / panel.rate_per
     cells = gt[gt["post"]]
-    keys = pd.MultiIndex.from_arrays([cells["group"].map(period_index), cells["period"].map(period_index)])
+    keys = pd.MultiIndex.from_arrays([cells["group"].map(panel.index_of), cells["period"].map(panel.index_of)])
     tot = float(-(cells["estimate"].to_numpy() * expo.reindex(keys).fillna(0.0).to_numpy()).sum())
     # interval: scale the headline interval by the same events-per-unit-of-effect factor
     scale = tot / -main.estimate if main.estimate != 0 else 0.0
     lo, hi = sorted([-main.ci_high * scale, -main.ci_low * scale])
     post = panel.frame[panel.frame["D"] == 1]
-    return Prevented(tot, lo, hi, period_from_index(int(post["t"].min())),
-                     period_from_index(int(post["t"].max())), int(post["t"].nunique()), "events")
+    return Prevented(tot, lo, hi, panel.period_of(int(post["t"].min())),
+                     panel.period_of(int(post["t"].max())), int(post["t"].nunique()), "events")
 
 
 def _implied_rate_ratio(panel: DidPanel, prevented: Prevented | None, main: Effect) -> Effect | None:
@@ -447,7 +469,7 @@ def _series(panel: DidPanel, fit: est.DidFit) -> pd.DataFrame:
         low, high = np.minimum(a, b), np.maximum(a, b)
     post = obs.index >= panel.first_start
     out = pd.DataFrame({
-        "period": [period_from_index(int(t)) for t in obs.index], "observed": obs.to_numpy(),
+        "period": [panel.period_of(int(t)) for t in obs.index], "observed": obs.to_numpy(),
         "fitted": fitted.to_numpy(), "counterfactual": cf.to_numpy(),
         "cf_low": np.asarray(low, float), "cf_high": np.asarray(high, float), "post": post,
     })
@@ -480,7 +502,7 @@ def _prevented(panel: DidPanel, fit: est.DidFit) -> Prevented | None:
         vals = [tot] + [tot * c / fit.coef if fit.coef else 0.0 for c in (fit.ci_high, fit.ci_low)]
     lo, hi = sorted(vals[1:])
     t = f.loc[post, "t"]
-    return Prevented(vals[0], lo, hi, period_from_index(int(t.min())), period_from_index(int(t.max())),
+    return Prevented(vals[0], lo, hi, panel.period_of(int(t.min())), panel.period_of(int(t.max())),
                      int(t.nunique()), "events")
 
 
@@ -568,31 +590,31 @@ def _placebo_in_time(panel: DidPanel, opts: DiDOptions, alpha: float, few: bool 
         fake = first - max(1, min(n_post, (first - tmin) // 3))
     if first - tmin < 12:
         return Check("placebo_in_time", "TWFE with a fake start in the pre-period", None, None, None,
-                     "pre-period too short for a placebo in time (needs 12 months)")
+                     f"pre-period too short for a placebo in time (needs 12 {panel.period_noun}s)")
     fr = pre.copy()
     fr["cohort"] = np.where(fr["treated"], fake, -1)
     fr["D"] = (fr["treated"] & (fr["t"] >= fake)).astype(np.int64)
-    p2 = DidPanel(fr.reset_index(drop=True), panel.outcome, panel.unit_kind, panel.rate_per)
+    p2 = DidPanel(fr.reset_index(drop=True), panel.outcome, panel.unit_kind, panel.rate_per, panel.granularity)
     if few:
         base = (est.poisson_fe(p2, alpha, covid, vcov=opts.vcov) if family == "poisson"
                 else est.twfe(p2, "cluster", alpha=alpha, covid=covid, vcov=opts.vcov))
         fit = est.with_time_permutation(p2, base, alpha, covid)
         if family == "poisson":  # report on the rate-ratio scale
             return Check("placebo_in_time",
-                         f"Poisson FE on pre-period data with a fake start {period_from_index(fake)}; no effect "
+                         f"Poisson FE on pre-period data with a fake start {panel.period_of(fake)}; no effect "
                          "expected (time-permutation inference)",
                          fit.estimate, fit.p_value, bool(fit.p_value > 0.05),
                          f"placebo rate ratio {fit.estimate:.3f} ({np.exp(fit.ci_low):.3f} to "
                          f"{np.exp(fit.ci_high):.3f}), p = {fit.p_value:.3f}; {fit.inference}",
-                         {"fake_start": period_from_index(fake), "estimate": fit.estimate,
+                         {"fake_start": panel.period_of(fake), "estimate": fit.estimate,
                           "ci_low": float(np.exp(fit.ci_low)), "ci_high": float(np.exp(fit.ci_high))})
     else:
         fit = est.twfe(p2, opts.inference, min(opts.bootstrap_draws, 999), alpha, vcov=opts.vcov)
     return Check("placebo_in_time",
-                 f"TWFE on pre-period data with a fake start {period_from_index(fake)}; no effect expected",
+                 f"TWFE on pre-period data with a fake start {panel.period_of(fake)}; no effect expected",
                  fit.coef, fit.p_value, bool(fit.p_value > 0.05),
                  f"placebo effect {fit.coef:+.3f} ({fit.ci_low:+.3f} to {fit.ci_high:+.3f}), p = {fit.p_value:.3f}; {fit.inference}",
-                 {"fake_start": period_from_index(fake), "estimate": fit.coef, "ci_low": fit.ci_low,
+                 {"fake_start": panel.period_of(fake), "estimate": fit.coef, "ci_low": fit.ci_low,
                   "ci_high": fit.ci_high})
 
 
@@ -600,7 +622,7 @@ def _placebo_in_space(panel: DidPanel, opts: DiDOptions, covid) -> Check:
     f = panel.frame
     fe_cols = [codes(f["unit"].to_numpy()), codes(f["t"].to_numpy())]
     if covid is not None:
-        a, b = period_index(covid[0]), period_index(covid[1])
+        a, b = covid_bounds(panel, covid)
         fe_cols.append(codes((f["treated"] & f["t"].between(a, b)).to_numpy()))
     cohort_of = panel.unit_cohorts()
     cmap = {u: int(c) for u, c in cohort_of.items() if c >= 0}
@@ -625,7 +647,8 @@ def _balance(panel: DidPanel) -> tuple[Check, pd.DataFrame, pd.DataFrame]:
     unit_means = pre.groupby("unit").agg(y=("y", "mean"), treated=("treated", "first"))
     # unit-specific linear trend (per year) in the pre-period
     slopes = pre.groupby("unit").apply(
-        lambda d: np.polyfit((d["t"] - d["t"].min()) / 12.0, d["y"], 1)[0] if d["t"].nunique() > 2 else np.nan,
+        lambda d: np.polyfit((d["t"] - d["t"].min()) / float(panel.per_year), d["y"], 1)[0]
+        if d["t"].nunique() > 2 else np.nan,
         include_groups=False,
     )
     unit_means["slope"] = slopes
@@ -657,7 +680,7 @@ def _balance(panel: DidPanel) -> tuple[Check, pd.DataFrame, pd.DataFrame]:
     )
     trends = f.groupby(["t", "treated"])["y"].mean().unstack("treated").rename(
         columns={True: "treated", False: "comparison"}).reset_index()
-    trends["period"] = trends["t"].map(lambda t: period_from_index(int(t)))
+    trends["period"] = trends["t"].map(lambda t: panel.period_of(int(t)))
     trends = trends[["period", "treated", "comparison"]]
     trends.columns.name = None
     return check, table, trends

@@ -37,9 +37,8 @@ from sveval.designs.did_inference import (
     wald_test,
     wild_cluster_bootstrap,
 )
-from sveval.designs.did_panel import DidPanel
+from sveval.designs.did_panel import DidPanel, covid_bounds
 from sveval.errors import EstimationError
-from sveval.spec import period_index
 
 FEW_CLUSTERS = 30
 #: with this many treated units or fewer (and one common start) the headline interval comes from
@@ -126,7 +125,7 @@ def _frame(panel: DidPanel, covid: tuple[str, str] | None) -> tuple[pd.DataFrame
     f = panel.frame.copy()
     fes = "unit + t"
     if covid is not None:
-        a, b = period_index(covid[0]), period_index(covid[1])
+        a, b = covid_bounds(panel, covid)
         f["covid_grp"] = (f["treated"] & f["t"].between(a, b)).astype(np.int64)
         if f["covid_grp"].any():
             fes += " + covid_grp"
@@ -142,7 +141,7 @@ def _model_frame(panel: DidPanel, cols: list[str], covid: tuple[str, str] | None
     f = pd.DataFrame({c: src[c] for c in cols}, copy=False)
     fes = "unit + t"
     if covid is not None:
-        a, b = period_index(covid[0]), period_index(covid[1])
+        a, b = covid_bounds(panel, covid)
         t = src["t"].to_numpy()
         grp = (src["treated"].to_numpy(bool) & (t >= a) & (t <= b)).astype(np.int64)
         if grp.any():

@@ -11,6 +11,11 @@ Treatment timing comes from, in order:
 1. ``intervention.cohorts`` (if the registry gives cohorts: ``{start, areas | lsoas}`` each);
 2. otherwise every treated unit starts at the evaluation's ``intervention_start``.
 
+Periods need not be months: a panel of calendar quarters (``2021-Q2``), years (``2021``) or
+financial years (``2021/22``) works the same way, with ``t`` the index of the period in its own
+granularity (:func:`sveval.periods.index_of`); a cohort given as a month starts in the period
+holding that month, and an event window or trend is then in those periods.
+
 LSOA comparison units: ``comparison.lsoas`` (an explicit list, e.g. the never-treated night-time
 economy LSOAs -- the comparable ones), or the rule ``untreated_lsoas_same_areas`` (every other LSOA
 of the treated areas, most of them residential with much lower counts: prefer an explicit list).
@@ -25,6 +30,14 @@ import numpy as np
 import pandas as pd
 
 from sveval.errors import DataError
+from sveval.periods import (
+    PERIOD_NOUN,
+    from_index,
+    granularity_of,
+    index_of,
+    periods_per_year,
+    to_granularity,
+)
 from sveval.spec import period_from_index, period_index
 
 NEVER = -1
@@ -45,12 +58,41 @@ class DidPanel:
     outcome : ``"rate"`` (per ``rate_per`` population) or ``"count"`` (events per unit-month)
     unit_kind : ``"area"`` or ``"lsoa"``
     rate_per : denominator of rates (100,000 by default)
+    granularity : what one step of ``t`` is: ``month`` (default), ``quarter``, ``year`` or
+        ``financial_year``
     """
 
     frame: pd.DataFrame = field(repr=False)
     outcome: OutcomeKind
     unit_kind: str
     rate_per: int = 100_000
+    granularity: str = "month"
+
+    # -- periods ----------------------------------------------------------------------------------
+    @property
+    def period_noun(self) -> str:
+        """``month``, ``quarter``, ``year`` or ``financial year``."""
+        return PERIOD_NOUN[self.granularity]
+
+    @property
+    def per_year(self) -> int:
+        """Periods in a year (12 for months)."""
+        return periods_per_year(self.granularity)
+
+    def period_of(self, t: int) -> str:
+        """The period label of index ``t`` (``YYYY-MM`` for a monthly panel)."""
+        if self.granularity == "month":
+            return period_from_index(int(t))
+        return from_index(int(t), self.granularity)
+
+    def index_of(self, period: str) -> int:
+        """The index ``t`` of a period of the panel; a month is taken as the period holding it."""
+        if self.granularity == "month":
+            return period_index(period)
+        try:
+            return index_of(to_granularity(period, self.granularity)[0], self.granularity)
+        except ValueError as exc:
+            raise DataError(str(exc), column="period") from None
 
     # -- shape ------------------------------------------------------------------------------------
     @property
@@ -91,13 +133,14 @@ class DidPanel:
 
     @property
     def outcome_label(self) -> str:
+        per = self.period_noun
         if self.outcome == "rate":
-            return f"rate per {self.rate_per:,} population per month, per {self.unit_kind}"
+            return f"rate per {self.rate_per:,} population per {per}, per {self.unit_kind}"
         if self.outcome == "log":
             return f"log points (difference in the log outcome per {self.unit_kind} and period)"
         if self.outcome == "continuous":
             return f"outcome units per {self.unit_kind} and period"
-        return f"count per {self.unit_kind} per month"
+        return f"count per {self.unit_kind} per {per}"
 
     def unit_cohorts(self) -> pd.Series:
         """Cohort (first treated month index, -1 never) of each unit, indexed by unit."""
@@ -108,7 +151,8 @@ class DidPanel:
         return self.frame.pivot(index="unit", columns="t", values=column).sort_index()
 
     def restrict(self, mask: pd.Series) -> DidPanel:
-        return DidPanel(self.frame.loc[mask].reset_index(drop=True), self.outcome, self.unit_kind, self.rate_per)
+        return DidPanel(self.frame.loc[mask].reset_index(drop=True), self.outcome, self.unit_kind, self.rate_per,
+                        self.granularity)
 
 
 def make_panel(
@@ -159,7 +203,13 @@ def make_panel(
     f = f.groupby(["unit", "period"], as_index=False, sort=True).agg(
         count=("count", "sum"), population=("population", "first")
     )
-    f["t"] = f["period"].map(period_index).astype(np.int64)
+    gran = _panel_granularity(f["period"])
+    if gran == "month":
+        f["t"] = f["period"].map(period_index).astype(np.int64)
+        label = period_from_index
+    else:
+        f["t"] = f["period"].map(lambda q: index_of(q, gran)).astype(np.int64)
+        label = (lambda i: from_index(int(i), gran))  # noqa: E731
     tmin, tmax = int(f["t"].min()), int(f["t"].max())
     units = sorted(f["unit"].unique())
     grid = pd.MultiIndex.from_product([units, range(tmin, tmax + 1)], names=["unit", "t"])
@@ -169,13 +219,13 @@ def make_panel(
         if not fill_zero:
             u, t = f.index[gap.to_numpy()][0]
             raise DataError(
-                f"panel is not balanced: {int(gap.sum())} unit-months missing, e.g. unit {u} in "
-                f"{period_from_index(int(t))}; every unit needs every month"
+                f"panel is not balanced: {int(gap.sum())} unit-{PERIOD_NOUN[gran]}s missing, e.g. unit "
+                f"{u} in {label(int(t))}; every unit needs every {PERIOD_NOUN[gran]}"
             )
         f.loc[gap, "count"] = 0.0
         f["population"] = f.groupby(level="unit")["population"].transform(lambda s: s.ffill().bfill())
     f = f.reset_index()
-    f["period"] = f["t"].map(period_from_index)
+    f["period"] = f["t"].map(label)
     if outcome in ("count", "rate", "auto") and f["count"].lt(0).any():
         raise DataError("counts must be non-negative (use outcome 'continuous' or 'log' for other "
                         "outcomes)", column=count)
@@ -199,7 +249,15 @@ def make_panel(
     for u, c in cohorts.items():
         if c is None:
             continue
-        starts[str(u)] = int(c) if isinstance(c, int | np.integer) else period_index(str(c))
+        if isinstance(c, int | np.integer):
+            starts[str(u)] = int(c)
+        elif gran == "month":
+            starts[str(u)] = period_index(str(c))
+        else:
+            try:
+                starts[str(u)] = index_of(to_granularity(str(c), gran)[0], gran)
+            except ValueError as exc:
+                raise DataError(f"treatment start of unit {u}: {exc}") from None
     unknown = sorted(set(starts) - set(units))
     if unknown:
         raise DataError(f"treated unit(s) {unknown[:5]} have no rows in the panel")
@@ -211,10 +269,31 @@ def make_panel(
     if f["treated"].all():
         raise DataError("no comparison (never-treated) unit in the panel")
     f = f[["unit", "period", "t", "count", "population", "y", "cohort", "treated", "D"]]
-    return DidPanel(f.sort_values(["unit", "t"]).reset_index(drop=True), outcome, unit_kind, rate_per)
+    return DidPanel(f.sort_values(["unit", "t"]).reset_index(drop=True), outcome, unit_kind, rate_per,
+                    gran)
+
+
+def _panel_granularity(periods: pd.Series) -> str:
+    kinds: dict[str, str] = {}
+    for q in pd.unique(periods):
+        try:
+            kinds.setdefault(granularity_of(q), q)
+        except ValueError as exc:
+            raise DataError(f"panel: {exc}", column="period") from None
+    if len(kinds) > 1:
+        shown = ", ".join(f"{PERIOD_NOUN[g]} ({q})" for g, q in kinds.items())
+        raise DataError(f"panel mixes period forms: {shown}", column="period")
+    return next(iter(kinds), "month")
+
+
+def covid_bounds(panel: DidPanel, covid: tuple[str, str]) -> tuple[int, int]:
+    """Indices ``t`` of the first and last period of a window given in months (or periods) on the
+    panel's own granularity: the periods holding the window's first and last months."""
+    return panel.index_of(covid[0]), panel.index_of(covid[1])
 
 
 def exclude_months(panel: DidPanel, start: str, end: str) -> DidPanel:
-    """Drop the months ``start..end`` (e.g. COVID-19 restrictions) from every unit."""
-    a, b = period_index(start), period_index(end)
+    """Drop the months ``start..end`` (e.g. COVID-19 restrictions) from every unit; on a panel of
+    quarters or years, the periods holding them."""
+    a, b = covid_bounds(panel, (start, end))
     return panel.restrict(~panel.frame["t"].between(a, b))

@@ -54,6 +54,13 @@ from sveval.designs.its_choice import LOW_COUNT, outcome_scale, resolve_inferenc
 from sveval.designs.its_design import ITSDesign, build_design
 from sveval.designs.its_models import COUNT_MODELS, ModelFit, fit_model
 from sveval.errors import DataError, OptionError
+from sveval.periods import (
+    PERIOD_NOUN,
+    index_of,
+    months_to_periods,
+    parse_any_period,
+    to_granularity,
+)
 from sveval.result import Check, Effect, Prevented, Result
 from sveval.spec import ITSOptions, add_months, parse_period, period_index
 
@@ -80,12 +87,13 @@ class ITSFit:
         """The unit of a difference effect on this model's outcome (empty for rate ratios)."""
         if self.log_link:
             return ""
+        per = PERIOD_NOUN[self.design.granularity]
         if self.kind == "continuous":
-            base = "measure units per month"
+            base = f"measure units per {per}"
         elif self.outcome == "rate_per_100k":
-            base = "rate per 100,000 population per month"
+            base = f"rate per 100,000 population per {per}"
         else:
-            base = "events per month"
+            base = f"events per {per}"
         return base + (", change per year" if per_year else "")
 
 
@@ -125,7 +133,7 @@ def headline_of(core: ITSFit, better_if: str = "lower") -> Effect:
 def _coef_effect(core: ITSFit, key: str, name: str, better_if: str, per_year: bool = False) -> Effect:
     col = core.design.effect_columns[key]
     b, se, lo, hi, p = core.fit.coef(col)
-    mult = 12.0 if per_year else 1.0
+    mult = float(core.design.per_year) if per_year else 1.0
     b, lo, hi = b * mult, lo * mult, hi * mult
     if core.log_link:
         scale, est, lo, hi = "rate_ratio", math.exp(b), math.exp(lo), math.exp(hi)
@@ -281,11 +289,22 @@ def fit_its(
     prevented, diagnostics, power and warnings.
     """
     options = options or ITSOptions()
-    intervention_start = parse_period(intervention_start)
+    from sveval.designs.its_design import series_granularity
+
+    gran = series_granularity(data["period"], "treated") if "period" in data.columns else "month"
+    if gran == "month":
+        intervention_start = parse_period(intervention_start)
+        pp = parse_period
+    else:
+        try:
+            intervention_start, _ = to_granularity(intervention_start, gran)
+        except ValueError as exc:
+            raise DataError(f"intervention start: {exc}", column="period") from None
+        pp = parse_any_period
     if kind not in ("count", "rate", "continuous"):
         raise OptionError(f"kind must be count, rate or continuous, got {kind!r}")
     brk = tuple(
-        (parse_period(b["period"]), str(b.get("name", b["period"]))) if isinstance(b, dict) else (parse_period(b[0]), str(b[1]))
+        (pp(b["period"]), str(b.get("name", b["period"]))) if isinstance(b, dict) else (pp(b[0]), str(b[1]))
         for b in breaks
     )
     data = _restrict(data, end)
@@ -308,7 +327,13 @@ def fit_its(
         diags.append(checks.overdispersion(core))
     if options.placebo:
         diags.append(checks.placebo_in_time(refit, intervention_start, effects[0]))
-    if options.sensitivity_months > 0:
+    if options.sensitivity_months > 0 and gran != "month":
+        # the date is moved by whole periods: the months asked for, rounded up to periods
+        shift = months_to_periods(options.sensitivity_months, gran)
+        diags.append(checks.sensitivity_date(refit, intervention_start, effects[0], shift,
+                                             unit=f"{PERIOD_NOUN[gran]}s"))
+        diags.append(checks.sensitivity_seasonality(refit, intervention_start, effects[0]))
+    elif options.sensitivity_months > 0:
         diags.append(checks.sensitivity_date(refit, intervention_start, effects[0], options.sensitivity_months))
         diags.append(checks.sensitivity_seasonality(refit, intervention_start, effects[0]))
     if comparison is not None:
@@ -342,6 +367,9 @@ def fit_its(
         "notes": list(core.design.notes),
         "coefficients": _coef_table(core).to_dict(orient="list"),
     }
+    if gran != "month":
+        # pre_months / post_months count periods of this granularity
+        details["granularity"] = gran
     method = _method_text(core, comparison is not None)
     return Result(
         design=design_name, method=method, effects=tuple(effects), prevented=prevented,
@@ -359,7 +387,8 @@ def _pre_trend_check(core: ITSFit) -> Check:
     comparison credible (Maryland level 3); the estimate itself allows for different trends.
     """
     b, se, lo, hi, p = core.fit.coef("treated:time")
-    per_year = 12 * b
+    k = core.design.per_year
+    per_year = k * b
     scale = "log rate ratio" if core.log_link else "difference"
     passed = bool(p is not None and np.isfinite(p) and p >= 0.05)
     detail = (
@@ -370,7 +399,7 @@ def _pre_trend_check(core: ITSFit) -> Check:
     return Check(
         name="pre_trend", description="Difference in baseline (pre-intervention) trend between the "
         "treated and comparison series", statistic=float(b / se) if se else None, p_value=float(p),
-        passed=passed, detail=detail, data={"per_year": per_year, "ci_low": 12 * lo, "ci_high": 12 * hi},
+        passed=passed, detail=detail, data={"per_year": per_year, "ci_low": k * lo, "ci_high": k * hi},
     )
 
 
@@ -380,7 +409,17 @@ def _restrict(df: pd.DataFrame | None, end: str | None) -> pd.DataFrame | None:
     out = df.copy()
     out["period"] = out["period"].astype(str)
     if end is not None:
-        out = out[out["period"] <= parse_period(end)]
+        from sveval.designs.its_design import series_granularity
+
+        gran = series_granularity(out["period"]) if len(out) else "month"
+        if gran == "month":
+            out = out[out["period"] <= parse_period(end)]
+        else:
+            try:
+                last, _ = to_granularity(end, gran)
+            except ValueError as exc:
+                raise DataError(f"end: {exc}", column="period") from None
+            out = out[out["period"].map(lambda q: index_of(q, gran)) <= index_of(last, gran)]
     return out.sort_values("period").reset_index(drop=True)
 
 
@@ -393,12 +432,25 @@ def _method_text(core: ITSFit, controlled: bool) -> str:
         parts.append("level and slope change")
     else:
         parts.append("level change")
+    gran = core.design.granularity
+    if gran != "month":
+        noun = PERIOD_NOUN[gran]
+        parts[0] += f" on a series by {noun} (time in {noun}s)"
+        if gran == "quarter":
+            season = {"fourier": f"{min(o.fourier_terms, 2)} Fourier harmonic(s) of period 4",
+                      "month": "quarter indicators", "none": "no seasonality"}[o.seasonality]
+        else:
+            season = "no seasonality (none within a year" + (
+                f"; '{o.seasonality}' switched off)" if o.seasonality != "none" else ")")
+        parts[2] = f"linear trend, {season}"
     if o.phase_in_months:
         parts.append(f"{o.phase_in_months}-month linear phase-in")
     if o.lag_months:
         parts.append(f"{o.lag_months}-month lag")
     if o.covid != "none":
         parts.append(f"COVID-19 {o.covid_start} to {o.covid_end} {'indicator' if o.covid == 'indicator' else 'excluded'}")
+    if gran != "month" and (o.phase_in_months or o.lag_months or o.covid != "none"):
+        parts.append(f"dates and durations in months mapped to {PERIOD_NOUN[gran]}s (see the notes)")
     brk = [c.split(":", 1)[1] for c in core.design.columns if c.startswith("break:")]
     if brk:
         parts.append("recording breaks: " + ", ".join(brk))
@@ -412,9 +464,10 @@ def _warnings(core, effects, diags, pw, data, start) -> list[str]:
     if core.log_link:
         total_post = float(tr.loc[tr["post"], "y"].sum())
         per_month = float(tr["y"].mean())
+        noun = PERIOD_NOUN[core.design.granularity]
         if per_month < 2:
             out.append(
-                f"Low counts: about {per_month:.1f} events a month ({total_post:.0f} in the post period); "
+                f"Low counts: about {per_month:.1f} events a {noun} ({total_post:.0f} in the post period); "
                 "estimates are imprecise and small changes cannot be detected."
             )
     if pw is not None:

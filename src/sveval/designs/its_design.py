@@ -21,6 +21,14 @@ both), and the effect is the treated series' *extra* level and slope change
 
 Time is counted in months from the first month of the series, so a slope coefficient is per
 month (reports convert it to per year).
+
+Quarterly, yearly and financial-year series (periods ``2021-Q2``, ``2021``, ``2021/22``) use the
+same terms on their own time index: time is counted in periods, Fourier seasonality has period 4
+for quarters (at most 2 harmonics; ``month`` becomes quarter indicators) and is switched off for
+years, and every date given in months (intervention start, change points, breaks, the COVID
+window) is taken as the period holding that month. ``lag_months`` and ``phase_in_months`` stay
+months in the options and are converted to whole periods (rounded up); each conversion is stated
+in the design's notes.
 """
 
 from __future__ import annotations
@@ -31,6 +39,16 @@ import numpy as np
 import pandas as pd
 
 from sveval.errors import DataError, OptionError
+from sveval.periods import (
+    PERIOD_NOUN,
+    add_months,
+    first_month,
+    granularity_of,
+    index_of,
+    months_to_periods,
+    periods_per_year,
+    to_granularity,
+)
 from sveval.spec import ITSOptions, period_index
 
 
@@ -57,6 +75,12 @@ class ITSDesign:
     series_id: np.ndarray
     intervention_index: tuple[int, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    granularity: str = "month"  # month | quarter | year | financial_year: what one step of t is
+
+    @property
+    def per_year(self) -> int:
+        """Periods per year (12 for months): the factor from a per-period slope to per year."""
+        return periods_per_year(self.granularity)
 
     @property
     def included(self) -> np.ndarray:
@@ -73,26 +97,29 @@ class ITSDesign:
         return Xc
 
 
-def seasonal_terms(months: np.ndarray, seasonality: str, fourier_terms: int) -> tuple[np.ndarray, list[str]]:
-    """Seasonal regressors for calendar months 1..12.
+def seasonal_terms(months: np.ndarray, seasonality: str, fourier_terms: int,
+                   per_year: int = 12) -> tuple[np.ndarray, list[str]]:
+    """Seasonal regressors for the position in the year, 1..``per_year`` (calendar months 1..12,
+    or quarters 1..4 with ``per_year=4``).
 
-    ``fourier``: ``sin(2 pi j m / 12)``, ``cos(2 pi j m / 12)`` for ``j = 1..fourier_terms`` (the
-    sine of the 6th harmonic is identically zero and is left out); ``month``: indicators of
-    months 2..12; ``none``: no columns.
+    ``fourier``: ``sin(2 pi j m / P)``, ``cos(2 pi j m / P)`` for ``j = 1..fourier_terms`` (the
+    sine of the ``P/2``-th harmonic is identically zero and is left out); ``month``: indicators of
+    positions 2..P (``month_02``.. or ``quarter_2``..); ``none``: no columns.
     """
     months = np.asarray(months, dtype=float)
-    if seasonality == "none":
+    if seasonality == "none" or per_year == 1:
         return np.empty((len(months), 0)), []
     if seasonality == "month":
-        cols = [(months == m).astype(float) for m in range(2, 13)]
-        return np.column_stack(cols), [f"month_{m:02d}" for m in range(2, 13)]
+        cols = [(months == m).astype(float) for m in range(2, per_year + 1)]
+        label = (lambda m: f"month_{m:02d}") if per_year == 12 else (lambda m: f"quarter_{m}")
+        return np.column_stack(cols), [label(m) for m in range(2, per_year + 1)]
     if seasonality == "fourier":
         cols, names = [], []
-        for j in range(1, fourier_terms + 1):
-            if j < 6:
-                cols.append(np.sin(2 * np.pi * j * months / 12))
+        for j in range(1, min(fourier_terms, per_year // 2) + 1):
+            if 2 * j < per_year:
+                cols.append(np.sin(2 * np.pi * j * months / per_year))
                 names.append(f"sin{j}")
-            cols.append(np.cos(2 * np.pi * j * months / 12))
+            cols.append(np.cos(2 * np.pi * j * months / per_year))
             names.append(f"cos{j}")
         return np.column_stack(cols), names
     raise OptionError(f"seasonality must be 'fourier', 'month' or 'none', got {seasonality!r}")
@@ -134,11 +161,13 @@ def _clean_series(df: pd.DataFrame, label: str) -> pd.DataFrame:
         dup = out.loc[out["period"].duplicated(), "period"].iloc[0]
         raise DataError(f"{label} series has period {dup} more than once", column="period")
     out = out.sort_values("period").reset_index(drop=True)
-    idx = out["period"].map(period_index).to_numpy()
+    gran = series_granularity(out["period"], label)
+    idx = out["period"].map(lambda p: index_of(p, gran)).to_numpy()
     gaps = np.flatnonzero(np.diff(idx) != 1)
     if len(gaps):
+        noun = "monthly" if gran == "month" else f"by {PERIOD_NOUN[gran]}"
         raise DataError(
-            f"{label} series is not monthly without gaps: {out['period'].iloc[gaps[0]]} is followed by "
+            f"{label} series is not {noun} without gaps: {out['period'].iloc[gaps[0]]} is followed by "
             f"{out['period'].iloc[gaps[0] + 1]}",
             column="period",
         )
@@ -147,6 +176,33 @@ def _clean_series(df: pd.DataFrame, label: str) -> pd.DataFrame:
     out["count"] = pd.to_numeric(out["count"], errors="coerce").astype(float)
     out["population"] = pd.to_numeric(out["population"], errors="coerce").astype(float)
     return out[["period", "count", "population"]]
+
+
+def series_granularity(periods, label: str = "the") -> str:
+    """The one granularity of a series' periods (``month``, ``quarter``, ``year`` or
+    ``financial_year``); DataError when a period is malformed or the series mixes forms."""
+    kinds: dict[str, str] = {}
+    for p in pd.unique(pd.Series(periods, dtype=object).astype(str)):
+        try:
+            kinds.setdefault(granularity_of(p), p)
+        except ValueError as exc:
+            raise DataError(f"{label} series: {exc}", column="period") from None
+    if len(kinds) > 1:
+        shown = ", ".join(f"{PERIOD_NOUN[g]} ({p})" for g, p in kinds.items())
+        raise DataError(f"{label} series mixes period forms: {shown}", column="period")
+    return next(iter(kinds), "month")
+
+
+def _date_in(value: str, gran: str, what: str, notes: list[str]) -> str:
+    """A date given in the options (a month, or a period of the series' granularity) as a period
+    of the series; the mapping of a month is noted."""
+    try:
+        p, note = to_granularity(value, gran)
+    except ValueError as exc:
+        raise DataError(f"{what}: {exc}", column="period") from None
+    if note is not None:
+        notes.append(f"{what}: {note}")
+    return p
 
 
 def build_design(
@@ -175,30 +231,39 @@ def build_design(
     if comparison is not None:
         comp = _clean_series(comparison, "comparison")
         series.append(("comparison", comp))
-    first = min(period_index(s["period"].iloc[0]) for _, s in series)
+    grans = {series_granularity(s["period"]) for _, s in series}
+    if len(grans) > 1:
+        raise DataError(f"the treated and comparison series have different granularities: {sorted(grans)}",
+                        column="period")
+    gran = grans.pop()
+    notes: list[str] = []
+    monthly = gran == "month"
+    pindex = period_index if monthly else (lambda q: index_of(q, gran))
+    per_year = periods_per_year(gran)
+    noun = PERIOD_NOUN[gran]
+    first = min(pindex(s["period"].iloc[0]) for _, s in series)
     frames = []
     for gid, (label, s) in enumerate(series):
         f = s.copy()
         f["group"] = label
         f["series_id"] = gid
-        f["t"] = f["period"].map(period_index).to_numpy() - first
+        f["t"] = f["period"].map(pindex).to_numpy() - first
         frames.append(f)
     frame = pd.concat(frames, ignore_index=True)
-    notes: list[str] = []
 
     # Outcome and offset
     pop = frame["population"].to_numpy(float)
     have_pop = bool(np.all(np.isfinite(pop) & (pop > 0)))
     if outcome == "rate_per_100k":
         if not have_pop:
-            raise DataError("a rate outcome needs a positive population for every month", column="population")
+            raise DataError(f"a rate outcome needs a positive population for every {noun}", column="population")
         frame["y"] = frame["count"] / frame["population"] * 1e5
     else:
         frame["y"] = frame["count"]
     use_offset = count_model and options.population_offset and have_pop
     if count_model and options.population_offset and not have_pop:
         if np.any(np.isfinite(pop)):
-            notes.append("population is missing for some months, so no population offset was used")
+            notes.append(f"population is missing for some {noun}s, so no population offset was used")
     frame["offset"] = np.log(frame["population"]) if use_offset else 0.0
     if frame["y"].isna().any():
         bad = frame.loc[frame["y"].isna(), "period"].iloc[0]
@@ -207,15 +272,25 @@ def build_design(
         raise DataError("count models need non-negative whole-number counts", column="count")
 
     t = frame["t"].to_numpy(float)
-    months = frame["period"].str.slice(5, 7).astype(int).to_numpy()
-    iv_idx = [period_index(intervention_start) - first]
-    for cp in sorted(options.change_points):
-        iv_idx.append(period_index(cp) - first)
+    if monthly:
+        months = frame["period"].str.slice(5, 7).astype(int).to_numpy()
+    elif gran == "quarter":
+        months = frame["period"].str.slice(6, 7).astype(int).to_numpy()  # position in the year, 1..4
+    else:
+        months = np.ones(len(frame), int)
+    if not monthly:
+        intervention_start = _date_in(intervention_start, gran, "intervention start", notes)
+        cps = [_date_in(cp, gran, "change point", notes) for cp in options.change_points]
+    else:
+        cps = list(options.change_points)
+    iv_idx = [pindex(intervention_start) - first]
+    for cp in sorted(cps, key=pindex):
+        iv_idx.append(pindex(cp) - first)
     last = int(frame["t"].max())
     for i, k in enumerate(iv_idx):
         if not (0 < k <= last):
             raise DataError(
-                f"intervention date {'(change point) ' if i else ''}at month {k} falls outside the series "
+                f"intervention date {'(change point) ' if i else ''}at {noun} {k} falls outside the series "
                 f"({frame['period'].min()} to {frame['period'].max()})",
                 column="period",
             )
@@ -225,7 +300,17 @@ def build_design(
 
     # COVID-19
     included = np.ones(len(frame), bool)
-    cov_lo, cov_hi = period_index(options.covid_start) - first, period_index(options.covid_end) - first
+    if monthly:
+        cov_lo, cov_hi = period_index(options.covid_start) - first, period_index(options.covid_end) - first
+        cov_txt = f"{options.covid_start} to {options.covid_end}"
+    else:
+        c0 = _date_in(options.covid_start, gran, "COVID-19 window start", [])
+        c1 = _date_in(options.covid_end, gran, "COVID-19 window end", [])
+        cov_lo, cov_hi = pindex(c0) - first, pindex(c1) - first
+        cov_txt = f"{c0} to {c1}"
+        if options.covid != "none" and (0 <= cov_hi and cov_lo <= int(frame["t"].max())):
+            notes.append(f"the COVID-19 window {options.covid_start} to {options.covid_end} is taken as the "
+                         f"{noun}s holding it, {cov_txt}")
     in_covid = (t >= cov_lo) & (t <= cov_hi)
     cols: list[np.ndarray] = [np.ones(len(frame)), t]
     names: list[str] = ["const", "time"]
@@ -235,7 +320,14 @@ def build_design(
         names += ["treated", "treated:time"]
     else:
         g = np.ones(len(frame))
-    S, snames = seasonal_terms(months, options.seasonality, options.fourier_terms)
+    S, snames = seasonal_terms(months, options.seasonality, options.fourier_terms, per_year)
+    if not monthly and options.seasonality != "none":
+        if per_year == 1:
+            notes.append(f"a series by {noun} has no within-year seasonality: seasonality "
+                         f"'{options.seasonality}' is switched off")
+        elif options.seasonality == "fourier" and options.fourier_terms > per_year // 2:
+            notes.append(f"quarterly series: Fourier seasonality of period 4 with {per_year // 2} "
+                         f"harmonics (the most a quarterly series has), not {options.fourier_terms}")
     cols += list(S.T)
     names += snames
     if options.covid != "none" and in_covid.any():
@@ -246,15 +338,17 @@ def build_design(
             names.append("covid")
         else:
             included &= ~in_covid
-            notes.append(f"{options.covid_start} to {options.covid_end} (COVID-19) excluded from the fit")
+            notes.append(f"{cov_txt} (COVID-19) excluded from the fit")
     # Recording breaks
     all_breaks = list(breaks) + [(b.period, b.name) for b in options.breaks]
     seen = set()
     for period, name in all_breaks:
+        if not monthly:
+            period = _date_in(period, gran, f"recording break '{name}'", notes)
         if period in seen:
             continue
         seen.add(period)
-        k = period_index(period) - first
+        k = pindex(period) - first
         step = (t >= k).astype(float)
         if 0 < step[included].sum() < included.sum():
             cols.append(step)
@@ -264,6 +358,16 @@ def build_design(
     # Interventions
     effect_columns: dict[str, str] = {}
     lag, phase = options.lag_months, options.phase_in_months or 0
+    if not monthly:
+        # the effect starts in the period holding (first month of the start period + lag months)
+        start_month = first_month(intervention_start, gran)
+        lag_p = pindex(to_granularity(add_months(start_month, lag), gran)[0]) - pindex(intervention_start)
+        phase_p = months_to_periods(phase, gran)
+        if lag:
+            notes.append(f"lag of {lag} month(s) taken as {lag_p} {noun}(s)")
+        if phase:
+            notes.append(f"phase-in of {phase} month(s) taken as {phase_p} {noun}(s) (rounded up)")
+        lag, phase = lag_p, phase_p
     for j, k in enumerate(iv_idx, start=1):
         level, slope = effect_weights(t, k, lag, phase)
         if comparison is not None:
@@ -283,13 +387,13 @@ def build_design(
     rank = np.linalg.matrix_rank(Xi)
     if rank < Xi.shape[1]:
         raise DataError(
-            f"the ITS design is not identifiable ({Xi.shape[1]} terms, rank {rank}): too few months "
+            f"the ITS design is not identifiable ({Xi.shape[1]} terms, rank {rank}): too few {noun}s "
             "before/after a date, a break or COVID window coinciding with an intervention date, or "
             "too many seasonal terms for the series",
         )
     if included.sum() - Xi.shape[1] < 8:
         raise DataError(
-            f"only {included.sum()} usable months for {Xi.shape[1]} model terms; at least "
+            f"only {included.sum()} usable {noun}s for {Xi.shape[1]} model terms; at least "
             f"{Xi.shape[1] + 8} are needed"
         )
     return ITSDesign(
@@ -300,4 +404,5 @@ def build_design(
         series_id=frame["series_id"].to_numpy(int),
         intervention_index=tuple(iv_idx),
         notes=tuple(notes),
+        granularity=gran,
     )

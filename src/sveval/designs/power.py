@@ -45,6 +45,7 @@ from scipy.signal import lfilter
 from sveval.designs.its_design import ITSDesign
 from sveval.designs.its_models import COUNT_MODELS, ar_acf, fit_model
 from sveval.errors import DataError, EstimationError, OptionError
+from sveval.periods import parse_any_period
 from sveval.result import Power
 from sveval.spec import ITSOptions, add_months, parse_period, period_index
 
@@ -259,7 +260,7 @@ def its_power(
         raise OptionError("n_sim must be at least 20")
     if options.phase_in_months is None:
         options = options.model_copy(update={"phase_in_months": 0})
-    base = _base(data, parse_period(intervention_start), options, kind, comparison, breaks)
+    base = _base(data, parse_any_period(intervention_start), options, kind, comparison, breaks)
 
     def decided(b, se, crit) -> bool:
         power = _power_curve(b, se, crit, base, better_if)

@@ -9,6 +9,12 @@ This is the one Python entry point the notebooks, the runner and the CLI share::
 :func:`prepare` refuses an invalid evaluation before anything runs: unknown keys, measures,
 interventions or areas; dates outside the data; a pre-period shorter than ``min_pre_months``;
 a missing data file.
+
+Quarterly, yearly and financial-year measures (periods ``2021-Q2``, ``2021``, ``2021/22``): the
+window and the intervention start are periods of the measure's granularity; a month given for them
+(an intervention's start in the registry is a month) is taken as the period holding it, and the
+mapping is stated in :attr:`EvaluationContext.period_notes` (and in the result's warnings).
+``min_pre_months`` and the three-month minimum post period stay months, converted to whole periods.
 """
 
 from __future__ import annotations
@@ -23,8 +29,19 @@ import pandas as pd
 from sveval.catalog import Catalog
 from sveval.data.check import check_evaluation_series
 from sveval.data.load import load_long
+from sveval.data.series import measure_granularity
 from sveval.errors import MISSING, DataError, SpecError
 from sveval.paths import ProjectPaths
+from sveval.periods import (
+    PERIOD_NOUN,
+    first_month,
+    from_index,
+    granularity_of,
+    index_of,
+    last_month,
+    months_to_periods,
+    to_granularity,
+)
 from sveval.spec import (
     EvaluationSpec,
     InterventionSpec,
@@ -55,14 +72,22 @@ class EvaluationContext:
     long: pd.DataFrame = field(repr=False)
     data_files: list[Path] = field(default_factory=list)
     data_dir: Path | None = None
+    #: the measure's period granularity: month, quarter, year or financial_year
+    granularity: str = "month"
+    #: how months given for a non-monthly measure were mapped to its periods
+    period_notes: list[str] = field(default_factory=list)
 
     # -- convenient views -----------------------------------------------------------------------------
     @property
     def pre_months(self) -> int:
+        if self.granularity != "month":
+            return period_index(first_month(self.intervention_start)) - period_index(first_month(self.start))
         return period_index(self.intervention_start) - period_index(self.start)
 
     @property
     def post_months(self) -> int:
+        if self.granularity != "month":
+            return months_between(first_month(self.intervention_start), last_month(self.end))
         return months_between(self.intervention_start, self.end)
 
     @property
@@ -100,6 +125,72 @@ class EvaluationContext:
         df = load_example_lsoa(self.data_dir, self.catalog, self.measure.id)
         df = df[df["area_code"].isin(areas)]
         return df[(df["period"] >= self.start) & (df["period"] <= self.end)].reset_index(drop=True)
+
+
+def _periods_of(spec: EvaluationSpec, spec_path: Path, intervention: InterventionSpec,
+                measure: MeasureSpec, have: pd.DataFrame, gran: str):
+    """Window and intervention start of a quarterly, yearly or financial-year measure, in its
+    periods: a month given is mapped to the period holding it (stated in the notes), a period of
+    another granularity is refused. ``min_pre_months`` and the 3-month minimum post period are
+    converted to whole periods (rounded up)."""
+    noun = PERIOD_NOUN[gran]
+    idx = have["period"].map(lambda q: index_of(q, gran))
+    first, last = from_index(int(idx.min()), gran), from_index(int(idx.max()), gran)
+    problems, notes = [], []
+
+    def conv(key: str, value: str | None, default: str) -> str:
+        if value is None:
+            return default
+        try:
+            p, note = to_granularity(value, gran)
+        except ValueError as exc:
+            problems.append((key, value, f"measure '{measure.id}' is by {noun}: {exc}"))
+            return default
+        if note:
+            notes.append(f"{key}: {note}")
+        return p
+
+    start = conv("period.start", spec.period.start, first)
+    end = conv("period.end", spec.period.end, last)
+    iv_key = "intervention_start" if spec.intervention_start else f"intervention '{intervention.id}' start"
+    iv_start = conv(iv_key, spec.intervention_start or intervention.start, first)
+    if problems:
+        raise SpecError(spec_path, problems)
+    i0, i1, iv = index_of(start, gran), index_of(end, gran), index_of(iv_start, gran)
+    if i0 < index_of(first, gran):
+        problems.append(("period.start", start, f"before the data, which start in {first}"))
+    if i1 > index_of(last, gran):
+        problems.append(("period.end", end, f"after the data, which end in {last}"))
+    if not (i0 < iv <= i1):
+        problems.append(("intervention_start", iv_start,
+                         f"must fall inside the analysed period {start} to {end} (data cover {first} to {last})"))
+    else:
+        need = months_to_periods(spec.min_pre_months, gran)
+        if iv - i0 < need:
+            problems.append(("intervention_start", iv_start,
+                             f"pre-period too short: {iv - i0} {noun}(s) from {start}; min_pre_months="
+                             f"{spec.min_pre_months} is {need} {noun}(s) for a measure by {noun} "
+                             f"(earliest allowed start {from_index(i0 + need, gran)})"))
+        need_post = months_to_periods(3, gran)
+        if i1 - iv + 1 < need_post:
+            problems.append(("intervention_start", iv_start,
+                             f"only {i1 - iv + 1} post-period {noun}(s); need at least {need_post} "
+                             f"(3 months)"))
+    if spec.design == "its" and measure.kind == "continuous":
+        from sveval.designs.its_models import COUNT_MODELS
+
+        if spec.its.model in COUNT_MODELS:
+            problems.append(("its.model", spec.its.model, f"a count model, but measure '{spec.measure}' is "
+                             "continuous; use auto, ols, newey_west, gls_ar or arima"))
+    if spec.design == "did" and getattr(spec.did, "unit", "area") == "lsoa":
+        problems.append(("did.unit", "lsoa", f"LSOA-level panels are monthly; measure '{measure.id}' "
+                         f"is by {noun}: use did.unit: area"))
+    if problems:
+        raise SpecError(spec_path, problems)
+    if gran != "month":
+        notes.append(f"measure '{measure.id}' is by {noun}: min_pre_months={spec.min_pre_months} "
+                     f"taken as {months_to_periods(spec.min_pre_months, gran)} {noun}(s)")
+    return start, end, iv_start, notes
 
 
 def its_options(spec: EvaluationSpec, intervention: InterventionSpec):
@@ -174,6 +265,24 @@ def prepare_spec(
         raise SpecError(
             spec_path, [("areas", missing_areas, f"no '{spec.measure}' data for these areas")]
         )
+    gran = measure_granularity(long, spec.measure)
+    if gran != "month":
+        start, end, iv_start, notes = _periods_of(spec, spec_path, intervention, measure, have, gran)
+        check_evaluation_series(long, measure, spec.areas, comparison, start, end, iv_start,
+                                path=files[0] if spec.data.source == "csv" and files else spec_path)
+        return EvaluationContext(
+            spec=spec, spec_path=spec_path, paths=paths, catalog=catalog, measure=measure,
+            intervention=intervention, treated=list(spec.areas), comparison=comparison,
+            start=start, end=end, intervention_start=iv_start, long=long, data_files=files,
+            data_dir=data_dir, granularity=gran, period_notes=notes,
+        )
+    given = [(k, v) for k, v in (("period.start", spec.period.start), ("period.end", spec.period.end),
+                                 ("intervention_start", spec.intervention_start))
+             if v is not None and granularity_of(v) != "month"]
+    if given:
+        raise SpecError(spec_path, [(k, v, f"a {PERIOD_NOUN[granularity_of(v)]}, but measure "
+                                     f"'{spec.measure}' is monthly: give a month as YYYY-MM")
+                                    for k, v in given])
     first, last = have["period"].min(), have["period"].max()
     start = spec.period.start or first
     end = spec.period.end or last

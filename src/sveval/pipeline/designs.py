@@ -8,6 +8,7 @@ entry in :data:`DESIGNS`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +19,7 @@ from sveval.designs.did_panel import DidPanel, exclude_months, make_panel
 from sveval.designs.its import fit_its
 from sveval.designs.synth import evaluate_wide
 from sveval.errors import DataError, EstimationError, SpecError
-from sveval.periods import period_from_index, period_index
+from sveval.periods import PERIOD_NOUN, from_index, index_of, period_from_index, period_index
 from sveval.pipeline.context import EvaluationContext
 from sveval.result import Result
 from sveval.spec import ITSOptions, SynthOptions
@@ -141,8 +142,15 @@ def _wide(ctx: EvaluationContext, opts: SynthOptions) -> tuple[pd.DataFrame, pd.
         p["y"] = p["count"] / p["population"] * ctx.measure.rate_per
     else:
         p["y"] = p["count"]
-    p["t"] = p["period"].map(period_index)
+    if ctx.granularity == "month":
+        p["t"] = p["period"].map(period_index)
+    else:
+        p["t"] = p["period"].map(lambda q: index_of(q, ctx.granularity))
     return p.pivot(index="unit", columns="t", values="y"), p, label
+
+
+#: synthetic control's frequency of each data granularity (financial years are yearly)
+SYNTH_FREQUENCY = {"month": "month", "quarter": "quarter", "year": "year", "financial_year": "year"}
 
 
 def run_synth(ctx: EvaluationContext) -> Result:
@@ -150,13 +158,29 @@ def run_synth(ctx: EvaluationContext) -> Result:
     opts = ctx.spec.synth
     wide, long, label = _wide(ctx, opts)
     donors = [d for d in wide.index if d != label]
-    unit_desc = (f"rate per {ctx.measure.rate_per:,} population per month" if opts.outcome == "rate"
-                 else "count per month")
+    per = PERIOD_NOUN[ctx.granularity]
+    unit_desc = (f"rate per {ctx.measure.rate_per:,} population per {per}" if opts.outcome == "rate"
+                 else f"count per {per}")
     pop = long[long["unit"] == label].set_index("t")["population"]
-    return evaluate_wide(wide, label, period_index(ctx.intervention_start), donors, opts,
-                         better_if=ctx.measure.better_if, unit_desc=unit_desc,
-                         events_per_unit=(pop / ctx.measure.rate_per) if opts.outcome == "rate" else None,
-                         frequency=opts.frequency or "month", demean=True)
+    freq = SYNTH_FREQUENCY[ctx.granularity]
+    if opts.frequency and opts.frequency != freq:
+        raise SpecError(ctx.spec_path, [("synth.frequency", opts.frequency, f"measure "
+                                         f"'{ctx.measure.id}' is by {per}: use {freq} or leave it out")])
+    start = (period_index(ctx.intervention_start) if ctx.granularity == "month"
+             else index_of(ctx.intervention_start, ctx.granularity))
+    result = evaluate_wide(wide, label, start, donors, opts,
+                           better_if=ctx.measure.better_if, unit_desc=unit_desc,
+                           events_per_unit=(pop / ctx.measure.rate_per) if opts.outcome == "rate" else None,
+                           frequency=freq, demean=True)
+    if ctx.granularity == "financial_year":  # yearly to synth; labelled as financial years again
+        fy = {str(y): from_index(y, "financial_year") for y in wide.columns}
+        series = result.series.assign(period=result.series["period"].astype(str).map(lambda q: fy.get(q, q)))
+        prevented = result.prevented
+        if prevented is not None:
+            prevented = dataclasses.replace(prevented, period_start=fy.get(prevented.period_start, prevented.period_start),
+                                            period_end=fy.get(prevented.period_end, prevented.period_end))
+        result = dataclasses.replace(result, series=series, prevented=prevented)
+    return result
 
 
 
@@ -183,4 +207,8 @@ def run_design(ctx: EvaluationContext) -> Result:
         runner = DESIGNS[ctx.spec.design]
     except KeyError:  # pragma: no cover - the spec schema admits only registered designs
         raise SpecError(ctx.spec_path, [("design", ctx.spec.design, f"no such design; have {sorted(DESIGNS)}")]) from None
-    return runner(ctx)
+    result = runner(ctx)
+    notes = list(getattr(ctx, "period_notes", []) or [])
+    if notes:  # a quarterly or yearly measure: say how months given were mapped to its periods
+        result = dataclasses.replace(result, warnings=tuple(notes) + tuple(result.warnings))
+    return result

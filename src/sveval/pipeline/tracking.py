@@ -556,6 +556,14 @@ def track(
         raise DataError(f"the long frame lacks columns {sorted(missing_cols)}")
     if "population" not in long.columns:
         long = long.assign(population=np.nan)
+    from sveval.data.series import measure_granularity
+
+    for ms in measures:  # tracking tables and returns are monthly (months -> quarters -> years)
+        g = measure_granularity(long, ms.id) if (long["measure"] == ms.id).any() else "month"
+        if g != "month":
+            raise DataError(f"measure '{ms.id}' is by {g.replace('_', ' ')}: tracking tables and the "
+                            "Home Office returns are built from monthly counts; track a monthly "
+                            "measure, or evaluate this one with a design (ITS, DiD, synth)")
     pcode, pname = _partnership(catalog)
     rules = None
     if (catalog.parameters_dir / "disclosure.yaml").exists():

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 
 from sveval.errors import SvevalError
+from sveval.periods import add_periods, from_index, granularity_of, index_of
 from sveval.result import Check, Effect
-from sveval.spec import add_months, period_index
 
 Refit = Callable[..., Effect]
 
@@ -58,21 +58,23 @@ def placebo_in_time(
     """
     periods = periods if periods is not None else list(getattr(refit, "periods", []))
     first = min(periods)
-    pre_end = add_months(intervention_start, -1)
-    lo = period_index(first) + min_before
-    hi = period_index(intervention_start) - min_after
+    gran = granularity_of(first)  # months, quarters, years: dates move in the series' own periods
+    pre_end = add_periods(intervention_start, -1, gran)
+    lo = index_of(first, gran) + min_before
+    hi = index_of(intervention_start, gran) - min_after
     if hi < lo:
         return Check(
             name="placebo_in_time",
             description="Placebo-in-time test: fake intervention dates in the pre-period",
             passed=None,
-            detail=f"pre-period too short for placebo dates (needs {min_before + min_after} months)",
+            detail=f"pre-period too short for placebo dates (needs {min_before + min_after} "
+            f"{'months' if gran == 'month' else 'periods'})",
             data={"placebos": [], "actual": _row("actual", actual)},
         )
     idx = np.unique(np.round(np.linspace(lo, hi, min(max_placebos, hi - lo + 1))).astype(int))
     rows = []
     for k in idx:
-        date = f"{k // 12:04d}-{k % 12 + 1:02d}"
+        date = from_index(int(k), gran)
         e, err = _try(refit, date, end=pre_end, change_points=[])
         rows.append(_row(date, e, err) | {"period": date})
     ok = [r for r in rows if r["estimate"] is not None]
@@ -108,8 +110,10 @@ def _same_conclusion(a: Effect, b: Effect) -> bool:
     return (not a.significant) or ((_log(a) < 0) == (_log(b) < 0))
 
 
-def sensitivity_date(refit: Refit, intervention_start: str, actual: Effect, months: int = 3) -> Check:
-    """Refit with the intervention date moved by -``months`` .. +``months``.
+def sensitivity_date(refit: Refit, intervention_start: str, actual: Effect, months: int = 3,
+                     unit: str = "months") -> Check:
+    """Refit with the intervention date moved by -``months`` .. +``months`` periods of the date's
+    own granularity (``unit`` names them in the text: months, quarters, years).
 
     ``passed`` is False when any shifted date changes the conclusion (significance or direction).
     """
@@ -118,11 +122,11 @@ def sensitivity_date(refit: Refit, intervention_start: str, actual: Effect, mont
         if s == 0:
             rows.append(_row("0", actual) | {"shift": 0, "period": intervention_start})
             continue
-        date = add_months(intervention_start, s)
+        date = add_periods(intervention_start, s)
         e, err = _try(refit, date)
         rows.append(_row(f"{s:+d}", e, err) | {"shift": s, "period": date})
     return _summarise("sensitivity_date", "Sensitivity of the headline effect to the intervention date "
-                      f"(+/- {months} months)", rows, actual, "date")
+                      f"(+/- {months} {unit})", rows, actual, "date")
 
 
 SEASONALITY_VARIANTS = (
