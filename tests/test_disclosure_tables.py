@@ -78,8 +78,12 @@ class Attack:
         self.rows.append((atoms, coefs or [1.0] * len(atoms), lo, hi, label))
 
     def cell(self, atoms: list[int], shown, *, round_to: int, primary: bool | None, label: str) -> None:
-        """One published count: a number (rounded or exact) or ``*``."""
+        """One published count: a number (rounded or exact), ``*`` or blank (withheld: no
+        constraint, but a small count there is a target too, since a reader knows blanks are
+        small)."""
         if shown is None or (isinstance(shown, float) and np.isnan(shown)) or shown == "":
+            if primary:
+                self.targets[label] = atoms
             return
         if str(shown).strip() == "*":
             if primary:
@@ -118,6 +122,7 @@ class Attack:
         n = len(self.index)
         rows = [(a, c, lo, hi) for a, c, lo, hi, _ in self.rows]
         link = [(a[0], x) for a, *_ in rows for x in a[1:]]
+        link += [(a[0], x) for a in self.targets.values() for x in a[1:]]  # blank targets
         adj = csr_matrix((np.ones(len(link)), ([i for i, _ in link], [j for _, j in link])), shape=(n, n))
         _, comp = connected_components(adj, directed=False)
         out = {}
@@ -145,8 +150,8 @@ class Attack:
             c[[pos[a] for a in atoms]] = 1.0
             lo = linprog(c, A_ub=a_ub, b_ub=b, bounds=(0, None), method="highs")
             hi = linprog(-c, A_ub=a_ub, b_ub=b, bounds=(0, None), method="highs")
-            assert lo.status == 0 and hi.status == 0, f"{label}: LP failed ({lo.message} / {hi.message})"
-            out[label] = (lo.fun, -hi.fun)
+            assert lo.status == 0 and hi.status in (0, 3), f"{label}: LP failed ({lo.message} / {hi.message})"
+            out[label] = (lo.fun, np.inf if hi.status == 3 else -hi.fun)
         return out
 
 

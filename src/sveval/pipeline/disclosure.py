@@ -500,12 +500,17 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
     for i, c in enumerate(cells):
         by_measure.setdefault(c["measure"], []).append(i)
     for i, t in enumerate(cells):
-        if t["status"] != _PRIMARY:
+        if not t["rule"].suppresses(t["value"]):  # small totals, shown as * or withheld
             continue
+        def nonzero(ms: str, t: dict[str, Any] = t) -> int:
+            return sum(atom_val[atom_ix[(ms, u, p)]] > 0 for u in t["units"] for p in t["months"]
+                       if (ms, u, p) in atom_ix)
+
+        own = nonzero(t["measure"]) >= 2
         for ms in [t["measure"], *children.get(t["measure"], [])]:
-            nonzero = sum(atom_val[atom_ix[(ms, u, p)]] > 0 for u in t["units"] for p in t["months"]
-                          if (ms, u, p) in atom_ix)
-            if nonzero < 2:
+            # an under-25 part shown as * is at least 1 of its all-ages part: withheld with the
+            # all-ages breakdown too
+            if not (own or nonzero(ms) >= 2):
                 continue
             for j in by_measure.get(ms, []):
                 c = cells[j]
@@ -582,7 +587,11 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
             r += 1
         return csr_matrix((data, (ri, ci)), shape=(r, n)), np.array(b), np.array(owner)
 
-    todo = [i for i, c in enumerate(cells) if c["status"] == _PRIMARY]
+    # every small count is protected, shown as * or withheld (blank): a blank is no constraint but
+    # must not be narrowed either (a real reader knows a blank is small)
+    todo = [i for i, c in enumerate(cells) if c["status"] in (_PRIMARY, _WITHHELD)
+            and c["rule"].suppresses(c["value"])]
+    unresolved = 0
     rounds = 0
     while todo:
         rounds += 1
@@ -595,6 +604,8 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
             cvec[t["atoms"]] = 1.0
             for sign, limit in ((1.0, t["rule"].suppress_min), (-1.0, t["rule"].suppress_max)):
                 res = linprog(sign * cvec, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+                if res.status == 3 and sign < 0:  # unbounded above: not narrowed
+                    continue
                 if res.status != 0:
                     raise DisclosureError(f"disclosure audit failed for {t['key']}: {res.message}")
                 value = sign * res.fun
@@ -611,8 +622,10 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
                     picks.add(min(cand, key=lambda j: (cells[j]["value"], len(cells[j]["atoms"]),
                                                        cells[j]["key"])))
                     still.append(i)
-                else:  # nothing left to suppress around it: withhold the cell itself
+                elif t["status"] == _PRIMARY:  # nothing left to suppress: withhold the cell itself
                     t["status"] = _WITHHELD
+                else:
+                    unresolved += 1
                 break
         for j in picks:
             cells[j]["status"] = _SECONDARY
@@ -620,6 +633,9 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
     stats["secondary"] = sum(c["status"] == _SECONDARY for c in cells)
     stats["withheld"] = sum(c["status"] == _WITHHELD for c in cells)
     stats["audit_rounds"] = rounds
+    if unresolved:  # a withheld small count still narrowed with nothing left to suppress
+        raise DisclosureError(f"disclosure audit: {unresolved} withheld small count(s) could still be "
+                              "narrowed and no published cell around them is left to suppress")
     shown: dict[tuple[str, str, tuple[str, ...]], Any] = {}
     raw: dict[tuple[str, str, tuple[str, ...]], float] = {}
     for c in cells:
