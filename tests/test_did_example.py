@@ -105,8 +105,7 @@ def test_comparison_lsoas_are_checked(project):
     spec = project / "parameters" / "evaluations" / "did-nte-safe-streets.yaml"
     text = spec.read_text().replace("E01900007, E01900008", "E01900001, E01999999")
     spec.write_text(text)
-    ctx = prepare(spec, root=project)
-    with pytest.raises(SpecError) as err:
-        fit(ctx)
+    with pytest.raises(SpecError) as err:  # refused at validation, before any model is fitted
+        prepare(spec, root=project)
     msg = str(err.value)
     assert "comparison.lsoas.0" in msg and "treated LSOA" in msg and "E01999999" in msg
