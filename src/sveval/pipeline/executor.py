@@ -148,8 +148,10 @@ def find_failure(nb: Any) -> CellFailure | None:
 
 
 def _started(nb: Any) -> list[Any]:
+    """Code cells that began executing (papermill stamps ``start_time`` when a cell starts; its
+    status is no guide: it marks never-run cells "completed" when execution stops early)."""
     return [c for c in nb.cells if c.cell_type == "code"
-            and c.get("metadata", {}).get("papermill", {}).get("status", "pending") != "pending"]
+            and c.get("metadata", {}).get("papermill", {}).get("start_time")]
 
 
 def _mark_interrupted(nb: Any, exc: BaseException) -> bool:
@@ -168,6 +170,9 @@ def _mark_interrupted(nb: Any, exc: BaseException) -> bool:
     meta = cell.setdefault("metadata", {}).setdefault("papermill", {})
     meta["status"] = "failed"
     meta["exception"] = True
+    for later in nb.cells[nb.cells.index(cell) + 1:]:  # never ran
+        if later.cell_type == "code" and "papermill" in later.get("metadata", {}):
+            later.metadata.papermill["status"] = "pending"
     nb.metadata.setdefault("papermill", {})["exception"] = True
     return True
 
@@ -255,26 +260,33 @@ def _ipc_supported() -> bool:
         return False
 
 
-def _kernel_manager(kernel: str) -> tuple[Any, Path | None]:
-    """A kernel manager on IPC sockets in a private short-path folder (or TCP where unsupported)."""
-    from jupyter_client.manager import KernelManager
+def _manager_class() -> type:
+    """nbclient's own asynchronous kernel manager, starting kernels with a fixed hash seed."""
+    from jupyter_client.manager import AsyncKernelManager
 
+    class SvevalKernelManager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+            # a fixed hash seed: set and dict orders alike in every run
+            kw["env"] = {**kw.get("env", os.environ), "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+            return await super()._async_pre_start_kernel(**kw)
+
+    return SvevalKernelManager
+
+
+def _kernel_manager(kernel: str) -> tuple[dict[str, Any], Path | None]:
+    """papermill (nbclient) options for a kernel on IPC sockets in a private short-path folder (TCP
+    where unsupported). nbclient creates and owns the manager, so it also stops the client's
+    channels and shuts the kernel down, whatever happened."""
+    from traitlets.config import Config
+
+    options: dict[str, Any] = {"kernel_manager_class": _manager_class()}
     if not _ipc_supported():
-        km, sockets = KernelManager(kernel_name=kernel), None
-    else:
-        _clean_socket_folders()
-        # short: Unix socket paths are limited to ~100 bytes; the pid tells a stale folder
-        sockets = Path(tempfile.mkdtemp(prefix=f"{SOCKETS_PREFIX}{os.getpid()}-"))
-        km = KernelManager(kernel_name=kernel, transport="ipc", ip=str(sockets / "k"))
-    start = km.start_kernel
-    env = {**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
-
-    def start_kernel(**kw: Any) -> Any:  # a fixed hash seed: set and dict orders alike in every run
-        kw.setdefault("env", env)
-        return start(**kw)
-
-    km.start_kernel = start_kernel
-    return km, sockets
+        return options, None
+    _clean_socket_folders()
+    # short: Unix socket paths are limited to ~100 bytes; the pid tells a stale folder
+    sockets = Path(tempfile.mkdtemp(prefix=f"{SOCKETS_PREFIX}{os.getpid()}-"))
+    options["config"] = Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "k")}})
+    return options, sockets
 
 
 def _clean_socket_folders() -> None:
@@ -288,16 +300,7 @@ def _clean_socket_folders() -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def _shutdown(km: Any, sockets: Path | None) -> None:
-    try:
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
-    except Exception:  # noqa: BLE001 - the kernel may already be gone
-        pass
-    try:
-        km.cleanup_resources()
-    except Exception:  # noqa: BLE001
-        pass
+def _remove_sockets(sockets: Path | None) -> None:
     if sockets is not None:
         shutil.rmtree(sockets, ignore_errors=True)
 
@@ -405,16 +408,16 @@ def execute(
             except Exception:  # noqa: BLE001 - no warm kernel: a new kernel below, with its retries
                 warm = None
         if warm is None:
-            km, sockets = _kernel_manager(kernel)
+            options, sockets = _kernel_manager(kernel)
             engine: dict[str, Any] = {}
         else:
-            km, sockets = warm.km, None
+            options, sockets = {"km": warm.km}, None
             engine = {"engine_name": pool.engine(), "warm_kc": warm.kc}
         interrupted: BaseException | None = None
         warm_died = False
         try:
             pm.execute_notebook(
-                str(notebook), str(tmp_nb), parameters=dict(parameters), kernel_name=kernel, km=km,
+                str(notebook), str(tmp_nb), parameters=dict(parameters), kernel_name=kernel, **options,
                 resources={"metadata": {"path": str(cwd)}}, progress_bar=False, log_output=False,
                 execution_timeout=timeout, start_timeout=start_timeout, **engine,
             )
@@ -424,7 +427,7 @@ def execute(
             interrupted = exc
         finally:
             if warm is None:
-                _shutdown(km, sockets)
+                _remove_sockets(sockets)
             else:
                 warm_died = interrupted is not None and not warm.alive()
                 pool.release(warm, broken=interrupted is not None)
