@@ -34,18 +34,20 @@ def report(session):
 def bench(session):
     """Benchmarks, with the settings behind the committed results in ``benchmarks/results/``.
 
-    ``nox -s bench`` runs all; ``nox -s bench -- its_coverage``, ``-- did_speed``, ``-- ingest_speed`` or
-    ``-- its_speed`` runs one.
+    ``nox -s bench`` runs all; ``nox -s bench -- its_coverage``, ``-- did_speed``, ``-- ingest_speed``,
+    ``-- its_speed`` or ``-- run_speed`` runs one.
     The ITS coverage benchmark takes about 75 minutes of one core (Gaussian cells about 17, counts about 56).
     """
     session.install("-e", ".")
-    wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed", "its_speed"}
+    wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed", "its_speed", "run_speed"}
     if "ingest_speed" in wanted:
         session.run("python", "benchmarks/ingest_speed.py", "--out", "benchmarks/results/ingest_speed.md")
     if "did_speed" in wanted:
         session.run("python", "benchmarks/did_speed.py", "--out", "benchmarks/results/did_speed.md")
     if "its_speed" in wanted:
         session.run("python", "benchmarks/its_speed.py", "--out", "benchmarks/results/its_speed.md")
+    if "run_speed" in wanted:  # sveval run / pipeline against plain papermill, in one run
+        session.run("python", "benchmarks/run_speed.py", "--repeat", "2", "--out", "benchmarks/results/run_speed.md")
     if "its_coverage" in wanted:
         # 1000 replications a cell for every estimator, except the exact-ML ARIMA comparator (100:
         # about a second a fit)

@@ -4,6 +4,7 @@
 
     sveval validate [FILES... | --all]     check parameter files against schema, registries and data
     sveval run [FILES... | --all]          execute evaluation notebooks into reports/evaluations/
+        [--fresh-kernels] [--executor dask --scheduler ADDRESS]   (warm kernels; or on a Dask cluster)
     sveval track [FILES... | --all]        execute outcome-tracking reports into reports/tracking/
     sveval returns --year 2025/26          write the Home Office returns workbook and CSVs
     sveval publish                         write the Quarto site project and render it
@@ -81,8 +82,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     specs = _specs(args, paths.evaluation_specs)
+    executor = getattr(args, "executor", "local")
+    scheduler = getattr(args, "scheduler", None)
+    if executor == "dask" and not scheduler:
+        raise SvevalError("--executor dask needs --scheduler ADDRESS (tcp://host:8786 or a scheduler file)")
+    if executor == "local" and scheduler:
+        raise SvevalError("--scheduler is for --executor dask")
     report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going,
-                 wait=getattr(args, "wait", 0.0))
+                 wait=getattr(args, "wait", 0.0), fresh_kernels=getattr(args, "fresh_kernels", False),
+                 scheduler=scheduler if executor == "dask" else None)
     counts = report.counts()
     print("summary: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if any(o.status == "invalid" for o in report.outcomes):
@@ -286,8 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="execute evaluations with papermill")
     files_args(sp)
     sp.add_argument("--force", action="store_true", help="rerun even if unchanged")
-    sp.add_argument("--workers", type=int, default=None, help="parallel notebooks (capped at cores)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="parallel notebooks (capped at the cores, or at the Dask cluster's threads)")
     sp.add_argument("--keep-going", action="store_true", help="run valid files even if some are invalid")
+    sp.add_argument("--fresh-kernels", action="store_true",
+                    help="start a new kernel for every notebook (default: one warm kernel per worker, "
+                         "reset between notebooks)")
+    sp.add_argument("--executor", choices=("local", "dask"), default="local",
+                    help="where notebooks run: this machine (default) or a Dask distributed cluster")
+    sp.add_argument("--scheduler", metavar="ADDRESS",
+                    help="the Dask scheduler (tcp://host:8786) or its scheduler file, with --executor dask; "
+                         "workers must see the project folder at the same path")
     wait_arg(sp)
     sp.set_defaults(fn=cmd_run)
 

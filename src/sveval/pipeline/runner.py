@@ -20,6 +20,9 @@ Runs are cached: an evaluation whose parameter file, registries, notebook, data 
 sveval sources are unchanged since its last successful run, and whose outputs are in place and
 readable, is skipped unless ``force`` is given. The whole batch holds the project lock
 (:mod:`sveval.pipeline.lock`), and work folders left by a killed run are removed at the start.
+
+Notebooks run longest first on warm kernels (one per worker, reset between notebooks) with a
+progress bar, or on a Dask cluster (:mod:`sveval.pipeline.batch`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +44,7 @@ from sveval._version import __version__
 from sveval.catalog import Catalog
 from sveval.errors import PublishError, SvevalError
 from sveval.paths import ProjectPaths
-from sveval.pipeline import executor
+from sveval.pipeline import batch, executor
 from sveval.pipeline.api import prepare
 from sveval.pipeline.lock import project_lock
 from sveval.pipeline.record import failure_record, read_record, write_record
@@ -155,7 +158,8 @@ def _keep_last_good(out_dir: Path, eid: str) -> dict[str, Any] | None:
             "generated_at": record.provenance.generated_at}
 
 
-def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int, timeout: int) -> RunOutcome:
+def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int, timeout: int,
+             execute: Callable[..., executor.Execution] = executor.execute, pool: Any = None) -> RunOutcome:
     eid = ctx.spec.id
     t0 = time.perf_counter()
     final_nb = out_dir / f"{eid}.ipynb"
@@ -164,8 +168,8 @@ def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int,
     try:
         tmp_json = work / final_json.name
         params = {"spec_path": str(ctx.spec_path), "result_path": str(tmp_json), "root": str(ctx.paths.root)}
-        ex = executor.execute(notebook, final_nb, params, work=work, cwd=ctx.paths.root, kernel=kernel,
-                              timeout=timeout, retries=retries, swap=False)
+        ex = execute(notebook, final_nb, params, work=work, cwd=ctx.paths.root, kernel=kernel,
+                     timeout=timeout, retries=retries, swap=False, pool=pool)
         failure = ex.failure.to_dict() if ex.failure else None
         error = ex.error
         if ex.ok:
@@ -216,6 +220,9 @@ def run(
     timeout: int = 1800,
     echo: Callable[[str], None] = print,
     wait: float = 0.0,
+    fresh_kernels: bool = False,
+    scheduler: str | None = None,
+    progress: bool | None = None,
 ) -> RunReport:
     """Validate and execute evaluations; see the module docstring.
 
@@ -228,15 +235,23 @@ def run(
         (by default an invalid file stops the whole batch before anything runs)
     wait : seconds to wait for the project lock when another run holds it (0: fail at once
         with :class:`sveval.pipeline.lock.LockBusy`)
+    fresh_kernels : a new kernel for every notebook instead of one warm kernel per worker
+    scheduler : a Dask distributed scheduler's address (``tcp://host:8786``) or scheduler file:
+        the notebooks run on that cluster's workers, which must see the project folder at the same
+        path; the outputs are written here (see :mod:`sveval.pipeline.batch`). None: run locally
+    progress : a progress bar on stderr (None: when stderr is a terminal; plain lines otherwise)
     """
     paths = ProjectPaths(root) if root else ProjectPaths.discover()
     with project_lock(paths.reports, "sveval run", wait=wait):
         return _run(paths, spec_paths, force=force, workers=workers, keep_going=keep_going,
-                    kernel=kernel, retries=retries, timeout=timeout, echo=echo)
+                    kernel=kernel, retries=retries, timeout=timeout, echo=echo,
+                    fresh_kernels=fresh_kernels, scheduler=scheduler, progress=progress)
 
 
 def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, workers: int | None,
-         keep_going: bool, kernel: str, retries: int, timeout: int, echo: Callable[[str], None]) -> RunReport:
+         keep_going: bool, kernel: str, retries: int, timeout: int, echo: Callable[[str], None],
+         fresh_kernels: bool = False, scheduler: str | None = None,
+         progress: bool | None = None) -> RunReport:
     specs = [Path(p).resolve() for p in (spec_paths or discover_specs(paths))]
     report = RunReport()
     out_dir = paths.report_evaluations
@@ -282,12 +297,23 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
             continue
         todo.append((ctx, notebook, key))
 
-    n_workers = max(1, min(workers or os.cpu_count() or 1, os.cpu_count() or 1, len(todo) or 1))
+    expected = {ctx.spec.id: batch.estimate_seconds(ctx, manifest.get(ctx.spec.id)) for ctx, _, _ in todo}
+    todo = batch.longest_first(todo, lambda item: expected[item[0].spec.id])
+    client = batch.connect(scheduler) if scheduler and todo else None
+    if client is not None:  # the cluster's threads, not this machine's cores
+        n_workers = max(1, min(workers or len(todo), len(todo),
+                               sum(client.nthreads().values()) or 1))
+        execute: Callable[..., executor.Execution] = batch.DaskRunner(client, warm=not fresh_kernels)
+        execute.priority = {ctx.spec.id: len(todo) - i for i, (ctx, _, _) in enumerate(todo)}
+    else:
+        n_workers = batch.worker_count(workers, len(todo))
+        execute = executor.execute
+    pool = batch.KernelPool(kernel) if not fresh_kernels and client is None else None
 
     def _one(item):
         ctx, notebook, key = item
         try:
-            outcome = _execute(ctx, notebook, out_dir, kernel, retries, timeout)
+            outcome = _execute(ctx, notebook, out_dir, kernel, retries, timeout, execute, pool)
         except Exception as exc:  # never let one evaluation stop the batch
             outcome = RunOutcome(id=ctx.spec.id, spec_path=str(ctx.spec_path), status="failed",
                                  error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
@@ -303,12 +329,29 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
         return outcome
 
     if todo:
-        echo(f"running {len(todo)} evaluation(s) with {n_workers} worker(s)...")
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for outcome in pool.map(_one, todo):
-            report.outcomes.append(outcome)
-            if outcome.status == "completed":
-                echo(f"done     {outcome.id} ({outcome.seconds:.1f} s)")
-            else:
-                echo(f"FAILED   {outcome.id}: {outcome.error} (notebook kept: {outcome.notebook})")
+        where = f"on the Dask cluster at {scheduler}" if client is not None else "locally"
+        kernels = "a new kernel per notebook" if fresh_kernels else "warm kernels"
+        echo(f"running {len(todo)} evaluation(s) {where} with {n_workers} worker(s), {kernels}...")
+    bar = batch.Progress(expected, echo=echo, bar=progress) if todo else None
+    done: dict[str, RunOutcome] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=n_workers) as threads:
+            futures = [threads.submit(_one, item) for item in todo]  # started longest first
+            for future in as_completed(futures):
+                outcome = future.result()
+                done[outcome.id] = outcome
+                if outcome.status == "completed":
+                    line = f"done     {outcome.id} ({outcome.seconds:.1f} s)"
+                else:
+                    line = f"FAILED   {outcome.id}: {outcome.error} (notebook kept: {outcome.notebook})"
+                bar.finished(outcome.id, line)
+    finally:
+        if bar is not None:
+            bar.close()
+        if pool is not None:
+            pool.close()
+        if client is not None:
+            client.close()
+    order = {ctx.spec.id: i for i, ctx in enumerate(contexts.values())}
+    report.outcomes += sorted(done.values(), key=lambda o: order.get(o.id, len(order)))
     return report

@@ -13,6 +13,12 @@ import seaborn as sns
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# Resolve matplotlib's backend now: when a kernel's first figure is drawn inside ``rc_context``
+# (as ``styled`` does), leaving the context resets the backend to "not chosen yet" and the inline
+# backend then shows none of the later figures (matplotlib 3.11, matplotlib-inline 0.1).
+if not plt.get_fignums():
+    plt.switch_backend(plt.get_backend())
+
 if TYPE_CHECKING:  # pragma: no cover
     from sveval.result import Result
 

@@ -1,0 +1,154 @@
+"""The batch runner: warm kernels give the same outputs as fresh ones, a dead warm kernel is
+replaced, longest-first order, progress lines, and a Dask run writes the same bytes as a local run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+from test_faults import IDS, _tiny_project
+
+from sveval.pipeline import batch, executor
+from sveval.pipeline.runner import run
+
+
+def _outputs(root: Path) -> dict[str, bytes]:
+    res = root / "reports" / "evaluations"
+    return {p.name: p.read_bytes() for p in sorted(res.iterdir()) if p.is_file()}
+
+
+def _ctx(design: str, **options):
+    return SimpleNamespace(spec=SimpleNamespace(design=design, its=SimpleNamespace(**options)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Scheduling and progress (no kernels)
+# ------------------------------------------------------------------------------------------------
+def test_longest_first_uses_recorded_seconds_then_design_estimates():
+    its = _ctx("its", power_sims=200, model="quasipoisson")
+    quick = _ctx("its", power_sims=20, model="ols")
+    arima = _ctx("its", power_sims=200, model="arima")
+    assert batch.estimate_seconds(quick) < batch.estimate_seconds(its) < batch.estimate_seconds(arima)
+    assert batch.estimate_seconds(quick, {"seconds": 99.0}) == 99.0  # the last run wins
+    assert batch.estimate_seconds(its, {"seconds": None}) == batch.estimate_seconds(its)
+    seconds = {"a": 3.0, "b": 10.0, "c": 3.0, "d": 7.0}
+    assert batch.longest_first("abcd", seconds.get) == ["b", "d", "a", "c"]  # ties keep order
+    cores = os.cpu_count() or 1
+    assert batch.worker_count(None, 100) == cores
+    assert batch.worker_count(1000, 100) == cores
+    assert batch.worker_count(None, 1) == 1 and batch.worker_count(None, 0) == 1
+
+
+def test_progress_prints_plain_lines_with_a_weighted_eta():
+    lines: list[str] = []
+    bar = batch.Progress({"long": 30.0, "short": 10.0}, echo=lines.append, bar=False)
+    bar.finished("long", "done     long (30.0 s)")
+    bar.finished("short", "done     short (10.0 s)")
+    bar.close()
+    assert lines[0].startswith("[1/2] done     long (30.0 s); about ") and lines[0].endswith(" s left")
+    assert lines[1] == "[2/2] done     short (10.0 s)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Warm kernels
+# ------------------------------------------------------------------------------------------------
+def _notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("x = 0")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, *(nbformat.v4.new_code_cell(s) for s in sources)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_warm_kernel_starts_clean_and_a_dead_one_is_replaced(tmp_path):
+    nb = _notebook(tmp_path / "probe.ipynb",
+                   "import os, warnings\n"
+                   "print(sorted(k for k in globals() if not k.startswith('_') and k not in "
+                   "('In', 'Out', 'get_ipython', 'exit', 'quit', 'open', 'os', 'warnings', 'x')))",
+                   f"print(os.getcwd() == {str(tmp_path)!r}, x)",
+                   "leak = 1\nwarnings.warn('once per kernel?')",
+                   "if x == 9:\n    os.kill(os.getpid(), 9)")
+    out = tmp_path / "out"
+    with batch.KernelPool() as pool:
+        results = []
+        for i, x in enumerate((1, 2)):
+            work = executor.work_folder(out, f"probe{i}")
+            ex = executor.execute(nb, out / f"probe{i}.ipynb", {"x": x}, work=work, cwd=tmp_path,
+                                  pool=pool)
+            assert ex.ok, ex.error
+            results.append(nbformat.read(out / f"probe{i}.ipynb", as_version=4))
+        assert pool.started == 1  # the second notebook reused the first one's kernel
+        for x, res in zip((1, 2), results, strict=True):
+            code = [c for c in res.cells if c.cell_type == "code"]
+            assert code[2].outputs[0]["text"] == "[]\n"  # nothing left from the previous notebook
+            assert code[3].outputs[0]["text"] == f"True {x}\n"
+            assert "once per kernel?" in code[4].outputs[0]["text"]  # warnings shown again
+            assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+
+        # a warm kernel killed between notebooks is replaced before the next one
+        warm = pool._kernels[next(iter(pool._kernels))]
+        os.kill(warm.km.provisioner.process.pid, signal.SIGKILL)
+        warm.km.provisioner.process.wait()
+        ex = executor.execute(nb, out / "after.ipynb", {"x": 3}, work=executor.work_folder(out, "a"),
+                              cwd=tmp_path, pool=pool)
+        assert ex.ok and pool.replaced == 1 and pool.started == 2
+
+        # a notebook whose warm kernel dies is retried once on a new kernel, then reported dead
+        ex = executor.execute(nb, out / "dies.ipynb", {"x": 9}, work=executor.work_folder(out, "d"),
+                              cwd=tmp_path, pool=pool)
+        assert not ex.ok and ex.failure.dead_kernel and ex.attempts == 2
+        assert ex.failure.cell == 5 and pool.started == 3
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory, example_data):
+    """The tiny project (two ITS evaluations) run once on fresh kernels, with SOURCE_DATE_EPOCH."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SOURCE_DATE_EPOCH", "1780000000")
+    root = _tiny_project(tmp_path_factory.mktemp("batch") / "tiny", example_data)
+    report = run(root=root, fresh_kernels=True, workers=1, echo=lambda s: None)
+    assert report.ok, report.to_dict()
+    yield root, _outputs(root)
+    mp.undo()
+
+
+@pytest.mark.slow
+def test_warm_kernels_write_the_same_bytes_as_fresh_kernels(fresh, monkeypatch):
+    root, expected = fresh
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1780000000")
+    lines: list[str] = []
+    report = run(root=root, force=True, workers=1, echo=lines.append, progress=False)
+    assert report.ok, report.to_dict()
+    assert [o.id for o in report.outcomes] == sorted(IDS)
+    assert any("warm kernels" in s for s in lines)
+    assert sum(s.startswith("[") and "done" in s for s in lines) == len(IDS)
+    got = _outputs(root)
+    assert set(got) == {f"{i}.{ext}" for i in IDS for ext in ("ipynb", "json")} == set(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+
+
+@pytest.mark.slow
+def test_dask_run_writes_the_same_bytes_as_a_local_run(fresh, monkeypatch, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    root, expected = fresh
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1780000000")
+    for name in expected:  # nothing left from the local run
+        (root / "reports" / "evaluations" / name).unlink()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, local_directory=str(tmp_path)) as cluster:
+        lines: list[str] = []
+        report = run(root=root, force=True, scheduler=cluster.scheduler_address,
+                     echo=lines.append, progress=False)
+    assert report.ok, report.to_dict()
+    assert any("Dask cluster" in s and "2 worker(s)" in s for s in lines)
+    assert _outputs(root) == expected
+    assert not list((root / "reports" / "evaluations").glob(".sveval-work-*"))
