@@ -324,7 +324,10 @@ def build_record(ctx: EvaluationContext, result: Result) -> ResultRecord:
     record["value_for_money"] = vfm
     record["value_for_money_reason"] = reason
     rules = disclosure.load_rules(ctx.paths.parameters)
-    controlled = disclosure.control_record(record, rules)
+    # a protected measure's observed months are the cells the tracking tables and returns publish
+    plan = disclosure.project_plan(ctx.paths.parameters, rules, ctx.measure.id) \
+        if rules.protects(ctx.measure.disclosure) else None
+    controlled = disclosure.control_record(record, rules, plan=plan)
     return _validate(controlled, f"evaluation '{ctx.spec.id}'")
 
 
