@@ -183,7 +183,8 @@ def test_fitted_totals_with_the_tables_attack(evaluation, project, tmp_path):
     example, so the attack can succeed."""
     from test_disclosure_tables import _project, breaches, publish_all
 
-    from sveval.pipeline.disclosure import control_record, project_plan
+    from sveval.pipeline.disclosure import control_record
+    from sveval.pipeline.tracking import project_plan
 
     ctx, result, record = evaluation
     rules = load_rules(project / "parameters")

@@ -697,43 +697,6 @@ def apply_plan(controlled: pd.DataFrame, raw: pd.DataFrame, plan: CellPlan, rule
     return out
 
 
-def project_plan(parameters_dir: Path | str, rules: DisclosureRules, measure: str) -> CellPlan | None:
-    """The plan of cells the project's tracking report and returns publish, for a record's measure.
-
-    Computes the tracking report named by ``parameters/returns.yaml`` (``tracking``, default
-    ``partnership``) restricted to its protected measures (their monthly tables, hence the plan,
-    are the same as in the full report) and returns :meth:`TrackingResult.cell_plan`. None when
-    there is no such report, it fails, or it does not track ``measure``: the record's observed
-    months are then suppressed (:func:`control_record`).
-    """
-    import yaml
-
-    from sveval.catalog import Catalog
-    from sveval.errors import DataError
-    from sveval.pipeline.tracking import load_spec, track
-
-    params = Path(parameters_dir)
-    try:
-        doc = yaml.safe_load((params / "returns.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        doc = {}
-    spec_path = params / "tracking" / f"{doc.get('tracking') or 'partnership'}.yaml"
-    if not spec_path.exists():
-        return None
-    try:
-        spec = load_spec(spec_path)
-        catalog = Catalog.load(params)
-        ids = list(spec.measures) or list(catalog.measures)
-        keep = [m for m in ids if m in catalog.measures and rules.protects(catalog.measures[m].disclosure)
-                and rules.rule(catalog.measures[m].disclosure).secondary]
-        if measure not in keep:
-            return None
-        tr = track(spec.model_copy(update={"measures": keep}), root=params.parent, catalog=catalog)
-    except (SpecError, DataError, OSError, KeyError):
-        return None
-    return tr.cell_plan(rules)
-
-
 # ------------------------------------------------------------------------------------------------
 # Result JSON
 # ------------------------------------------------------------------------------------------------

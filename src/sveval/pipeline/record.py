@@ -314,7 +314,7 @@ def build_record(ctx: EvaluationContext, result: Result) -> ResultRecord:
     The result JSON is what gets published, so disclosure control is applied here, once, by the
     rules in ``parameters/disclosure.yaml`` (:func:`sveval.pipeline.disclosure.control_record`).
     """
-    from sveval.pipeline import disclosure, evidence, value
+    from sveval.pipeline import disclosure, evidence, tracking, value
 
     record = _draft(ctx, result)
     record["evidence"] = evidence.assess(record)
@@ -325,7 +325,7 @@ def build_record(ctx: EvaluationContext, result: Result) -> ResultRecord:
     record["value_for_money_reason"] = reason
     rules = disclosure.load_rules(ctx.paths.parameters)
     # a protected measure's observed months are the cells the tracking tables and returns publish
-    plan = disclosure.project_plan(ctx.paths.parameters, rules, ctx.measure.id) \
+    plan = tracking.project_plan(ctx.paths.parameters, rules, ctx.measure.id) \
         if rules.protects(ctx.measure.disclosure) else None
     controlled = disclosure.control_record(record, rules, plan=plan)
     return _validate(controlled, f"evaluation '{ctx.spec.id}'")
