@@ -204,6 +204,7 @@ INJECTIONS: tuple[Injection, ...] = (
 VRU_START, VRU_RATE_RATIO, VRU_PHASE_IN = "2019-10", 0.92, 12
 NDQIS_START, NDQIS_STEP = "2021-04", 1.12
 from sveval.periods import COVID_END, COVID_START  # noqa: E402
+
 #: COVID-19 restriction intensity by month (1 = national lockdown, 0.5 = other restrictions).
 COVID_INTENSITY = {p: (1.0 if p in ("2020-04", "2020-05", "2020-11", "2021-01", "2021-02", "2021-03") else 0.5)
                    for p in (add_months(COVID_START, k) for k in range(months_between(COVID_START, COVID_END)))}

@@ -83,8 +83,16 @@ class Deflators(_Strict):
         return self.index[to_year] / self.index[from_year]
 
 
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
 @lru_cache(maxsize=8)
-def _load(parameters_dir: str) -> tuple[CostsOfCrime, Deflators]:
+def _load(parameters_dir: str, _stamps: tuple = ()) -> tuple[CostsOfCrime, Deflators]:
     p = Path(parameters_dir)
     costs = load_model(CostsOfCrime, p / "costs_of_crime.yaml")
     defl = load_model(Deflators, p / "deflators.yaml")
@@ -97,8 +105,10 @@ def _load(parameters_dir: str) -> tuple[CostsOfCrime, Deflators]:
 
 
 def load_tables(parameters_dir: Path | str) -> tuple[CostsOfCrime, Deflators]:
-    """The costs-of-crime table and the deflator series (validated, cached per folder)."""
-    return _load(str(Path(parameters_dir).resolve()))
+    """The costs-of-crime table and the deflator series (validated; cached per folder and per file
+    modification time and size, so an edited table is read again even in a running kernel)."""
+    d = Path(parameters_dir).resolve()
+    return _load(str(d), (_stamp(d / "costs_of_crime.yaml"), _stamp(d / "deflators.yaml")))
 
 
 def unit_cost(category: str, reporting_year: str, parameters_dir: Path | str) -> dict[str, Any]:
