@@ -77,7 +77,7 @@ def test_warm_kernel_starts_clean_and_a_dead_one_is_replaced(tmp_path):
                    "leak = 1\nwarnings.warn('once per kernel?')",
                    "if x == 9:\n    os.kill(os.getpid(), 9)")
     out = tmp_path / "out"
-    with batch.KernelPool() as pool:
+    with batch.KernelPool(modules=()) as pool:  # nothing to import: quick kernels
         results = []
         for i, x in enumerate((1, 2)):
             work = executor.work_folder(out, f"probe{i}")

@@ -254,7 +254,8 @@ class WarmKernel:
     that dies is noticed; IPC sockets; a fixed hash seed).
     """
 
-    def __init__(self, kernel: str = "python3", start_timeout: int = executor.START_TIMEOUT):
+    def __init__(self, kernel: str = "python3", start_timeout: int = executor.START_TIMEOUT,
+                 modules: Iterable[str] = WARM_IMPORTS):
         self.kernel = kernel
         options, self.sockets = executor._kernel_manager(kernel)  # nbclient's options for a new kernel
         self.km = options["kernel_manager_class"](kernel_name=kernel, **(
@@ -267,8 +268,8 @@ class WarmKernel:
             self.kc.start_channels()
             _sync(self.kc.wait_for_ready(timeout=start_timeout))
             self.kc.allow_stdin = False
-            self._run("import sveval.pipeline.batch as _svb; _svb.kernel_warm_up(); del _svb",
-                      timeout=max(start_timeout, 120))
+            self._run("import sveval.pipeline.batch as _svb; "
+                      f"_svb.kernel_warm_up({tuple(modules)!r}); del _svb", timeout=max(start_timeout, 120))
         except BaseException:
             self.close()
             raise
@@ -317,12 +318,15 @@ class KernelPool:
     """One warm kernel per thread, started on first use; :meth:`acquire` hands it reset for a
     notebook, :meth:`release` gives it back (a broken one is shut down and replaced next time).
 
-    Use as a context manager: every kernel is shut down at the end.
+    Use as a context manager: every kernel is shut down at the end. ``modules`` are imported
+    once by every kernel when it starts.
     """
 
-    def __init__(self, kernel: str = "python3", start_timeout: int = executor.START_TIMEOUT):
+    def __init__(self, kernel: str = "python3", start_timeout: int = executor.START_TIMEOUT,
+                 modules: Iterable[str] = WARM_IMPORTS):
         self.kernel = kernel
         self.start_timeout = start_timeout
+        self.modules = tuple(modules)
         self._kernels: dict[int, WarmKernel] = {}
         self._lock = threading.Lock()
         self.started = 0
@@ -345,7 +349,7 @@ class KernelPool:
                 warm = None
                 self.replaced += 1
         if warm is None:
-            warm = WarmKernel(kernel, self.start_timeout)
+            warm = WarmKernel(kernel, self.start_timeout, self.modules)
             self.started += 1
             warm.reset(cwd)
         return warm

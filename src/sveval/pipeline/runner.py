@@ -18,7 +18,10 @@ For each parameter file the runner:
 
 Runs are cached: an evaluation whose parameter file, registries, notebook, data (by content) and
 sveval sources are unchanged since its last successful run, and whose outputs are in place and
-readable, is skipped unless ``force`` is given. The whole batch holds the project lock
+readable, is skipped unless ``force`` is given; when the parameter file, registries and notebook
+(by content) and the data files (by size and modification time) are as at that run, it is skipped
+without being validated and its data loaded again (a rerun with nothing changed takes well under a
+second). The whole batch holds the project lock
 (:mod:`sveval.pipeline.lock`), and work folders left by a killed run are removed at the start.
 
 Notebooks run longest first on warm kernels (one per worker, reset between notebooks) with a
@@ -45,7 +48,6 @@ from sveval.catalog import Catalog
 from sveval.errors import PublishError, SvevalError
 from sveval.paths import ProjectPaths
 from sveval.pipeline import batch, executor
-from sveval.pipeline.api import prepare
 from sveval.pipeline.lock import project_lock
 from sveval.pipeline.record import failure_record, read_record, write_record
 
@@ -92,6 +94,8 @@ def discover_specs(paths: ProjectPaths) -> list[Path]:
 
 def validate_all(spec_paths: list[Path], paths: ProjectPaths) -> tuple[dict[Path, Any], dict[Path, str]]:
     """Fully validate every spec; return (contexts by path, error messages by path)."""
+    from sveval.pipeline.api import prepare  # here: the designs' imports are not needed before
+
     catalog = Catalog.load(paths.parameters)
     contexts: dict[Path, Any] = {}
     errors: dict[Path, str] = {}
@@ -116,6 +120,34 @@ def _cache_key(ctx: Any, notebook: Path, code_hash: str) -> str:
     registries = sorted(ctx.paths.parameters.glob("*.yaml"))
     return executor.cache_key(notebook=notebook, inputs=[ctx.spec_path, *registries],
                               data=ctx.data_files, code=code_hash)
+
+
+def _stamp_key(spec_path: Path, paths: ProjectPaths, entry: dict[str, Any], code_hash: str) -> str | None:
+    """A quick key for an evaluation whose last run completed: its cache key, its parameter file
+    and registries and notebook (by content) and its data files by size and modification time, as
+    recorded then. Equal to the recorded ``stamp_key`` only when none of these changed, so the
+    evaluation is still valid and current without loading its data again. None when unknown."""
+    import hashlib
+    import json
+
+    inputs = entry.get("inputs")
+    if not isinstance(inputs, dict) or not entry.get("cache_key"):
+        return None
+    h = hashlib.sha256(f"{entry['cache_key']}\0{code_hash}\0".encode())
+    try:
+        for f in [spec_path, *sorted(paths.parameters.glob("*.yaml")), paths.root / inputs["notebook"]]:
+            h.update(f.name.encode() + b"\0" + Path(f).read_bytes())
+        for rel in inputs["data"]:
+            st = (paths.root / rel).stat()
+            h.update(json.dumps([rel, st.st_size, st.st_mtime_ns]).encode())
+    except (OSError, KeyError, TypeError):
+        return None
+    return h.hexdigest()
+
+
+def _inputs(ctx: Any, notebook: Path, paths: ProjectPaths) -> dict[str, Any]:
+    return {"notebook": os.path.relpath(notebook, paths.root),
+            "data": sorted(os.path.relpath(f, paths.root) for f in ctx.data_files)}
 
 
 def _valid_pair(out_dir: Path, eid: str) -> bool:
@@ -263,8 +295,34 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
     if not specs:
         echo(f"no evaluation parameter files found in {paths.evaluation_specs}")
         return report
+    manifest = executor.Manifest(state / "manifest.json", header={"sveval_version": __version__})
+    if manifest.corrupt:
+        echo(f"warning: {manifest.path} was unreadable; it is rebuilt and every evaluation reruns")
+    code_hash = executor.code_hash()
+    cached_ids: dict[str, Path] = {}
+    if not force:  # unchanged since a completed run (validated then): cached without loading data
+        by_path = {(paths.root / str(e.get("spec_path"))).resolve(): (eid, e)
+                   for eid, e in manifest.entries.items() if e.get("status") == "completed"}
+        unchanged = []
+        for p in specs:
+            eid, entry = by_path.get(p, (None, {}))
+            if (eid and entry.get("stamp_key") and entry["stamp_key"] == _stamp_key(p, paths, entry, code_hash)
+                    and _valid_pair(out_dir, eid)):
+                unchanged.append(p)
+                cached_ids[eid] = p
+                report.outcomes.append(RunOutcome(id=eid, spec_path=str(p), status="cached",
+                                                  notebook=str(out_dir / f"{eid}.ipynb"),
+                                                  result=str(out_dir / f"{eid}.json")))
+                echo(f"cached   {eid} (unchanged; use --force to rerun)")
+        specs = [p for p in specs if p not in unchanged]
+        if not specs:
+            return report
     echo(f"validating {len(specs)} evaluation(s)...")
     contexts, errors = validate_all(specs, paths)
+    for p, ctx in list(contexts.items()):  # an id taken by an unchanged evaluation
+        if ctx.spec.id in cached_ids:
+            errors[p] = f"{p}: id '{ctx.spec.id}' is also used by {cached_ids[ctx.spec.id]}"
+            del contexts[p]
     for p, msg in errors.items():
         report.outcomes.append(RunOutcome(id=p.stem, spec_path=str(p), status="invalid", error=msg))
         echo(f"INVALID {msg}")
@@ -272,10 +330,6 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
         echo(f"{len(errors)} invalid parameter file(s): nothing was run (fix them, or use --keep-going)")
         return report
 
-    manifest = executor.Manifest(state / "manifest.json", header={"sveval_version": __version__})
-    if manifest.corrupt:
-        echo(f"warning: {manifest.path} was unreadable; it is rebuilt and every evaluation reruns")
-    code_hash = executor.code_hash()
     todo = []
     for p, ctx in contexts.items():
         notebook = paths.notebook(ctx.spec.design)
@@ -288,6 +342,13 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
         prev = manifest.get(ctx.spec.id)
         if (not force and prev.get("cache_key") == key and prev.get("status") == "completed"
                 and _valid_pair(out_dir, ctx.spec.id)):
+            if not prev.get("stamp_key"):  # recorded by an older version: the next rerun is quick
+                prev["inputs"] = _inputs(ctx, notebook, paths)
+                prev["stamp_key"] = _stamp_key(Path(p), paths, prev, code_hash)
+                try:
+                    manifest.update(ctx.spec.id, prev)
+                except OSError:
+                    pass
             report.outcomes.append(
                 RunOutcome(id=ctx.spec.id, spec_path=str(p), status="cached",
                            notebook=str(out_dir / f"{ctx.spec.id}.ipynb"),
@@ -318,12 +379,16 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
             outcome = RunOutcome(id=ctx.spec.id, spec_path=str(ctx.spec_path), status="failed",
                                  error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
         try:  # as each evaluation ends: a killed batch resumes from here
-            manifest.update(outcome.id, {
+            entry = {
                 "status": outcome.status, "cache_key": key if outcome.status == "completed" else None,
                 "spec_path": os.path.relpath(outcome.spec_path, paths.root), "seconds": outcome.seconds,
                 "error": outcome.error, "failure": outcome.failure,
                 "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            })
+            }
+            if outcome.status == "completed":
+                entry["inputs"] = _inputs(ctx, notebook, paths)
+                entry["stamp_key"] = _stamp_key(Path(ctx.spec_path), paths, entry, code_hash)
+            manifest.update(outcome.id, entry)
         except OSError as exc:  # a full disk: the outputs are consistent, the next run redoes this one
             echo(f"warning: could not record {outcome.id} in {manifest.path} ({exc})")
         return outcome
