@@ -54,7 +54,10 @@ def load_long(data: DataSpec, spec_path: Path | None, paths: ProjectPaths, catal
         return LoadedData(store.long(sources, catalog.measures.values(), _area_names(catalog)),
                           [store.root / "manifest.json"], store.root)
     data_dir = ensure_example(paths.example_data)
-    files = sorted(x for x in data_dir.rglob("*") if x.is_file() and x.suffix in (".csv", ".json"))
+    # the input files only: not the store or caches sveval keeps beside them (hidden folders), whose
+    # bookkeeping changes when another step ingests, and would make provenance and caching unstable
+    files = sorted(x for x in data_dir.rglob("*") if x.is_file() and x.suffix in (".csv", ".json")
+                   and not any(part.startswith(".") for part in x.relative_to(data_dir).parts))
     sources = project_sources(paths, spec_path, required=False)
     if sources is None or sources.spec.base != "example":
         # no catalogue of the example (an older project): the direct ingestion of its layout
