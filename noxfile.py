@@ -20,13 +20,13 @@ def lint(session):
 
 @nox.session
 def tests(session):
-    session.install("-e", ".[test]")
+    session.install("-c", "constraints.txt", "-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
 
 
 @nox.session
 def report(session):
-    session.install("-e", ".")
+    session.install("-c", "constraints.txt", "-e", ".")
     session.run("sveval", "pipeline", *session.posargs)
 
 
@@ -38,7 +38,7 @@ def bench(session):
     ``-- its_speed`` or ``-- run_speed`` runs one.
     The ITS coverage benchmark takes about 75 minutes of one core (Gaussian cells about 17, counts about 56).
     """
-    session.install("-e", ".")
+    session.install("-c", "constraints.txt", "-e", ".")
     wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed", "its_speed", "run_speed"}
     if "ingest_speed" in wanted:
         session.run("python", "benchmarks/ingest_speed.py", "--out", "benchmarks/results/ingest_speed.md")
