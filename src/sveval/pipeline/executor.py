@@ -39,7 +39,7 @@ from typing import Any
 
 import nbformat
 
-from sveval.paths import write_json_atomic
+from sveval.paths import sha256_file, write_json_atomic
 
 WORK_PREFIX = ".sveval-work-"  # private work folders inside an output folder (hidden from Quarto)
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
@@ -461,12 +461,7 @@ def execute(
 # ------------------------------------------------------------------------------------------------
 # Caching
 # ------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file
 
 
 _CODE_HASH: dict[str, str] = {}

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sveval._version import __version__
 from sveval.errors import PublishError
-from sveval.paths import write_json_atomic
+from sveval.paths import sha256_file, write_json_atomic
 from sveval.pipeline.context import EvaluationContext
 from sveval.result import CheckName, Result, Status
 
@@ -233,12 +233,7 @@ def declared_timestamp() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file
 
 
 def git_commit(root: Path) -> str | None:

@@ -30,7 +30,7 @@ import yaml
 from sveval.designs.spc import latest_variation
 from sveval.errors import PublishError
 from sveval.publish.records import EvaluationRecord, SiteContent, short_verdict, verdict_text
-from sveval.publish.text import env, front_matter, md_escape, md_link
+from sveval.publish.text import env, front_matter, md_escape, md_link, tidy
 from sveval.report.prose import (
     effect_text,
     effect_unit_short,
@@ -83,14 +83,6 @@ class Gate:
         return self.markdown(self.control(frame, name=name, roles=dict(roles)))
 
 
-def tidy(text: str) -> str:
-    """Collapse runs of blank lines left by template blocks; end with one newline."""
-    lines, blank = [], 0
-    for line in text.splitlines():
-        blank = blank + 1 if not line.strip() else 0
-        if blank <= 1:
-            lines.append(line.rstrip())
-    return "\n".join(lines).strip() + "\n"
 
 
 def span(text: str, *classes: str) -> str:

@@ -61,6 +61,7 @@ from sveval.publish.text import (  # noqa: F401
     md_escape,
     md_link,
     template_text,
+    tidy,
 )
 from sveval.report.prose import power_text
 
@@ -164,14 +165,6 @@ def markdown_table(table: ControlledTable) -> str:
     return "\n".join([header, align, *rows])
 
 
-def _tidy(text: str) -> str:
-    """Collapse runs of blank lines left by template blocks; end with one newline."""
-    lines, blank = [], 0
-    for line in text.splitlines():
-        blank = blank + 1 if not line.strip() else 0
-        if blank <= 1:
-            lines.append(line.rstrip())
-    return "\n".join(lines).strip() + "\n"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -357,7 +350,7 @@ def methods_page(content: SiteContent, reports_dir: Path, tables: list[str]) -> 
         "description": "How the evaluations are designed and estimated, how far the intervals can be "
         "trusted, and the caveats that apply to every result.",
     }
-    return _tidy(
+    return tidy(
         env().get_template("methods.qmd.j2").render(
             front_matter=front_matter(fm), designs=designs, power_table=power_table,
             coverage_text=coverage_text, coverage_table=coverage_table,
@@ -447,7 +440,7 @@ def data_page(content: SiteContent, catalog: Any, tables: list[str]) -> str:
         "description": "The data behind the evaluations, the disclosure rules applied before "
         "publication, and the provenance of every result.",
     }
-    return _tidy(
+    return tidy(
         env().get_template("data.qmd.j2").render(
             front_matter=front_matter(fm), disclosure_rules=DISCLOSURE_RULES, measures_table=measures_table,
             areas_table=areas_table, provenance_table=provenance_table,

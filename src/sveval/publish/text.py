@@ -63,3 +63,11 @@ def template_text(name: str) -> str:
     return importlib.resources.files("sveval").joinpath("templates", name).read_text(encoding="utf-8")
 
 
+def tidy(text: str) -> str:
+    """Collapse runs of blank lines left by template blocks; end with one newline."""
+    lines, blank = [], 0
+    for line in text.splitlines():
+        blank = blank + 1 if not line.strip() else 0
+        if blank <= 1:
+            lines.append(line.rstrip())
+    return "\n".join(lines).strip() + "\n"
