@@ -48,6 +48,11 @@ RESET_TIMEOUT = 60  # seconds for a warm kernel to answer the reset before it is
 WARM_IMPORTS = ("sveval", "sveval.report", "sveval.report.narrative", "sveval.report.plots",
                 "pandas", "numpy", "scipy.stats", "statsmodels.api", "matplotlib.pyplot", "seaborn")
 
+# one BLAS thread per kernel (unless set otherwise): the workers already use every core, and BLAS
+# threads on top of them stall each other (a default ITS fit: 1.2 s with one thread, about 20 s
+# with two threads per kernel on a busy 2-core machine)
+ONE_BLAS_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 # seconds one evaluation takes on a quiet 2-core machine, by design (before any run is recorded)
 DESIGN_SECONDS = {"its": 6.0, "did": 8.0, "synth": 8.0}
 
@@ -263,7 +268,7 @@ class WarmKernel:
         self.kc = None
         self.notebooks = 0
         try:
-            _sync(self.km.start_kernel())
+            _sync(self.km.start_kernel(env={**ONE_BLAS_THREAD, **os.environ}))
             self.kc = self.km.client()
             self.kc.start_channels()
             _sync(self.kc.wait_for_ready(timeout=start_timeout))
@@ -354,8 +359,9 @@ class KernelPool:
             warm.reset(cwd)
         return warm
 
-    def release(self, warm: WarmKernel, *, broken: bool = False) -> None:
-        warm.notebooks += 1
+    def release(self, warm: WarmKernel, *, broken: bool = False, started: bool = False) -> None:
+        """Give back this thread's kernel after a notebook (``started``: after starting it only)."""
+        warm.notebooks += 0 if started else 1
         if broken or not warm.alive():
             warm.close()
             self.replaced += 1
@@ -382,6 +388,25 @@ class KernelPool:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def prestart(pool: KernelPool, threads: Any, n: int, cwd: Path | str) -> list[Any]:
+    """Start one warm kernel in each of ``n`` threads of the thread pool ``threads`` (the threads
+    that will run the notebooks: a kernel's client stays on its thread's event loop), in the
+    background; returns the futures. A kernel that fails to start is started again when needed."""
+    barrier = threading.Barrier(n)
+
+    def start() -> None:
+        try:
+            barrier.wait(timeout=60)  # n tasks held together: n different threads
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            pool.release(pool.acquire(pool.kernel, cwd), started=True)
+        except Exception:  # noqa: BLE001 - the notebook's own acquire tries again
+            pass
+
+    return [threads.submit(start) for _ in range(n)]
 
 
 def _register_engine() -> None:

@@ -30,6 +30,7 @@ progress bar, or on a Dask cluster (:mod:`sveval.pipeline.batch`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -317,6 +318,32 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
         specs = [p for p in specs if p not in unchanged]
         if not specs:
             return report
+    # warm kernels start (and import sveval, pandas, statsmodels ...) while the files are validated
+    prestart = not fresh_kernels and not scheduler
+    n_threads = batch.worker_count(workers, len(specs))
+    threads = ThreadPoolExecutor(max_workers=n_threads) if prestart else None
+    pool = batch.KernelPool(kernel) if prestart else None
+    try:
+        if pool is not None:
+            batch.prestart(pool, threads, n_threads, paths.root)
+        return _validate_and_run(paths, specs, report, manifest, code_hash, cached_ids, force=force,
+                                 workers=workers, keep_going=keep_going, kernel=kernel, retries=retries,
+                                 timeout=timeout, echo=echo, fresh_kernels=fresh_kernels,
+                                 scheduler=scheduler, progress=progress, threads=threads, pool=pool)
+    finally:
+        if threads is not None:
+            threads.shutdown(wait=True)
+        if pool is not None:
+            pool.close()
+
+
+def _validate_and_run(paths: ProjectPaths, specs: list[Path], report: RunReport, manifest: Any,
+                      code_hash: str, cached_ids: dict[str, Path], *, force: bool, workers: int | None,
+                      keep_going: bool, kernel: str, retries: int, timeout: int,
+                      echo: Callable[[str], None], fresh_kernels: bool, scheduler: str | None,
+                      progress: bool | None, threads: ThreadPoolExecutor | None,
+                      pool: Any) -> RunReport:
+    out_dir = paths.report_evaluations
     echo(f"validating {len(specs)} evaluation(s)...")
     contexts, errors = validate_all(specs, paths)
     for p, ctx in list(contexts.items()):  # an id taken by an unchanged evaluation
@@ -369,7 +396,6 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
     else:
         n_workers = batch.worker_count(workers, len(todo))
         execute = executor.execute
-    pool = batch.KernelPool(kernel) if not fresh_kernels and client is None else None
 
     def _one(item):
         ctx, notebook, key = item
@@ -400,8 +426,8 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
     bar = batch.Progress(expected, echo=echo, bar=progress) if todo else None
     done: dict[str, RunOutcome] = {}
     try:
-        with ThreadPoolExecutor(max_workers=n_workers) as threads:
-            futures = [threads.submit(_one, item) for item in todo]  # started longest first
+        with (ThreadPoolExecutor(max_workers=n_workers) if threads is None else contextlib.nullcontext(threads)) as run_in:
+            futures = [run_in.submit(_one, item) for item in todo]  # started longest first
             for future in as_completed(futures):
                 outcome = future.result()
                 done[outcome.id] = outcome
@@ -413,8 +439,6 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.close()
         if client is not None:
             client.close()
     order = {ctx.spec.id: i for i, ctx in enumerate(contexts.values())}
