@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from sveval.designs import checks
-from sveval.result import Effect
 from sveval.designs.its import fit_core
+from sveval.result import Effect
 from sveval.spec import ITSOptions, add_months
 
 

@@ -118,8 +118,8 @@ def test_no_events_after_intervention_gives_open_lower_bound():
     assert fmt_effect(avg).endswith("to no upper limit)")
     d = res.to_dict()
     json.dumps(d, allow_nan=False)
-    from sveval.result import Effect
     from sveval.report.prose import effect_text
+    from sveval.result import Effect
 
     e = Effect(**{k: v for k, v in next(x for x in d["effects"] if x["name"] == "average_post_effect").items()
                   if k in Effect.__dataclass_fields__})

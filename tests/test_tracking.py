@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from sveval.catalog import Catalog
-from sveval.pipeline.disclosure import check_table, load_rules
-from sveval.errors import SpecError
 from sveval.designs.spc import rate_ratio_ci
+from sveval.errors import SpecError
+from sveval.pipeline.disclosure import check_table, load_rules
 from sveval.pipeline.tracking import TrackingSpec, fy_months, fy_of, load_spec, track
 
 REPO = Path(__file__).resolve().parents[1]
