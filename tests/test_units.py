@@ -87,3 +87,23 @@ def test_its_units():
 def test_every_effect_has_a_unit_by_default():
     for scale in DEFAULT_UNITS:
         assert Effect("x", scale, 1.0, 0.5, 1.5).unit == DEFAULT_UNITS[scale]
+
+
+@pytest.mark.parametrize("opts", [dict(placebo=False), dict(power_sims=0), dict(sensitivity_months=0),
+                                  dict(placebo=False, power_sims=0, sensitivity_months=0)])
+def test_documented_options_that_turn_checks_off_still_give_every_figure(opts):
+    """`its: {placebo: false}` used to make every run fail (KeyError in the notebook's figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from sveval.report import narrative, plots
+
+    periods = [period_from_index(period_index("2016-01") + i) for i in range(72)]
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"period": periods, "count": rng.poisson(30, 72).astype(float), "population": 1e5})
+    res = fit_its(df, "2020-01", ITSOptions(**opts))
+    for fn in (plots.its.acf_plot, plots.its.placebo_plot, plots.its.sensitivity_plot, plots.its.power_curve):
+        fig, ax = fn(res)
+        assert fig is not None
+    assert not narrative.diagnostics_table(res).empty
+    assert narrative.power_paragraph(res)

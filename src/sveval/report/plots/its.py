@@ -51,9 +51,19 @@ def acf_plot(result: Result, ax: Any = None, whitened: bool = False):
     return fig, ax
 
 
+def _not_run(ax: Any, text: str):
+    """A panel that says a check was not run (an option turned it off), instead of an error."""
+    fig, ax = _ax(ax, (8, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, wrap=True, transform=ax.transAxes)
+    return fig, ax
+
+
 @styled
 def placebo_plot(result: Result, ax: Any = None):
     """Placebo-date estimates with intervals, and the real estimate, on the effect's scale."""
+    if "placebo_in_time" not in {c.name for c in result.diagnostics}:
+        return _not_run(ax, "Placebo dates were not run for this evaluation (its.placebo: false).")
     c = result.check("placebo_in_time")
     d = c.data
     fig, ax = _ax(ax, (9, 4))
@@ -110,7 +120,7 @@ def power_curve(result: Result, ax: Any = None):
     """Simulated power against the size of the change, with the MDE and the threshold."""
     p = result.power
     if p is None:
-        raise ValueError("this result carries no power analysis (power_sims: 0)")
+        return _not_run(ax, "Power was not simulated for this evaluation (its.power_sims: 0).")
     fig, ax = _ax(ax)
     xs = sorted(p.power_at, key=float)
     x = np.array([100 * float(k) for k in xs])
