@@ -8,6 +8,7 @@ a period calculation imports it from here.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
@@ -270,3 +271,23 @@ def months_to_periods(months: int, granularity: str) -> int:
     """A duration in months as whole periods, rounded up (6 months -> 2 quarters -> 1 year)."""
     k = months_per_period(granularity)
     return -(-int(months) // k)
+
+
+def granularity_of_all(periods: Iterable[Any], where: str, *, plural: bool = False, note: str = "") -> str:
+    """The one granularity of some periods (``month`` when there are none).
+
+    Raises ValueError naming ``where`` when a period is malformed (``"<where>: <reason>"``) or
+    when the periods mix forms (``"<where> mixes period forms: ..."``, each form with an example;
+    ``plural`` words them ``years (e.g. 2000)``, ``note`` is appended).
+    """
+    kinds: dict[str, str] = {}
+    for value in dict.fromkeys(str(x) for x in periods):
+        try:
+            kinds.setdefault(granularity_of(value), value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if len(kinds) > 1:
+        shown = ", ".join(f"{PERIOD_NOUN[g]}s (e.g. {v})" if plural else f"{PERIOD_NOUN[g]} ({v})"
+                          for g, v in kinds.items())
+        raise ValueError(f"{where} mixes period forms: {shown}{note}")
+    return next(iter(kinds), "month")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sveval.errors import DataError
-from sveval.periods import PERIOD_NOUN, granularity_of, parse_any_period, period_range
+from sveval.periods import PERIOD_NOUN, granularity_of, granularity_of_all, parse_any_period, period_range
 from sveval.spec import add_months, months_between, parse_period
 
 
@@ -32,17 +32,11 @@ def measure_granularity(long: pd.DataFrame, measure_id: str) -> str:
     if declared:
         return str(declared)
     periods = long.loc[long["measure"] == measure_id, "period"].astype(str).unique()
-    kinds: dict[str, str] = {}
-    for p in periods:
-        try:
-            kinds.setdefault(granularity_of(p), p)
-        except ValueError as exc:
-            raise DataError(f"measure '{measure_id}': {exc}", column="period") from None
-    if len(kinds) > 1:
-        shown = ", ".join(f"{PERIOD_NOUN[g]}s (e.g. {p})" for g, p in kinds.items())
-        raise DataError(f"measure '{measure_id}' mixes period forms: {shown}; one measure has one "
-                        "granularity", column="period")
-    return next(iter(kinds), "month")
+    try:
+        return granularity_of_all(periods, f"measure '{measure_id}'", plural=True,
+                                  note="; one measure has one granularity")
+    except ValueError as exc:
+        raise DataError(str(exc), column="period") from None
 
 
 def _window(start: str, end: str) -> list[str]:

@@ -33,7 +33,7 @@ from sveval.errors import DataError
 from sveval.periods import (
     PERIOD_NOUN,
     from_index,
-    granularity_of,
+    granularity_of_all,
     index_of,
     periods_per_year,
     to_granularity,
@@ -274,16 +274,10 @@ def make_panel(
 
 
 def _panel_granularity(periods: pd.Series) -> str:
-    kinds: dict[str, str] = {}
-    for q in pd.unique(periods):
-        try:
-            kinds.setdefault(granularity_of(q), q)
-        except ValueError as exc:
-            raise DataError(f"panel: {exc}", column="period") from None
-    if len(kinds) > 1:
-        shown = ", ".join(f"{PERIOD_NOUN[g]} ({q})" for g, q in kinds.items())
-        raise DataError(f"panel mixes period forms: {shown}", column="period")
-    return next(iter(kinds), "month")
+    try:
+        return granularity_of_all(periods, "panel")
+    except ValueError as exc:
+        raise DataError(str(exc), column="period") from None
 
 
 def covid_bounds(panel: DidPanel, covid: tuple[str, str]) -> tuple[int, int]:

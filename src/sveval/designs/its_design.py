@@ -43,7 +43,7 @@ from sveval.periods import (
     PERIOD_NOUN,
     add_months,
     first_month,
-    granularity_of,
+    granularity_of_all,
     index_of,
     months_to_periods,
     periods_per_year,
@@ -181,16 +181,10 @@ def _clean_series(df: pd.DataFrame, label: str) -> pd.DataFrame:
 def series_granularity(periods, label: str = "the") -> str:
     """The one granularity of a series' periods (``month``, ``quarter``, ``year`` or
     ``financial_year``); DataError when a period is malformed or the series mixes forms."""
-    kinds: dict[str, str] = {}
-    for p in pd.unique(pd.Series(periods, dtype=object).astype(str)):
-        try:
-            kinds.setdefault(granularity_of(p), p)
-        except ValueError as exc:
-            raise DataError(f"{label} series: {exc}", column="period") from None
-    if len(kinds) > 1:
-        shown = ", ".join(f"{PERIOD_NOUN[g]} ({p})" for g, p in kinds.items())
-        raise DataError(f"{label} series mixes period forms: {shown}", column="period")
-    return next(iter(kinds), "month")
+    try:
+        return granularity_of_all(pd.Series(periods, dtype=object).astype(str), f"{label} series")
+    except ValueError as exc:
+        raise DataError(str(exc), column="period") from None
 
 
 def _date_in(value: str, gran: str, what: str, notes: list[str]) -> str:

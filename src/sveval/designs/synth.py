@@ -410,6 +410,19 @@ def placebo_in_space(wide: pd.DataFrame, treated: str, start: int, donors: list[
 
 
 # ------------------------------------------------------------------------------------------------
+def _prevented(synth, obs, post, times, freq, est, ci_lo, ci_hi, events_per_unit, unit_desc) -> Prevented | None:
+    """Events prevented over the post period (synthetic minus observed, in events), with the
+    headline interval scaled alike; None unless the outcome counts events."""
+    if events_per_unit is None and not unit_desc.startswith("count"):
+        return None
+    k = (events_per_unit.reindex(times).to_numpy() if events_per_unit is not None else np.ones(len(times)))
+    tot = float(np.sum((synth - obs)[post] * k[post]))
+    per = tot / -est if est else 0.0
+    lo, hi = sorted([-ci_hi * per, -ci_lo * per])
+    return Prevented(tot, lo, hi, period_label(times[post][0], freq),
+                     period_label(times[post][-1], freq), int(post.sum()), "events")
+
+
 def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str],
                   opts: SynthOptions | None = None, better_if: str = "lower",
                   unit_desc: str = "outcome", events_per_unit: pd.Series | None = None,
@@ -519,14 +532,7 @@ def evaluate_wide(wide: pd.DataFrame, treated: str, start: int, donors: list[str
         warnings.append(f"Only {len(pr.table) - 1} donors: the placebo-in-space p-value cannot go below "
                         f"{1 / len(pr.table):.2f}; the headline interval therefore uses conformal inference "
                         f"over the {word}s instead.")
-    prevented = None
-    if events_per_unit is not None or unit_desc.startswith("count"):
-        k = (events_per_unit.reindex(times).to_numpy() if events_per_unit is not None else np.ones(len(times)))
-        tot = float(np.sum((synth - obs)[post] * k[post]))
-        per = tot / -est if est else 0.0
-        lo, hi = sorted([-ci_hi * per, -ci_lo * per])
-        prevented = Prevented(tot, lo, hi, period_label(times[post][0], freq),
-                              period_label(times[post][-1], freq), int(post.sum()), "events")
+    prevented = _prevented(synth, obs, post, times, freq, est, ci_lo, ci_hi, events_per_unit, unit_desc)
     # power from the standard error implied by the conformal interval (normal approximation)
     sd = float((ci_hi - ci_lo) / (2 * stats.norm.ppf(1 - alpha / 2))) if np.isfinite(ci_hi - ci_lo) else float("nan")
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(0.8)
@@ -659,14 +665,7 @@ def evaluate_sdid(wide: pd.DataFrame, treated: str, start: int, donors: list[str
     if len(donors) < 20:
         warnings.append(f"Only {len(donors)} donors: the placebo standard error rests on few distinct "
                         "placebo units and may be unreliable.")
-    prevented = None
-    if events_per_unit is not None or unit_desc.startswith("count"):
-        k = (events_per_unit.reindex(times).to_numpy() if events_per_unit is not None else np.ones(len(times)))
-        tot = float(np.sum((synth - obs)[post] * k[post]))
-        per = tot / -est if est else 0.0
-        lo, hi = sorted([-ci_hi * per, -ci_lo * per])
-        prevented = Prevented(tot, lo, hi, period_label(times[post][0], freq),
-                              period_label(times[post][-1], freq), int(post.sum()), "events")
+    prevented = _prevented(synth, obs, post, times, freq, est, ci_lo, ci_hi, events_per_unit, unit_desc)
     zp = z + stats.norm.ppf(0.8)
     mde = float(zp * se / syn_post) if syn_post and se > 0 else None
     power = Power(mde=mde, post_months=int(post.sum()), n_sim=0, underpowered=bool(mde is None or mde > 0.3),
