@@ -119,6 +119,21 @@ def test_invalid_yaml_gives_line(project):
     assert "invalid YAML" in text and "line" in text
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("[" * 5000 + "]" * 5000, "invalid YAML at line 1"),  # libyaml stops at its nesting limit
+    ("a: &x [1]\nb: *x\na: 2\n", "duplicate key 'a' at line 3 (first given at line 1)"),
+    ("a: 1\n\tb: 2\n", "invalid YAML at line"),
+])
+def test_hostile_yaml_refused_with_file_and_line(tmp_path, text, expected):
+    from sveval.spec import read_yaml
+
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        read_yaml(path)
+    assert "hostile.yaml" in str(info.value) and expected in str(info.value)
+
+
 def test_id_must_match_file_name(project):
     path = write_spec(project, dict(GOOD, id="other"), name="probe")
     text = str(refused(path, project))
