@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import make_project
 
 from sveval.catalog import Catalog
 from sveval.data import load
 from sveval.data.load import cached_long, long_cache_key, project_sources, store_for
 from sveval.paths import ProjectPaths
 from sveval.spec import DataSpec
-
-from conftest import make_project
 
 
 @pytest.fixture(scope="module")
