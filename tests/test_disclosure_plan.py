@@ -97,6 +97,42 @@ def test_plan_equals_reference(inputs):
     assert diff == {}
 
 
+def _synthetic(seed: int) -> pd.DataFrame:
+    """Two areas, their partnership and the pooled comparison areas over two financial years of
+    small counts, all ages and under 25."""
+    from sveval.periods import fy_months
+
+    rng = np.random.default_rng(seed)
+    periods = fy_months("2023/24") + fy_months("2024/25")
+    rows = []
+    for area in ("A1", "A2", "CMP"):
+        allages = rng.poisson(4.0 if area != "CMP" else 20.0, len(periods))
+        u25 = rng.binomial(allages, 0.4)
+        for ms, counts in (("m", allages), ("m_u25", u25)):
+            rows += [{"measure": ms, "disclosure": "hospital", "area_code": area, "period": p,
+                      "area_type": "comparison" if area == "CMP" else "area", "count": float(c)}
+                     for p, c in zip(periods, counts, strict=True)]
+    df = pd.DataFrame(rows)
+    part = df[df["area_type"] == "area"].groupby(["measure", "disclosure", "period"], as_index=False)["count"].sum()
+    part = part.assign(area_code="P", area_type="partnership")
+    return pd.concat([df, part], ignore_index=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_audit_solves_as_linprog(seed, monkeypatch):
+    """The audit's direct HiGHS calls give the plan that scipy.optimize.linprog gives."""
+    from sveval.pipeline import disclosure
+
+    rules = disclosure.DisclosureRules(source="t", rules={
+        "hospital": disclosure.SourceRule(suppress_min=1, suppress_max=7, round_to=5, secondary=True),
+        "police": disclosure.SourceRule(), "none": disclosure.SourceRule(exempt=True)})
+    monthly = _synthetic(seed)
+    fast = plan_doc(fresh_plan(monthly, rules, {"m_u25": "m"}))
+    assert disclosure._LAST_AUDIT and fast["stats"]["secondary"] > 0
+    monkeypatch.setattr(disclosure, "_HIGHS", ())  # as without SciPy's HiGHS bindings: linprog
+    assert plan_doc(fresh_plan(monthly, rules, {"m_u25": "m"})) == fast
+
+
 if __name__ == "__main__":  # regenerate the references
     import tempfile
 

@@ -431,9 +431,155 @@ def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
     return plan
 
 
+#: linear programs solved in each round of the last audit in this process (for benchmarks)
+_LAST_AUDIT: list[int] = []
+
+
+class _LPResult:
+    __slots__ = ("status", "message", "fun", "x", "marginals")
+
+    def __init__(self, status: int, message: str, fun: float | None = None, x: np.ndarray | None = None,
+                 marginals: np.ndarray | None = None):
+        self.status, self.message, self.fun, self.x, self.marginals = status, message, fun, x, marginals
+
+
+def _highs_core() -> tuple[Any, Any] | None:
+    """SciPy's HiGHS bindings and the solver options that ``linprog(method="highs")`` passes, set
+    exactly as its wrapper sets them; None when this SciPy does not have them (then the audit calls
+    :func:`scipy.optimize.linprog`, with the same result, only slower)."""
+    global _HIGHS
+    if _HIGHS is not None:
+        return _HIGHS or None
+    try:
+        from scipy.optimize._highspy import _core as core
+        from scipy.optimize._highspy import _highs_options as hopt
+        from scipy.optimize._highspy._highs_wrapper import check_option
+
+        # scipy.optimize._linprog_highs._linprog_highs with its defaults (solver None: simplex)
+        options = {"presolve": True, "sense": core.ObjSense.kMinimize, "solver": None, "time_limit": None,
+                   "highs_debug_level": core.HighsDebugLevel.kHighsDebugLevelNone,
+                   "dual_feasibility_tolerance": None, "ipm_optimality_tolerance": None,
+                   "log_to_console": False, "mip_max_nodes": None, "output_flag": False,
+                   "primal_feasibility_tolerance": None, "simplex_dual_edge_weight_strategy": None,
+                   "simplex_strategy": core.simplex_constants.SimplexStrategy.kSimplexStrategyDual,
+                   "ipm_iteration_limit": None, "simplex_iteration_limit": None, "mip_rel_gap": None}
+        # ... and scipy.optimize._highspy._highs_wrapper._highs_wrapper's loop setting them
+        highs, opts, manager = core._Highs(), core.HighsOptions(), hopt.HighsOptionsManager()
+        for key, val in options.items():
+            if val is None or key == "sense":
+                continue
+            if manager.get_option_type(key) == -1:
+                continue
+            if key == "presolve":
+                val = "on" if val else "off"
+            if check_option(highs, key, val)[0] == 0:
+                setattr(opts, key, val)
+        _HIGHS = (core, opts)
+    except (ImportError, AttributeError):  # pragma: no cover - another SciPy
+        _HIGHS = ()
+    return _HIGHS or None
+
+
+_HIGHS: tuple[Any, ...] | None = None
+#: joint probes (feasible points) per direction and round of the audit, at most
+_PROBES = 12
+
+
+class _AuditLP:
+    """One round's attacker system ``A x <= b, x >= 0``, minimised for many objectives.
+
+    Each solve is the computation of ``scipy.optimize.linprog(c, A_ub=A, b_ub=b, bounds=(0, None),
+    method="highs")`` (the same matrix, bounds and options handed to the same HiGHS, so the same
+    solution and duals), without re-validating and re-converting the inputs for every objective.
+    """
+
+    def __init__(self, a_ub: Any, b_ub: np.ndarray):
+        from scipy.sparse import csc_array, csr_matrix, vstack
+
+        self.a_ub, self.b_ub, self.solved = a_ub, np.asarray(b_ub, dtype=float), 0
+        self.n, self.m = a_ub.shape[1], a_ub.shape[0]
+        self._core = _highs_core()
+        if self._core is None:  # pragma: no cover - another SciPy
+            return
+        core, _ = self._core
+        # as linprog prepares them: sparse rows (no equalities) stacked, by columns; -inf <= A x <= b;
+        # 0 <= x <= inf; infinities as HiGHS's
+        a = csc_array(vstack((csr_matrix(a_ub, dtype=float), csr_matrix((0, self.n), dtype=float))))
+        inf = core.kHighsInf
+        self.rhs = self.b_ub.copy()
+        lp = core.HighsLp()
+        lp.num_col_ = self.n
+        lp.num_row_ = self.m
+        lp.a_matrix_.num_col_ = self.n
+        lp.a_matrix_.num_row_ = self.m
+        lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+        lp.col_lower_ = np.zeros(self.n)
+        lp.col_upper_ = np.full(self.n, inf)
+        lp.row_lower_ = np.full(self.m, -inf)
+        upper = self.rhs.copy()
+        upper[np.isinf(upper)] = np.sign(upper[np.isinf(upper)]) * inf
+        lp.row_upper_ = upper
+        lp.a_matrix_.start_ = a.indptr
+        lp.a_matrix_.index_ = a.indices
+        lp.a_matrix_.value_ = a.data
+        self._lp = lp
+
+    def feasible(self, x: np.ndarray, tol: float = 1e-7) -> bool:
+        """Whether ``x`` satisfies the system (to HiGHS's feasibility tolerance)."""
+        return bool(np.all(np.isfinite(x)) and np.all(x >= -tol)
+                    and np.all(self.a_ub @ x <= self.b_ub + tol))
+
+    def solve(self, c: np.ndarray, upper: float | None = None) -> _LPResult:
+        """Minimise ``c @ x`` (with ``x <= upper`` too when given): scipy's status (0 optimal, 2
+        infeasible, 3 unbounded, 4 numerical trouble), the optimum, the solution and the
+        constraints' duals."""
+        self.solved += 1
+        if self._core is None:  # pragma: no cover - another SciPy
+            from scipy.optimize import linprog
+
+            res = linprog(c, A_ub=self.a_ub, b_ub=self.b_ub, bounds=(0, upper), method="highs")
+            return _LPResult(res.status, res.message, res.fun, res.x,
+                             None if res.status else res.ineqlin.marginals)
+        core, opts = self._core
+        from scipy.optimize._linprog_highs import _highs_to_scipy_status_message
+
+        self._lp.col_cost_ = np.asarray(c, dtype=float)
+        if upper is not None:
+            self._lp.col_upper_ = np.full(self.n, float(upper))
+        highs = core._Highs()
+        highs.passOptions(opts)
+        loaded = highs.passModel(self._lp)
+        if upper is not None:
+            self._lp.col_upper_ = np.full(self.n, core.kHighsInf)
+        if loaded == core.HighsStatus.kError:
+            return _LPResult(*_highs_to_scipy_status_message(core.HighsModelStatus.kModelError, "model error"))
+        highs.run()
+        status = highs.getModelStatus()
+        if status != core.HighsModelStatus.kOptimal:
+            return _LPResult(*_highs_to_scipy_status_message(status, highs.modelStatusToString(status)))
+        info, sol = highs.getInfo(), highs.getSolution()
+        x = np.array(sol.col_value)
+        fun = info.objective_function_value
+        slack = self.rhs - np.array(sol.row_value)
+        # linprog's check of the solution (scipy.optimize._linprog_util._check_result, tol 1e-9)
+        tol = np.sqrt(1e-9) * 10
+        if np.isnan(x).any() or np.isnan(fun) or np.isnan(slack).any() or (x < -tol).any() \
+                or (slack < -tol).any():
+            return _LPResult(4, "the solution does not satisfy the constraints within the tolerance")
+        return _LPResult(0, "optimal", fun, x, np.array(sol.row_dual)[: self.m])
+
+
+def _seen(lp: _AuditLP, sums: Any, x: np.ndarray | None, lowest: np.ndarray, highest: np.ndarray) -> None:
+    """Lower ``lowest`` and raise ``highest`` (each suppressed cell's sum) to their values at ``x``
+    when ``x`` is a feasible point of the round's system."""
+    if x is not None and lp.feasible(x):
+        s = sums @ x
+        np.minimum(lowest, s, out=lowest)
+        np.maximum(highest, s, out=highest)
+
+
 def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
           pooled: dict[str, frozenset[str]]) -> CellPlan:
-    from scipy.optimize import linprog
     from scipy.sparse import csr_matrix
 
     from sveval.periods import add_months, financial_year, fy_months, quarter_start
@@ -552,6 +698,7 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
 
     # 4. audit and suppress
     n = len(atom_val)
+    stats_lp: list[int] = []
     order = []
     for c, p in parents.items():
         for (ms, u, per), a in atom_ix.items():
@@ -591,19 +738,55 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
     # must not be narrowed either (a real reader knows a blank is small)
     todo = [i for i, c in enumerate(cells) if c["status"] in (_PRIMARY, _WITHHELD)
             and c["rule"].suppresses(c["value"])]
+    # each todo cell's sum of atoms, for every feasible point the audit comes across
+    rows_of = [cells[i]["atoms"] for i in todo]
+    sums = csr_matrix((np.ones(sum(len(a) for a in rows_of)),
+                       (np.repeat(np.arange(len(todo)), [len(a) for a in rows_of]),
+                        np.concatenate(rows_of) if rows_of else np.zeros(0, dtype=int))),
+                      shape=(len(todo), n)) if todo else None
+    pos_of = {i: k for k, i in enumerate(todo)}
+    low = np.array([float(cells[i]["rule"].suppress_min) for i in todo])
+    high = np.array([float(cells[i]["rule"].suppress_max) for i in todo])
+    truth = np.array(atom_val, dtype=float)
     unresolved = 0
     rounds = 0
     while todo:
         rounds += 1
         a_ub, b_ub, owner = system()
+        lp = _AuditLP(a_ub, b_ub)
+        # Feasible points of this round's system: a suppressed cell whose sum is at most
+        # suppress_min at one of them and at least suppress_max at another is not narrowed, so its
+        # two linear programs cannot change anything and are skipped. A narrowed cell has no such
+        # points: it is always solved, exactly as before (its duals choose what to suppress).
+        lowest = np.full(len(pos_of), np.inf)
+        highest = np.full(len(pos_of), -np.inf)
+        _seen(lp, sums, truth, lowest, highest)
+        here = np.array([pos_of[i] for i in todo])
+        for sign in (1.0, -1.0):
+            # the cells not yet shown to reach a limit, all as small (large) as they can be at once,
+            # while that shows some more
+            for _ in range(_PROBES):
+                open_ = here[lowest[here] > low[here] + 1e-9] if sign > 0 else \
+                    here[highest[here] < high[here] - 1e-9]
+                if len(open_) < 2:
+                    break
+                weights = np.asarray(sums[open_].sum(axis=0)).ravel()
+                _seen(lp, sums, lp.solve(sign * weights, upper=None if sign > 0 else 1e6).x, lowest, highest)
+                left = (lowest[open_] > low[open_] + 1e-9) if sign > 0 else (highest[open_] < high[open_] - 1e-9)
+                if len(open_) - left.sum() < 2:
+                    break
         picks: set[int] = set()
         still = []
         for i in todo:
             t = cells[i]
-            cvec = np.zeros(n)
-            cvec[t["atoms"]] = 1.0
+            k = pos_of[i]
             for sign, limit in ((1.0, t["rule"].suppress_min), (-1.0, t["rule"].suppress_max)):
-                res = linprog(sign * cvec, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+                if (lowest[k] <= limit + 1e-9) if sign > 0 else (highest[k] >= limit - 1e-9):
+                    continue  # a feasible point reaches the limit: not narrowed this way
+                cvec = np.zeros(n)
+                cvec[t["atoms"]] = 1.0
+                res = lp.solve(sign * cvec)
+                _seen(lp, sums, res.x, lowest, highest)
                 if res.status == 3 and sign < 0:  # unbounded above: not narrowed
                     continue
                 if res.status != 0:
@@ -611,7 +794,7 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
                 value = sign * res.fun
                 if (value <= limit + 1e-6) if sign > 0 else (value >= limit - 1e-6):
                     continue
-                marg = np.abs(res.ineqlin.marginals)
+                marg = np.abs(res.marginals)
                 cand = {int(owner[r]) for r in np.flatnonzero(marg > 1e-9)
                         if owner[r] >= 0 and cells[owner[r]]["status"] == _PUBLISHED}
                 if not cand:
@@ -627,12 +810,14 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
                 else:
                     unresolved += 1
                 break
+        stats_lp.append(lp.solved)
         for j in picks:
             cells[j]["status"] = _SECONDARY
         todo = still
     stats["secondary"] = sum(c["status"] == _SECONDARY for c in cells)
     stats["withheld"] = sum(c["status"] == _WITHHELD for c in cells)
     stats["audit_rounds"] = rounds
+    _LAST_AUDIT[:] = stats_lp
     if unresolved:  # a withheld small count still narrowed with nothing left to suppress
         raise DisclosureError(f"disclosure audit: {unresolved} withheld small count(s) could still be "
                               "narrowed and no published cell around them is left to suppress")
