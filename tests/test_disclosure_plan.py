@@ -133,6 +133,135 @@ def test_audit_solves_as_linprog(seed, monkeypatch):
     assert plan_doc(fresh_plan(monthly, rules, {"m_u25": "m"})) == fast
 
 
+def _rules():
+    from sveval.pipeline.disclosure import DisclosureRules, SourceRule
+
+    return DisclosureRules(source="t", rules={
+        "hospital": SourceRule(suppress_min=1, suppress_max=7, round_to=5, secondary=True),
+        "police": SourceRule(), "none": SourceRule(exempt=True)})
+
+
+def _full(plan) -> tuple:
+    return plan_doc(plan), plan._raw, plan._units
+
+
+def test_cached_plan_is_the_same_plan(inputs, tmp_path, monkeypatch):
+    """A plan read from the cache equals the computed one: every shown value, raw value, unit and
+    statistic (and is not computed again)."""
+    from sveval.pipeline import disclosure
+
+    _, _, (monthly, rules, parents) = inputs
+    computed = fresh_plan(monthly, rules, parents, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*"))  # no temporary file left
+
+    def fail(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(disclosure, "_plan", fail)
+    cached = fresh_plan(monthly, rules, parents, cache_dir=tmp_path)
+    assert cached is not computed
+    assert _full(cached) == _full(computed)
+
+
+def _tamper(path: Path, how: str) -> None:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if how == "key":
+        doc["key"] = "0" * 64
+    elif how == "unrounded":  # publish a count as it is
+        cell = next(c for c in doc["cells"] if isinstance(c[3], int) and c[4] % 5)
+        cell[3] = int(cell[4])
+    elif how == "small":  # publish a suppressed small count
+        cell = next(c for c in doc["cells"] if c[3] == "*" and 1 <= c[4] <= 7)
+        cell[3] = 5
+    elif how == "raw":
+        doc["cells"][0][4] += 1
+    elif how == "types":
+        doc["stats"]["cells"] = str(doc["stats"]["cells"])
+    elif how == "shape":
+        doc["cells"][0] = doc["cells"][0][:3]
+    elif how == "missing":
+        doc["cells"].pop()
+    elif how == "version":
+        doc["algorithm"] = -1
+    path.write_text(json.dumps(doc), encoding="utf-8")
+
+
+@pytest.mark.parametrize("how", ["garbage", "empty", "list", "key", "unrounded", "small", "raw", "types",
+                                 "shape", "missing", "version", "writable"])
+def test_damaged_or_tampered_cache_is_recomputed(how, tmp_path, monkeypatch):
+    """A cache file that is not valid JSON, not a plan, of another key or version, of the wrong
+    types, or that does not fit the input (other cells or raw values, a published value that is
+    not the rounding of a publishable count), or that others may write, is ignored: the plan is
+    computed again (the same plan) and the file rewritten."""
+    import os
+
+    from sveval.pipeline import disclosure
+
+    monthly, rules = _synthetic(3), _rules()
+    computed = fresh_plan(monthly, rules, {"m_u25": "m"}, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.json")
+    if how == "garbage":
+        path.write_bytes(b"\x00{not json")
+    elif how == "empty":
+        path.write_text("", encoding="utf-8")
+    elif how == "list":
+        path.write_text("[]", encoding="utf-8")
+    elif how == "writable":
+        if not hasattr(os, "getuid"):
+            pytest.skip("no file ownership here")
+        path.chmod(0o666)
+    else:
+        _tamper(path, how)
+    calls = []
+    real = disclosure._plan
+    monkeypatch.setattr(disclosure, "_plan", lambda *a: calls.append(1) or real(*a))
+    again = fresh_plan(monthly, rules, {"m_u25": "m"}, cache_dir=tmp_path)
+    assert calls == [1]
+    assert _full(again) == _full(computed)
+    # rewritten: the next reader uses it
+    calls.clear()
+    assert _full(fresh_plan(monthly, rules, {"m_u25": "m"}, cache_dir=tmp_path)) == _full(computed)
+    assert calls == []
+
+
+def test_other_data_other_key(tmp_path):
+    """A changed count, other rules or another parent give another cache file; unchanged input the
+    same one."""
+    monthly, rules = _synthetic(4), _rules()
+    fresh_plan(monthly, rules, {"m_u25": "m"}, cache_dir=tmp_path)
+    fresh_plan(monthly.copy(), rules, {"m_u25": "m"}, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    changed = monthly.copy()
+    changed.loc[changed.index[0], "count"] += 1
+    fresh_plan(changed, rules, {"m_u25": "m"}, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    fresh_plan(monthly, rules, {}, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 3
+    from sveval.pipeline.disclosure import SourceRule
+
+    other = rules.model_copy(update={"rules": {
+        **rules.rules, "hospital": SourceRule(suppress_min=1, suppress_max=7, round_to=10, secondary=True)}})
+    fresh_plan(monthly, other, {"m_u25": "m"}, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 4
+
+
+def test_concurrent_writers(tmp_path):
+    """Kernels writing the same plan at once: every reader sees a whole, valid plan."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sveval.pipeline import disclosure
+
+    monthly, rules = _synthetic(5), _rules()
+    plan = fresh_plan(monthly, rules, {"m_u25": "m"})
+    key = "a" * 64
+    with ThreadPoolExecutor(4) as ex:
+        list(ex.map(lambda _: disclosure._write_plan(tmp_path, key, plan), range(24)))
+    assert [p.name for p in tmp_path.iterdir()] == [f"{key}.json"]
+    doc = json.loads((tmp_path / f"{key}.json").read_text(encoding="utf-8"))
+    assert doc["key"] == key and len(doc["cells"]) == len(plan._raw)
+
+
 if __name__ == "__main__":  # regenerate the references
     import tempfile
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PrivateAttr, model_validator
 
+from sveval._version import __version__
 from sveval.data.ingest import PERSONAL_FIELDS
 from sveval.errors import DisclosureError, SpecError
 from sveval.spec import StrictModel, load_model
@@ -373,7 +375,7 @@ _PLAN_CACHE: dict[str, CellPlan] = {}
 
 
 def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
-               parents: dict[str, str] | None = None) -> CellPlan:
+               parents: dict[str, str] | None = None, *, cache_dir: Path | str | None = None) -> CellPlan:
     """Control every publishable count of the protected measures at once (audit and suppress).
 
     Parameters
@@ -383,6 +385,8 @@ def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
         ``period`` and ``count`` (the tracking table); the partnership is the sum of its areas
     rules : from :func:`load_rules`; measures whose class protects counts and has ``secondary``
     parents : ``{under-25 measure: all-ages measure}`` (an under-25 count is at most its parent's)
+    cache_dir : folder of the persistent plan cache (:func:`plan_cache_dir`: with the data, never
+        published), or None for none
 
     Returns
     -------
@@ -407,9 +411,16 @@ def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
        one can no longer be anything from 1 to 7, the published cell with the smallest value among
        the constraints that bind (non-zero dual) is suppressed too; repeated until no suppressed
        cell is narrowed. Suppressing only removes constraints, so a cell found safe stays safe and
-       only narrowed cells are checked again.
+       only narrowed cells are checked again. A cell whose sum already reaches 1 at one feasible
+       point of the attacker's system and 7 at another (the true counts, joint probes, earlier
+       solutions) cannot be narrowed, and its linear programs are skipped: only narrowed cells,
+       whose duals decide what is suppressed, need solving.
 
-    The result is cached per input (the tracking tables and every return call this).
+    The result is cached per input (the tracking tables, the SPC charts, every return and every
+    record of a protected measure call this): in the process, and in ``cache_dir`` as JSON keyed by
+    the SHA-256 of the input, :data:`PLAN_ALGORITHM` and sveval's version, so a data version's plan
+    is computed once and shared by the evaluations' kernels, ``sveval track``, ``sveval returns``
+    and the site (:func:`_read_plan` checks a cached plan against the input before using it).
     """
     import hashlib
 
@@ -424,11 +435,131 @@ def plan_cells(monthly: pd.DataFrame, rules: DisclosureRules,
         m.sort_values(["measure", "area_code", "period"]).to_csv(index=False).encode()
         + rules.model_dump_json().encode() + repr(sorted(parents.items())).encode()
         + repr(sorted((k, sorted(v)) for k, v in pooled.items())).encode()).hexdigest()
+    key = hashlib.sha256(f"sveval cell plan|{PLAN_ALGORITHM}|{__version__}|{key}".encode()).hexdigest()
     if key in _PLAN_CACHE:
         return _PLAN_CACHE[key]
-    plan = _plan(m, rules, parents, pooled)
+    plan = _read_plan(Path(cache_dir), key, m, rules, pooled) if cache_dir is not None else None
+    if plan is None:
+        plan = _plan(m, rules, parents, pooled)
+        if cache_dir is not None:
+            _write_plan(Path(cache_dir), key, plan)
     _PLAN_CACHE[key] = plan
     return plan
+
+
+#: version of the plan's algorithm, part of the cache key: raise it whenever :func:`plan_cells`
+#: would publish other cells for the same input (a cached plan of another version is not used)
+PLAN_ALGORITHM = 1
+#: plans kept in a cache folder (the most recently written)
+_PLANS_KEPT = 16
+_PLAN_FORMAT = "sveval disclosure cell plan"
+
+
+def plan_cache_dir(root: Path | str) -> Path:
+    """The project's plan cache: ``<root>/data/.cache/disclosure-plans`` (with the data: not
+    published, not in git; a plan holds the raw small counts)."""
+    return Path(root) / "data" / ".cache" / "disclosure-plans"
+
+
+def _plan_json(key: str, plan: CellPlan) -> dict[str, Any]:
+    units = sorted([ms, code, sorted(members)] for ms, by in plan._units.items()
+                   for members, code in by.items())
+    cells = [[ms, code, list(w), plan._shown.get((ms, code, w)), raw]
+             for (ms, code, w), raw in sorted(plan._raw.items())]
+    return {"format": _PLAN_FORMAT, "algorithm": PLAN_ALGORITHM, "sveval_version": __version__,
+            "key": key, "measures": sorted(plan.measures), "stats": dict(plan.stats),
+            "units": units, "cells": cells}
+
+
+def _write_plan(folder: Path, key: str, plan: CellPlan) -> None:
+    """Write a plan as ``<folder>/<key>.json`` atomically (a private temporary file swapped in, so
+    concurrent writers and readers only ever see whole files); an unwritable folder is no error."""
+    import tempfile
+
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")  # mode 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_plan_json(key, plan), fh, separators=(",", ":"), allow_nan=False)
+        os.replace(tmp, folder / f"{key}.json")
+        tmp = None
+        kept = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in kept[_PLANS_KEPT:]:
+            old.unlink(missing_ok=True)
+    except (OSError, ValueError):
+        pass
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _read_plan(folder: Path, key: str, m: pd.DataFrame, rules: DisclosureRules,
+               pooled: dict[str, frozenset[str]]) -> CellPlan | None:
+    """The cached plan of ``key``, or None (then it is computed again) when the file is missing,
+    unreadable, not ours alone to write, not valid JSON, of another format or key, or does not fit
+    the input: other cells, raw values, units or measures, or a published value that is not the
+    rule's rounding of a count the rule does not suppress. The cache folder is not trusted."""
+    path = folder / f"{key}.json"
+    try:
+        st = path.stat()
+        if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+            return None  # written, or writable, by someone else
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    try:
+        return _plan_from_json(doc, key, m, rules, pooled)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _plan_from_json(doc: Any, key: str, m: pd.DataFrame, rules: DisclosureRules,
+                    pooled: dict[str, frozenset[str]]) -> CellPlan | None:
+    if not isinstance(doc, dict) or doc.get("format") != _PLAN_FORMAT or doc.get("key") != key \
+            or doc.get("algorithm") != PLAN_ALGORITHM or doc.get("sveval_version") != __version__:
+        return None
+    stats, measures = doc["stats"], doc["measures"]
+    if not (isinstance(stats, dict) and all(isinstance(k, str) and type(v) is int for k, v in stats.items())
+            and _is_str_list(measures) and isinstance(doc["units"], list) and isinstance(doc["cells"], list)):
+        return None
+    units: dict[str, dict[frozenset[str], str]] = {}
+    for u in doc["units"]:
+        ms, code, members = u
+        if not (isinstance(ms, str) and isinstance(code, str) and _is_str_list(members)):
+            return None
+        units.setdefault(ms, {})[frozenset(members)] = code
+    shown: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+    raw: dict[tuple[str, str, tuple[str, ...]], float] = {}
+    for c in doc["cells"]:
+        ms, code, months, value, x = c
+        if not (isinstance(ms, str) and isinstance(code, str) and _is_str_list(months)
+                and (value is None or type(value) in (int, float, str)) and type(x) in (int, float)):
+            return None
+        k = (ms, code, tuple(months))
+        shown[k], raw[k] = value, float(x)
+    # the same cells, raw values, units and measures as this input's
+    _, _, cells, _, planned, _, units_of = _cells(m, rules, pooled)
+    if sorted(planned) != measures or units != units_of or len(cells) != len(raw):
+        return None
+    for c in cells:
+        ms, code, w = c["key"]
+        k = (ms, code, tuple(sorted(w)))
+        if raw.get(k) != c["value"]:
+            return None
+        v, rule = shown[k], c["rule"]
+        if isinstance(v, str):
+            if v != rule.symbol:
+                return None
+        elif v is not None:  # published: the rounding of a count the rule publishes
+            r = rule.round(c["value"])
+            if rule.suppresses(c["value"]) or v != (int(r) if float(r).is_integer() else r):
+                return None
+    return CellPlan(shown, set(measures), stats, units, raw)
 
 
 #: linear programs solved in each round of the last audit in this process (for benchmarks)
@@ -578,10 +709,10 @@ def _seen(lp: _AuditLP, sums: Any, x: np.ndarray | None, lowest: np.ndarray, hig
         np.maximum(highest, s, out=highest)
 
 
-def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
-          pooled: dict[str, frozenset[str]]) -> CellPlan:
-    from scipy.sparse import csr_matrix
-
+def _cells(m: pd.DataFrame, rules: DisclosureRules, pooled: dict[str, frozenset[str]]) -> tuple:
+    """Step 1 of :func:`plan_cells`: every planned cell (each area, the partnership and the pooled
+    comparison areas over every month, calendar quarter and financial year the data cover), its
+    atoms (one per measure, area and month) and raw value; the units and their areas."""
     from sveval.periods import add_months, financial_year, fy_months, quarter_start
 
     atom_ix: dict[tuple[str, str, str], int] = {}
@@ -635,6 +766,14 @@ def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
                 cells.append({"key": (ms, code, w), "measure": ms, "rule": rule, "value": v,
                               "atoms": np.array(atoms), "units": frozenset(units), "months": frozenset(w),
                               "status": _PRIMARY if rule.suppresses(v) else _PUBLISHED})
+    return atom_ix, atom_val, cells, by_key, measures, members_of, units_of
+
+
+def _plan(m: pd.DataFrame, rules: DisclosureRules, parents: dict[str, str],
+          pooled: dict[str, frozenset[str]]) -> CellPlan:
+    from scipy.sparse import csr_matrix
+
+    atom_ix, atom_val, cells, by_key, measures, members_of, units_of = _cells(m, rules, pooled)
     stats = {"cells": len(cells), "primary": sum(c["status"] == _PRIMARY for c in cells)}
 
     # 2. breakdowns of a suppressed small total are withheld

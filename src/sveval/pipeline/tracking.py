@@ -147,6 +147,8 @@ class TrackingResult:
     partnership_name: str
     data_end: str
     notes: list[str] = field(default_factory=list)
+    #: folder of the persistent plan cache (:func:`sveval.pipeline.disclosure.plan_cache_dir`), or None
+    plan_cache: Path | None = None
 
     def measure(self, mid: str) -> MeasureSpec:
         return next(m for m in self.measures if m.id == mid)
@@ -187,7 +189,8 @@ class TrackingResult:
         shared by the tracking tables, the SPC charts and every return."""
         from sveval.pipeline.disclosure import plan_cells
 
-        return plan_cells(self.monthly, rules, {m.id: m.parent for m in self.measures if m.parent})
+        return plan_cells(self.monthly, rules, {m.id: m.parent for m in self.measures if m.parent},
+                          cache_dir=self.plan_cache)
 
     def published_chart(self, mid: str, rules) -> pd.DataFrame:
         """The SPC chart of a measure with its plotted values controlled (``shown``: number or None)."""
@@ -525,6 +528,7 @@ def track(
     root: Path | None = None,
     long: pd.DataFrame | None = None,
     catalog: Catalog | None = None,
+    plan_cache: Path | str | Literal[False] | None = None,
 ) -> TrackingResult:
     """Compute a tracking report.
 
@@ -535,6 +539,8 @@ def track(
     long : the long frame (period, area_code, measure, count, population); default: loaded as the
         spec's ``data`` says (built-in example or a long CSV)
     catalog : registries (default: loaded from ``<root>/parameters``)
+    plan_cache : folder of the persistent cache of the plan of controlled cells (default: the
+        project's, :func:`sveval.pipeline.disclosure.plan_cache_dir`; False: none)
 
     Returns
     -------
@@ -602,8 +608,12 @@ def track(
     annual = compare_to_baseline(period_totals(monthly_df, windows), spec.baseline_year)
     if not annual.loc[annual["financial_year"] == spec.baseline_year, "complete"].all():
         raise DataError(f"the baseline year {spec.baseline_year} is not complete in the data for every measure and area")
+    if plan_cache is None:
+        from sveval.pipeline.disclosure import plan_cache_dir
+
+        plan_cache = plan_cache_dir(paths.root)
     return TrackingResult(spec, catalog, measures, monthly_df, annual, charts, chart_notes, pcode, pname,
-                          data_end, notes)
+                          data_end, notes, Path(plan_cache) if plan_cache is not False else None)
 
 
 # ------------------------------------------------------------------------------------------------
