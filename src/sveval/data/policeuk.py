@@ -149,10 +149,11 @@ def read_sql(paths: list[Path]) -> str:
             "parallel = true)")
 
 
-def select_sql(paths: list[Path]) -> str:
-    """The street files as a relation with snake_case columns and ``filename``."""
+def select_sql(paths: list[Path], index: bool = False) -> str:
+    """The street files as a relation with snake_case columns and ``filename`` (or, with
+    ``index``, ``file_index``: the file's position in ``paths``)."""
     cols = ", ".join(f'"{h}" AS {n}' for h, n in STREET_COLUMNS.items())
-    return f"(SELECT {cols}, filename FROM {read_sql(paths)})"
+    return f"(SELECT {cols}, {'file_index' if index else 'filename'} FROM {read_sql(paths)})"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -84,11 +85,19 @@ def _ident(s: str) -> str:
     return '"' + str(s).replace('"', '""') + '"'
 
 
+_CRC_BUFFERS = threading.local()
+
+
 def crc32_file(path: Path) -> int:
+    """CRC-32 of a file's bytes, read into one reused buffer per thread (half the time of
+    reading a new bytes object per block: no allocation, no page faults on fresh memory)."""
+    buf = getattr(_CRC_BUFFERS, "buf", None)
+    if buf is None:
+        buf = _CRC_BUFFERS.buf = memoryview(bytearray(1 << 20))
     c = 0
-    with open(path, "rb") as fh:
-        while b := fh.read(1 << 22):
-            c = zlib.crc32(b, c)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            c = zlib.crc32(buf[:n], c)
     return c
 
 
@@ -536,11 +545,13 @@ class Store:
             mcols = "".join(
                 f", count(*) FILTER (WHERE {_condition(m, s, _STREET_FILTER_COLUMNS, None)})::BIGINT AS "
                 f"{_ident('m:' + m.id)}" for m in counted)
-            kv = "(VALUES " + ", ".join(f"({_q(p)}, {_q(k)})" for p, k in keys.items()) + ")"
-            return (f"SELECT k.key AS file, r.* EXCLUDE (filename) FROM (SELECT filename, {keys_sql}, "
+            # files are told apart by their position in the list (an integer: cheaper to group
+            # by than the file name), named by their key once the counts are made
+            kv = "(VALUES " + ", ".join(f"({i}, {_q(k)})" for i, k in enumerate(keys.values())) + ")"
+            return (f"SELECT k.key AS file, r.* EXCLUDE (file_index) FROM (SELECT file_index, {keys_sql}, "
                     f"count(*)::BIGINT AS n{mcols} "
-                    f"FROM (SELECT *, month AS period FROM {policeuk.select_sql(paths)}) "
-                    f"GROUP BY filename, {keys_sql}) r JOIN {kv} k(path, key) ON r.filename = k.path")
+                    f"FROM (SELECT *, month AS period FROM {policeuk.select_sql(paths, index=True)}) "
+                    f"GROUP BY file_index, {keys_sql}) r JOIN {kv} k(i, key) ON r.file_index = k.i")
         rels = _relations(con, sources, s, batch, tmp)
         selects = []
         for rel, cols in rels:
