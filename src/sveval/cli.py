@@ -90,7 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise SvevalError("--scheduler is for --executor dask")
     report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going,
                  wait=getattr(args, "wait", 0.0), fresh_kernels=getattr(args, "fresh_kernels", False),
-                 scheduler=scheduler if executor == "dask" else None)
+                 scheduler=scheduler if executor == "dask" else None,
+                 keep_kernels=getattr(args, "keep_kernels", None))
     counts = report.counts()
     print("summary: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if any(o.status == "invalid" for o in report.outcomes):
@@ -211,6 +212,25 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_kernels(args: argparse.Namespace) -> int:
+    """List the project's kept kernels (``sveval run --keep-kernels``), or end them."""
+    from sveval.pipeline import kept
+    from sveval.pipeline.runner import STATE_DIR
+
+    registry = _paths(args).reports / STATE_DIR / kept.REGISTRY
+    if args.stop:
+        print(f"stopped {kept.stop_all(registry)} kept kernel(s)")
+        return EXIT_OK
+    rows = kept.registered(registry)
+    if not rows:
+        print("no kept kernels (sveval run --keep-kernels keeps a run's warm kernels for the next run)")
+    for r in rows:
+        state = "in use" if r["in_use"] else ("idle" if r["running"] else "gone")
+        print(f"{r['name']}  pid {r['pid']}  {state}  started {r['started_at']}  "
+              f"ends after {r['idle_seconds']:.0f} s idle")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of the result record (reports/evaluations/<id>.json)."""
     import json
@@ -300,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fresh-kernels", action="store_true",
                     help="start a new kernel for every notebook (default: one warm kernel per worker, "
                          "reset between notebooks)")
+    sp.add_argument("--keep-kernels", nargs="?", type=float, const=600.0, default=None, metavar="SECONDS",
+                    help="leave this run's warm kernels running for SECONDS (default 600) for the next run "
+                         "to adopt: rerunning one evaluation then skips the kernel start and imports "
+                         "(also $SVEVAL_KEEP_KERNELS; 0: off; `sveval kernels --stop` ends them)")
     sp.add_argument("--executor", choices=("local", "dask"), default="local",
                     help="where notebooks run: this machine (default) or a Dask distributed cluster")
     sp.add_argument("--scheduler", metavar="ADDRESS",
@@ -307,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "workers must see the project folder at the same path")
     wait_arg(sp)
     sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("kernels", help="list or stop the kernels kept by `sveval run --keep-kernels`")
+    sp.add_argument("--stop", action="store_true", help="end every kept kernel not in use")
+    sp.set_defaults(fn=cmd_kernels)
 
     sp = sub.add_parser("track", help="execute outcome-tracking reports")
     files_args(sp)

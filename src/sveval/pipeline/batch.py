@@ -292,6 +292,10 @@ class WarmKernel:
         except Exception:  # noqa: BLE001
             return False
 
+    def discard(self) -> None:
+        """End a broken kernel (for a warm kernel of this run: the same as :meth:`close`)."""
+        self.close()
+
     def reset(self, cwd: Path | str, timeout: float = RESET_TIMEOUT) -> None:
         """Back to a fresh kernel's state with ``cwd`` as working folder; raises when the kernel is
         dead or does not answer within ``timeout`` seconds (then replace it)."""
@@ -323,15 +327,19 @@ class KernelPool:
     """One warm kernel per thread, started on first use; :meth:`acquire` hands it reset for a
     notebook, :meth:`release` gives it back (a broken one is shut down and replaced next time).
 
-    Use as a context manager: every kernel is shut down at the end. ``modules`` are imported
-    once by every kernel when it starts.
+    Use as a context manager: every kernel is closed at the end (shut down; a kept kernel,
+    :mod:`sveval.pipeline.kept`, is left for the next run). ``modules`` are imported once by every
+    kernel when it starts. ``starter(kernel, cwd)`` gives a new warm kernel (default: a
+    :class:`WarmKernel` of this run).
     """
 
     def __init__(self, kernel: str = "python3", start_timeout: int = executor.START_TIMEOUT,
-                 modules: Iterable[str] = WARM_IMPORTS):
+                 modules: Iterable[str] = WARM_IMPORTS,
+                 starter: Callable[[str, Path | str], WarmKernel] | None = None):
         self.kernel = kernel
         self.start_timeout = start_timeout
         self.modules = tuple(modules)
+        self.starter = starter or (lambda kernel, cwd: WarmKernel(kernel, self.start_timeout, self.modules))
         self._kernels: dict[int, WarmKernel] = {}
         self._lock = threading.Lock()
         self.started = 0
@@ -350,20 +358,24 @@ class KernelPool:
             try:
                 warm.reset(cwd)
             except Exception:  # noqa: BLE001 - dead or wedged: replace it
-                warm.close()
+                warm.discard()
                 warm = None
                 self.replaced += 1
         if warm is None:
-            warm = WarmKernel(kernel, self.start_timeout, self.modules)
+            warm = self.starter(kernel, cwd)
             self.started += 1
-            warm.reset(cwd)
+            try:
+                warm.reset(cwd)
+            except BaseException:
+                warm.discard()
+                raise
         return warm
 
     def release(self, warm: WarmKernel, *, broken: bool = False, started: bool = False) -> None:
         """Give back this thread's kernel after a notebook (``started``: after starting it only)."""
         warm.notebooks += 0 if started else 1
         if broken or not warm.alive():
-            warm.close()
+            warm.discard()
             self.replaced += 1
             return
         tid = threading.get_ident()

@@ -48,7 +48,7 @@ from sveval._version import __version__
 from sveval.catalog import Catalog
 from sveval.errors import PublishError, SvevalError
 from sveval.paths import ProjectPaths
-from sveval.pipeline import batch, executor
+from sveval.pipeline import batch, executor, kept
 from sveval.pipeline.lock import project_lock
 from sveval.pipeline.record import failure_record, read_record, write_record
 
@@ -256,6 +256,7 @@ def run(
     fresh_kernels: bool = False,
     scheduler: str | None = None,
     progress: bool | None = None,
+    keep_kernels: float | None = None,
 ) -> RunReport:
     """Validate and execute evaluations; see the module docstring.
 
@@ -273,18 +274,22 @@ def run(
         the notebooks run on that cluster's workers, which must see the project folder at the same
         path; the outputs are written here (see :mod:`sveval.pipeline.batch`). None: run locally
     progress : a progress bar on stderr (None: when stderr is a terminal; plain lines otherwise)
+    keep_kernels : seconds to keep this run's warm kernels after it ends, for the next run in the
+        project to adopt (:mod:`sveval.pipeline.kept`); None: ``$SVEVAL_KEEP_KERNELS``, unset or
+        0: off (the kernels are shut down at the end)
     """
     paths = ProjectPaths(root) if root else ProjectPaths.discover()
     with project_lock(paths.reports, "sveval run", wait=wait):
         return _run(paths, spec_paths, force=force, workers=workers, keep_going=keep_going,
                     kernel=kernel, retries=retries, timeout=timeout, echo=echo,
-                    fresh_kernels=fresh_kernels, scheduler=scheduler, progress=progress)
+                    fresh_kernels=fresh_kernels, scheduler=scheduler, progress=progress,
+                    keep_kernels=kept.idle_from_env(keep_kernels))
 
 
 def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, workers: int | None,
          keep_going: bool, kernel: str, retries: int, timeout: int, echo: Callable[[str], None],
          fresh_kernels: bool = False, scheduler: str | None = None,
-         progress: bool | None = None) -> RunReport:
+         progress: bool | None = None, keep_kernels: float | None = None) -> RunReport:
     specs = [Path(p).resolve() for p in (spec_paths or discover_specs(paths))]
     report = RunReport()
     out_dir = paths.report_evaluations
@@ -322,7 +327,7 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
     prestart = not fresh_kernels and not scheduler
     n_threads = batch.worker_count(workers, len(specs))
     threads = ThreadPoolExecutor(max_workers=n_threads) if prestart else None
-    pool = batch.KernelPool(kernel) if prestart else None
+    pool = batch.KernelPool(kernel, starter=_kept_starter(paths, keep_kernels)) if prestart else None
     try:
         if pool is not None:
             batch.prestart(pool, threads, n_threads, paths.root)
@@ -335,6 +340,22 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
             threads.shutdown(wait=True)
         if pool is not None:
             pool.close()
+
+
+def _kept_starter(paths: ProjectPaths, idle: float | None) -> Callable[[str, Path | str], Any] | None:
+    """Warm kernels that outlive the run (adopted from an earlier run, else started detached), or
+    None for the run's own kernels."""
+    if not idle:
+        return None
+    registry = paths.reports / STATE_DIR / kept.REGISTRY
+    fingerprints: dict[str, str] = {}
+
+    def start(kernel: str, cwd: Path | str) -> Any:
+        fp = fingerprints.setdefault(kernel, kept.fingerprint(kernel, batch.WARM_IMPORTS))
+        return (kept.KeptKernel.adopt(registry, kernel, fp)
+                or kept.KeptKernel.start(registry, kernel, idle, cwd, fp))
+
+    return start
 
 
 def _validate_and_run(paths: ProjectPaths, specs: list[Path], report: RunReport, manifest: Any,
