@@ -35,11 +35,12 @@ def bench(session):
     """Benchmarks, with the settings behind the committed results in ``benchmarks/results/``.
 
     ``nox -s bench`` runs all; ``nox -s bench -- its_coverage``, ``-- did_speed``, ``-- ingest_speed``,
-    ``-- its_speed`` or ``-- run_speed`` runs one.
+    ``-- its_speed``, ``-- run_speed`` or ``-- batch_stability`` runs one.
     The ITS coverage benchmark takes about 75 minutes of one core (Gaussian cells about 17, counts about 56).
     """
     session.install("-c", "constraints.txt", "-e", ".")
-    wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed", "its_speed", "run_speed"}
+    wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed", "its_speed", "run_speed",
+                                      "batch_stability"}
     if "ingest_speed" in wanted:
         session.run("python", "benchmarks/ingest_speed.py", "--out", "benchmarks/results/ingest_speed.md")
     if "did_speed" in wanted:
@@ -48,6 +49,9 @@ def bench(session):
         session.run("python", "benchmarks/its_speed.py", "--out", "benchmarks/results/its_speed.md")
     if "run_speed" in wanted:  # sveval run / pipeline against plain papermill, in one run
         session.run("python", "benchmarks/run_speed.py", "--repeat", "2", "--out", "benchmarks/results/run_speed.md")
+    if "batch_stability" in wanted:  # 20 consecutive `sveval run --all --force` batches, 0 failures
+        session.run("python", "benchmarks/batch_stability.py", "--batches", "20",
+                    "--out", "benchmarks/results/batch_stability.md")
     if "its_coverage" in wanted:
         # 1000 replications a cell for every estimator, except the exact-ML ARIMA comparator (100:
         # about a second a fit)
