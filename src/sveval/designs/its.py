@@ -53,6 +53,7 @@ import pandas as pd
 from sveval.designs.its_choice import LOW_COUNT, outcome_scale, resolve_inference, resolve_model  # noqa: F401
 from sveval.designs.its_design import ITSDesign, build_design
 from sveval.designs.its_models import COUNT_MODELS, ModelFit, fit_model
+from sveval.designs.its_refit import refit_model
 from sveval.errors import DataError, OptionError
 from sveval.periods import (
     PERIOD_NOUN,
@@ -105,8 +106,13 @@ def fit_core(
     kind: str = "count",
     comparison: pd.DataFrame | None = None,
     breaks: tuple[tuple[str, str], ...] = (),
+    refit: bool = False,
 ) -> ITSFit:
-    """Build the design and fit the model, without effects, diagnostics or power."""
+    """Build the design and fit the model, without effects, diagnostics or power.
+
+    ``refit=True`` (the checks' refits) fits ``arima`` and ``negbin`` with the fast exact
+    estimators of :mod:`sveval.designs.its_refit` instead of statsmodels.
+    """
     model = resolve_model(options, kind)
     if kind == "continuous" and model in COUNT_MODELS:
         raise DataError(f"model '{model}' is a count model but the measure is continuous; use ols, "
@@ -117,7 +123,7 @@ def fit_core(
     )
     f = design.frame
     ar_order, interval, _ = resolve_inference(options, model, design)
-    fit = fit_model(
+    fit = (refit_model if refit else fit_model)(
         model, f["y"].to_numpy(float), design.X, f["offset"].to_numpy(float), design.columns,
         f["t"].to_numpy(float), design.series_id, design.included, ar_order=ar_order, interval=interval,
     )
@@ -503,7 +509,8 @@ class _Refitter:
         opts = self.options.model_copy(update=changes) if changes else self.options
         data = _restrict(self.data, end)
         comp = _restrict(self.comparison, end) if self.comparison is not None else None
-        core = fit_core(data, intervention_start, opts, kind=self.kind, comparison=comp, breaks=self.breaks)
+        core = fit_core(data, intervention_start, opts, kind=self.kind, comparison=comp, breaks=self.breaks,
+                        refit=True)
         return headline_of(core, self.better_if)
 
     @property

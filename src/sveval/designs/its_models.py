@@ -275,6 +275,39 @@ class ARWhitener:
             logdet += math.log(vi)
         return out, logdet
 
+    def innovations(self, Z: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One-step prediction errors of ``Z`` (unscaled) and their variances.
+
+        Returns ``(E, c)``: ``E[i] = Z[i] - E[Z[i] | earlier rows of its series]`` and ``c[i]`` the
+        conditional variance of row i for a process of unit marginal variance, so that
+        ``whiten(Z, phi)[0] == E / sqrt(c)`` and ``log|R| == sum(log c)``. These are the Kalman
+        filter's forecast errors and (divided by the marginal variance) their variances.
+        """
+        phi = np.asarray(phi, dtype=float)
+        p = len(phi)
+        Z = np.asarray(Z, dtype=float)
+        if p == 0:
+            return Z.copy(), np.ones(len(Z))
+        reg, windows, maxlag = self._plan(p)
+        rho = ar_acf(phi, maxlag)
+        v = 1.0 - float(np.dot(phi, rho[1:p + 1]))
+        E = np.empty_like(Z)
+        c = np.empty(len(Z))
+        acc = Z[reg].copy()
+        for j in range(1, p + 1):
+            acc -= phi[j - 1] * Z[reg - j]
+        E[reg] = acc
+        c[reg] = v
+        for i, S, lags in windows:
+            if len(S) == 0:
+                E[i], c[i] = Z[i], 1.0
+                continue
+            R = rho[lags]
+            w = np.linalg.solve(R[:-1, :-1], R[:-1, -1])
+            c[i] = float(R[-1, -1] - R[-1, :-1] @ w)
+            E[i] = Z[i] - w @ Z[S]
+        return E, c
+
 
 def _qr(W: np.ndarray) -> np.ndarray:
     """LAPACK ``dgeqrf`` of ``W`` (R in the upper triangle); numpy's wrapper costs 5x the work here."""

@@ -9,7 +9,8 @@ Method (both functions):
    overdispersion and whose autocorrelation is the fitted AR coefficient; for continuous
    measures, Gaussian AR(p) errors with the fitted coefficients and variance.
 3. Fit the full ITS model (same options) to each simulated series and keep the level-change
-   estimate, its standard error and critical value.
+   estimate, its standard error and critical value (``arima`` and ``negbin`` by the fast exact
+   estimators of :mod:`sveval.designs.its_refit`, as the pre-period fit of step 1).
 4. Power at a proportional change ``d`` (0.2 = a 20% fall, or rise when higher is better) is the
    share of simulations whose interval lies wholly on the improving side once the level is
    shifted by ``log(1 - d)`` (counts) or by ``-d`` x the mean counterfactual level (continuous).
@@ -43,7 +44,8 @@ from scipy import stats
 from scipy.signal import lfilter
 
 from sveval.designs.its_design import ITSDesign
-from sveval.designs.its_models import COUNT_MODELS, ar_acf, fit_model
+from sveval.designs.its_models import COUNT_MODELS, ar_acf
+from sveval.designs.its_refit import refit_model
 from sveval.errors import DataError, EstimationError, OptionError
 from sveval.periods import parse_any_period
 from sveval.result import Power
@@ -95,8 +97,8 @@ def _base(data, intervention_start, options, kind, comparison, breaks) -> _SimBa
                         "short to simulate power")
     y = f["y"].to_numpy(float)
     off = f["offset"].to_numpy(float)
-    pre_fit = fit_model(model, y, Xp, off, names, f["t"].to_numpy(float), design.series_id, pre,
-                        ar_order=max(options.ar_order, 1) if model not in COUNT_MODELS or options.ar_order else 0)
+    pre_fit = refit_model(model, y, Xp, off, names, f["t"].to_numpy(float), design.series_id, pre,
+                          ar_order=max(options.ar_order, 1) if model not in COUNT_MODELS or options.ar_order else 0)
     mean = pre_fit.mean(Xp, off)
     log_link = pre_fit.link == "log"
     ar = tuple(pre_fit.ar)
@@ -173,8 +175,8 @@ def _fit_sims(base: _SimBase, n_sim: int, seed: int, stop=None) -> tuple[np.ndar
             break
         y = _simulate(base, rng)
         try:
-            fit = fit_model(base.model, y, d.X, off, d.columns, t, d.series_id, d.included,
-                            ar_order=base.ar_order)
+            fit = refit_model(base.model, y, d.X, off, d.columns, t, d.series_id, d.included,
+                              ar_order=base.ar_order)
         except (EstimationError, np.linalg.LinAlgError, ValueError):
             continue
         i = fit.names.index(col)
