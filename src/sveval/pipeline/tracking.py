@@ -327,44 +327,58 @@ def _resolve(spec: TrackingSpec, catalog: Catalog, spec_path: Path | None) -> tu
 
 def _monthly(long: pd.DataFrame, ms: MeasureSpec, areas: list[str], comp: list[str],
              pcode: str, catalog: Catalog, start: str, end: str) -> pd.DataFrame:
+    """One measure's monthly table: the partnership, its areas (when more than one), the pooled
+    comparison areas and each comparison area, every month from ``start`` to ``end``.
+
+    A unit's month is complete when every one of its areas that has data for the measure has a row
+    that month (otherwise its count is missing); its population is missing unless every such area
+    gives one. Computed for all units at once (one grouped sum over the rows of every unit)."""
     periods = [add_months(start, k) for k in range(period_index(end) - period_index(start) + 1)]
-    d = long[long["measure"] == ms.id]
-    frames = []
-
-    def block(codes: list[str], code: str, name: str, area_type: str) -> pd.DataFrame:
-        sub = d[d["area_code"].isin(codes)]
-        have = set(sub["area_code"])
-        if not have:
-            return pd.DataFrame()
-        g = sub.groupby("period").agg(count=("count", "sum"), population=("population", lambda s: s.sum(min_count=len(have))),
-                                      n_areas=("area_code", "nunique"))
-        g = g.reindex(periods)
-        g.index.name = "period"
-        g = g.reset_index()
-        g["complete"] = g["n_areas"].fillna(0).astype(int) == len(have)
-        g.loc[~g["complete"], "count"] = np.nan
-        g["area_code"], g["area_name"], g["area_type"] = code, name, area_type
-        return g.drop(columns="n_areas")
-
-    frames.append(block(areas, pcode, catalog.partnership if len(areas) > 1 else catalog.area_name(areas[0]), "partnership"))
+    d = long.loc[long["measure"] == ms.id, ["period", "area_code", "count", "population"]]
+    units: list[tuple[str, str, str, list[str]]] = [
+        (pcode, catalog.partnership if len(areas) > 1 else catalog.area_name(areas[0]), "partnership", areas)]
     if len(areas) > 1:
-        for c in areas:
-            frames.append(block([c], c, catalog.area_name(c), "area"))
+        units += [(c, catalog.area_name(c), "area", [c]) for c in areas]
     if comp:
-        frames.append(block(comp, COMPARISON_CODE, "Comparison areas (pooled)", "comparison"))
-        for c in comp:
-            frames.append(block([c], c, catalog.area_name(c), "comparison_area"))
-    out = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+        units.append((COMPARISON_CODE, "Comparison areas (pooled)", "comparison", comp))
+        units += [(c, catalog.area_name(c), "comparison_area", [c]) for c in comp]
+    present = set(d["area_code"])
+    units = [(code, name, kind, [c for c in dict.fromkeys(codes) if c in present])
+             for code, name, kind, codes in units]
+    units = [u for u in units if u[3]]
+    cols = ["measure", "measure_name", "disclosure", "area_type", "area_code", "area_name", "period",
+            "count", "population", "rate", "rolling_12m", "rolling_12m_rate", "rate_per", "complete"]
+    if not units:
+        raise ValueError("No objects to concatenate")
+    member = pd.DataFrame([(k, c) for k, u in enumerate(units) for c in u[3]], columns=["unit", "area_code"])
+    rows = d.assign(area_code=d["area_code"].astype(object), period=d["period"].astype(object))
+    rows = rows.merge(member, on="area_code", how="inner")
+    rows = rows[rows["period"].isin(periods)]
+    rows["has_pop"] = rows["population"].notna()
+    g = rows.groupby(["unit", "period"]).agg(count=("count", "sum"), population=("population", "sum"),
+                                             n_pop=("has_pop", "sum"), n_areas=("area_code", "nunique"))
+    g = g.reindex(pd.MultiIndex.from_product([range(len(units)), periods], names=["unit", "period"]))
+    need = np.repeat([len(u[3]) for u in units], len(periods))
+    complete = g["n_areas"].fillna(0).astype(int).to_numpy() == need
+    out = pd.DataFrame({
+        "period": np.tile(np.array(periods, dtype=object), len(units)),
+        "count": np.where(complete, g["count"].to_numpy(dtype=float), np.nan),
+        "population": np.where(g["n_pop"].fillna(0).to_numpy() >= need, g["population"].to_numpy(dtype=float),
+                               np.nan),
+        "complete": complete,
+        "area_code": np.repeat(np.array([u[0] for u in units], dtype=object), len(periods)),
+        "area_name": np.repeat(np.array([u[1] for u in units], dtype=object), len(periods)),
+        "area_type": np.repeat(np.array([u[2] for u in units], dtype=object), len(periods)),
+    })
     out["measure"], out["measure_name"], out["disclosure"] = ms.id, ms.name, ms.disclosure
     out["rate_per"] = ms.rate_per
     out["rate"] = out["count"] / out["population"] * ms.rate_per
     out = out.sort_values(["area_type", "area_code", "period"], kind="stable")
-    r_count = out.groupby("area_code")["count"].transform(lambda s: s.rolling(12, min_periods=12).sum())
-    r_pop = out.groupby("area_code")["population"].transform(lambda s: s.rolling(12, min_periods=12).mean())
+    by_area = out.groupby("area_code", sort=False)
+    r_count = by_area["count"].rolling(12, min_periods=12).sum().reset_index(level=0, drop=True)
+    r_pop = by_area["population"].rolling(12, min_periods=12).mean().reset_index(level=0, drop=True)
     out["rolling_12m"] = r_count
     out["rolling_12m_rate"] = r_count / r_pop * ms.rate_per
-    cols = ["measure", "measure_name", "disclosure", "area_type", "area_code", "area_name", "period",
-            "count", "population", "rate", "rolling_12m", "rolling_12m_rate", "rate_per", "complete"]
     return out[cols].reset_index(drop=True)
 
 
@@ -373,20 +387,33 @@ def period_totals(monthly: pd.DataFrame, windows: dict[str, list[str]], label: s
 
     Returns one row per window x area x measure with ``fy_count``, ``exposure`` (population
     person-years: mean population x months / 12), ``months`` (months with data) and ``complete``.
+    The total is missing unless every month of the window has a count; the population is the mean
+    over the months with a count.
     """
-    rows = []
     keys = ["measure", "measure_name", "disclosure", "area_type", "area_code", "area_name", "rate_per"]
-    for wname, months in windows.items():
-        sub = monthly[monthly["period"].isin(months)]
-        for k, g in sub.groupby(keys, sort=False):
-            have = g.dropna(subset=["count"])
-            n = len(have)
-            pop = have["population"].mean() if n else np.nan
-            rows.append({**dict(zip(keys, k, strict=True)), label: wname,
-                         "fy_count": have["count"].sum() if n == len(months) else np.nan,
-                         "population": pop, "exposure": pop * n / 12.0 if n else np.nan,
-                         "months": n, "complete": n == len(months)})
-    out = pd.DataFrame(rows)
+    parts = [monthly.loc[monthly["period"].isin(months), [*keys, "count", "population"]].assign(
+        _w=k) for k, months in enumerate(windows.values())]
+    names = list(windows)
+    size = np.array([len(m) for m in windows.values()])
+    if not parts or not sum(len(p) for p in parts):
+        return pd.DataFrame(columns=[*keys, label, "fy_count", "population", "exposure", "months",
+                                     "complete", "rate"])
+    sub = pd.concat(parts, ignore_index=True)
+    has = sub["count"].notna()
+    sub["_pop"] = sub["population"].where(has)
+    g = sub.groupby(["_w", *keys], sort=False).agg(n=("count", "count"), total=("count", "sum"),
+                                                    pop=("_pop", "mean"))
+    idx = g.index.to_frame(index=False)
+    n = g["n"].to_numpy()
+    full = n == size[idx["_w"].to_numpy()]
+    pop = np.where(n > 0, g["pop"].to_numpy(dtype=float), np.nan)
+    out = idx[keys].copy()
+    out[label] = [names[w] for w in idx["_w"]]
+    out["fy_count"] = np.where(full, g["total"].to_numpy(dtype=float), np.nan)
+    out["population"] = pop
+    out["exposure"] = np.where(n > 0, pop * n / 12.0, np.nan)
+    out["months"] = n
+    out["complete"] = full
     out["rate"] = out["fy_count"] / out["exposure"] * out["rate_per"]
     return out
 
