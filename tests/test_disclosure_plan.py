@@ -133,6 +133,21 @@ def test_audit_solves_as_linprog(seed, monkeypatch):
     assert plan_doc(fresh_plan(monthly, rules, {"m_u25": "m"})) == fast
 
 
+def test_project_plan_is_the_tracking_plan(inputs):
+    """project_plan (records of protected measures, inside the evaluations' kernels) builds only the
+    monthly tables it needs, and gets the tracking report's plan, kept in the project's cache."""
+    from sveval.pipeline import disclosure
+    from sveval.pipeline.tracking import project_plan
+
+    variant, root, (monthly, rules, parents) = inputs
+    expected = plan_doc(fresh_plan(monthly, rules, parents))
+    disclosure._PLAN_CACHE.clear()
+    got = project_plan(root / "parameters", rules, "knife_admissions")
+    assert plan_doc(got) == expected
+    assert len(list(disclosure.plan_cache_dir(root).glob("*.json"))) == 1
+    assert project_plan(root / "parameters", rules, "knife_crime") is None  # not a protected measure
+
+
 def _rules():
     from sveval.pipeline.disclosure import DisclosureRules, SourceRule
 

@@ -549,6 +549,42 @@ def _next_quarter(p: str) -> str:
     return add_months(_quarter_start(p), 3)
 
 
+def _checked(long: pd.DataFrame, measures: list[MeasureSpec]) -> pd.DataFrame:
+    """The long frame with a population column, after checking that it has the columns tracking
+    needs and that every tracked measure is monthly."""
+    missing_cols = {"period", "area_code", "measure", "count"} - set(long.columns)
+    if missing_cols:
+        raise DataError(f"the long frame lacks columns {sorted(missing_cols)}")
+    if "population" not in long.columns:
+        long = long.assign(population=np.nan)
+    from sveval.data.series import measure_granularity
+
+    for ms in measures:  # tracking tables and returns are monthly (months -> quarters -> years)
+        g = measure_granularity(long, ms.id) if (long["measure"] == ms.id).any() else "month"
+        if g != "month":
+            raise DataError(f"measure '{ms.id}' is by {g.replace('_', ' ')}: tracking tables and the "
+                            "Home Office returns are built from monthly counts; track a monthly "
+                            "measure, or evaluate this one with a design (ITS, DiD, synth)")
+    return long
+
+
+def _monthly_tables(long: pd.DataFrame, measures: list[MeasureSpec], areas: list[str], comp: list[str],
+                    pcode: str, catalog: Catalog, spec_path: Path | None):
+    """Each measure's monthly table (:func:`_monthly`) over the months of its data in the
+    partnership's areas: ``(measure, table, start, end)``."""
+    for ms in measures:
+        d = long[(long["measure"] == ms.id) & long["area_code"].isin(areas)]
+        if d.empty:
+            raise SpecError(spec_path, [("measures", ms.id, "no data for this measure in the partnership's areas")])
+        start, end = d["period"].min(), d["period"].max()
+        yield ms, _monthly(long, ms, areas, comp, pcode, catalog, start, end), start, end
+
+
+def _check_baseline(totals: pd.DataFrame, baseline: str) -> None:
+    if not totals.loc[totals["financial_year"] == baseline, "complete"].all():
+        raise DataError(f"the baseline year {baseline} is not complete in the data for every measure and area")
+
+
 def track(
     spec_path_or_spec: Path | str | TrackingSpec,
     *,
@@ -584,19 +620,7 @@ def track(
     measures, areas, comp = _resolve(spec, catalog, spec_path)
     if long is None:
         long = _load_long(spec, spec_path, paths, catalog)
-    missing_cols = {"period", "area_code", "measure", "count"} - set(long.columns)
-    if missing_cols:
-        raise DataError(f"the long frame lacks columns {sorted(missing_cols)}")
-    if "population" not in long.columns:
-        long = long.assign(population=np.nan)
-    from sveval.data.series import measure_granularity
-
-    for ms in measures:  # tracking tables and returns are monthly (months -> quarters -> years)
-        g = measure_granularity(long, ms.id) if (long["measure"] == ms.id).any() else "month"
-        if g != "month":
-            raise DataError(f"measure '{ms.id}' is by {g.replace('_', ' ')}: tracking tables and the "
-                            "Home Office returns are built from monthly counts; track a monthly "
-                            "measure, or evaluate this one with a design (ITS, DiD, synth)")
+    long = _checked(long, measures)
     pcode, pname = _partnership(catalog)
     rules = None
     if (catalog.parameters_dir / "disclosure.yaml").exists():
@@ -606,13 +630,8 @@ def track(
     notes: list[str] = []
     monthly, charts, chart_notes = [], {}, {}
     end_all = []
-    for ms in measures:
-        d = long[(long["measure"] == ms.id) & long["area_code"].isin(areas)]
-        if d.empty:
-            raise SpecError(spec_path, [("measures", ms.id, "no data for this measure in the partnership's areas")])
-        start, end = d["period"].min(), d["period"].max()
+    for ms, m, start, end in _monthly_tables(long, measures, areas, comp, pcode, catalog, spec_path):
         end_all.append(end)
-        m = _monthly(long, ms, areas, comp, pcode, catalog, start, end)
         if m.loc[m["area_type"] == "partnership", "population"].isna().all():
             notes.append(f"{ms.name}: no population data, so no rates are given.")
         monthly.append(m)
@@ -632,9 +651,9 @@ def track(
             years.append(f"{y}/{(y + 1) % 100:02d}")
             y += 1
     windows = {fy: fy_months(fy) for fy in [spec.baseline_year, *years]}
-    annual = compare_to_baseline(period_totals(monthly_df, windows), spec.baseline_year)
-    if not annual.loc[annual["financial_year"] == spec.baseline_year, "complete"].all():
-        raise DataError(f"the baseline year {spec.baseline_year} is not complete in the data for every measure and area")
+    totals = period_totals(monthly_df, windows)
+    _check_baseline(totals, spec.baseline_year)
+    annual = compare_to_baseline(totals, spec.baseline_year)
     if plan_cache is None:
         from sveval.pipeline.disclosure import plan_cache_dir
 
@@ -753,16 +772,20 @@ def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: boo
 def project_plan(parameters_dir: Path | str, rules, measure: str):
     """The plan of cells the project's tracking report and returns publish, for a record's measure.
 
-    Computes the tracking report named by ``parameters/returns.yaml`` (``tracking``, default
-    ``partnership``) restricted to its protected measures (their monthly tables, hence the plan,
-    are the same as in the full report) and returns :meth:`TrackingResult.cell_plan`. None when
-    there is no such report, it fails, or it does not track ``measure``: the record's observed
+    Builds the monthly tables of the tracking report named by ``parameters/returns.yaml``
+    (``tracking``, default ``partnership``) for its protected measures only (their monthly tables,
+    hence the plan, are the same as in the full report; no charts or annual comparisons are
+    computed) and returns their plan (:func:`sveval.pipeline.disclosure.plan_cells`, as
+    :meth:`TrackingResult.cell_plan`), read from the project's plan cache when ``sveval track``,
+    ``sveval returns`` or another evaluation computed it for the same data. None when there is no
+    such report, it fails its data checks, or it does not track ``measure``: the record's observed
     months are then suppressed (:func:`control_record`).
     """
     import yaml
 
     from sveval.catalog import Catalog
     from sveval.errors import DataError
+    from sveval.pipeline.disclosure import plan_cache_dir, plan_cells
 
     params = Path(parameters_dir)
     try:
@@ -780,7 +803,17 @@ def project_plan(parameters_dir: Path | str, rules, measure: str):
                 and rules.rule(catalog.measures[m].disclosure).secondary]
         if measure not in keep:
             return None
-        tr = track(spec.model_copy(update={"measures": keep}), root=params.parent, catalog=catalog)
+        # what track() computes for the monthly tables, with its checks
+        spec = spec.model_copy(update={"measures": keep})
+        paths = ProjectPaths(params.parent)
+        measures, areas, comp = _resolve(spec, catalog, spec_path)
+        long = _checked(_load_long(spec, spec_path.resolve(), paths, catalog), measures)
+        pcode, _ = _partnership(catalog)
+        monthly = pd.concat([m for _, m, _, _ in _monthly_tables(long, measures, areas, comp, pcode, catalog,
+                                                                   spec_path)], ignore_index=True)
+        _check_baseline(period_totals(monthly, {spec.baseline_year: fy_months(spec.baseline_year)}),
+                        spec.baseline_year)
     except (SpecError, DataError, OSError, KeyError):
         return None
-    return tr.cell_plan(rules)
+    return plan_cells(monthly, rules, {m.id: m.parent for m in measures if m.parent},
+                      cache_dir=plan_cache_dir(paths.root))
