@@ -139,3 +139,30 @@ def test_old_entries_are_pruned(setup, monkeypatch):
         cached_long(store, sources, catalog)
     assert len(list((store.root / "long-cache").glob("*.json"))) == 2
     assert len(list((store.root / "long-cache").glob("*.csv"))) == 2
+
+
+def test_shared_loads_read_the_data_once_per_batch(setup, monkeypatch, tmp_path):
+    paths, catalog, sources, store = setup
+    calls = []
+    real = load._load_long
+    monkeypatch.setattr(load, "_load_long", lambda *a: calls.append(a[0].source) or real(*a))
+    example = DataSpec()
+    with load.shared_loads():
+        a = load.load_long(example, None, paths, catalog)
+        b = load.load_long(example, None, paths, catalog)
+        with load.shared_loads():  # nested: the same memo
+            c = load.load_long(example, None, paths, catalog)
+        # another data block (a long CSV of the user's own) is loaded on its own
+        csv = tmp_path / "own.csv"
+        a.long.head(40).to_csv(csv, index=False)
+        own = load.load_long(DataSpec(source="csv", path=str(csv)), None, paths, catalog)
+        again = load.load_long(DataSpec(source="csv", path=str(csv)), None, paths, catalog)
+        # another catalogue (other registries) is another key
+        d = load.load_long(example, None, paths, Catalog.load(paths.parameters))
+    assert a is b is c and own is again and own is not a and d is not a
+    assert calls == ["example", "csv", "example"]
+    # outside a block every call loads afresh (a long-lived kernel sees changed files)
+    e = load.load_long(example, None, paths, catalog)
+    f = load.load_long(example, None, paths, catalog)
+    assert e is not f and calls[-2:] == ["example", "example"]
+    same(e.long, a.long)

@@ -9,6 +9,7 @@ folder holding them (for LSOA panels).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -42,8 +43,37 @@ def resolve_data_path(data: DataSpec, spec_path: Path | None) -> Path:
     return p
 
 
+_SHARED: dict | None = None  # see shared_loads
+
+
+@contextlib.contextmanager
+def shared_loads():
+    """Inside the block, :func:`load_long` gives the same data for the same ``data:`` block once
+    loaded: a batch validating many parameter files checks the store for new files and reads the
+    long frame once, not once per file. (Outside a block every call loads afresh: a long-lived
+    process, such as a kept kernel, sees files that changed since.) The frames are shared: treat
+    them as read-only."""
+    global _SHARED
+    outer = _SHARED
+    _SHARED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
 def load_long(data: DataSpec, spec_path: Path | None, paths: ProjectPaths, catalog) -> LoadedData:
     """Load the long frame a parameter file asks for (see the module docstring)."""
+    if _SHARED is None:
+        return _load_long(data, spec_path, paths, catalog)
+    where = str(resolve_data_path(data, spec_path)) if data.source == "csv" else ""
+    key = (data.model_dump_json(), where, str(paths.root), id(catalog))
+    if key not in _SHARED:
+        _SHARED[key] = (_load_long(data, spec_path, paths, catalog), catalog)  # catalog: keeps id(catalog) unique
+    return _SHARED[key][0]
+
+
+def _load_long(data: DataSpec, spec_path: Path | None, paths: ProjectPaths, catalog) -> LoadedData:
     if data.source == "csv":
         from sveval.data.ingest import read_long_csv
 

@@ -95,23 +95,25 @@ def discover_specs(paths: ProjectPaths) -> list[Path]:
 
 def validate_all(spec_paths: list[Path], paths: ProjectPaths) -> tuple[dict[Path, Any], dict[Path, str]]:
     """Fully validate every spec; return (contexts by path, error messages by path)."""
+    from sveval.data.load import shared_loads
     from sveval.pipeline.api import prepare  # here: the designs' imports are not needed before
 
     catalog = Catalog.load(paths.parameters)
     contexts: dict[Path, Any] = {}
     errors: dict[Path, str] = {}
     seen_ids: dict[str, Path] = {}
-    for p in spec_paths:
-        try:
-            ctx = prepare(p, root=paths.root, catalog=catalog)
-        except SvevalError as exc:
-            errors[p] = str(exc)
-            continue
-        if ctx.spec.id in seen_ids:
-            errors[p] = f"{p}: id '{ctx.spec.id}' is also used by {seen_ids[ctx.spec.id]}"
-            continue
-        seen_ids[ctx.spec.id] = p
-        contexts[p] = ctx
+    with shared_loads():  # the store is checked and the long frame read once per batch
+        for p in spec_paths:
+            try:
+                ctx = prepare(p, root=paths.root, catalog=catalog)
+            except SvevalError as exc:
+                errors[p] = str(exc)
+                continue
+            if ctx.spec.id in seen_ids:
+                errors[p] = f"{p}: id '{ctx.spec.id}' is also used by {seen_ids[ctx.spec.id]}"
+                continue
+            seen_ids[ctx.spec.id] = p
+            contexts[p] = ctx
     return contexts, errors
 
 
