@@ -150,7 +150,7 @@ def test_negbin_refit_equals_statsmodels(alpha, seed):
 def test_negbin_profile_score_is_zero_at_the_estimate():
     y, X, off, names = nb_series(0.1, 7)
     fit = rf.fit_negbin_newton(y, X, off, names)
-    nb = rf._NB(y, X, off)
+    nb = m._NB(y, X, off)
     g, h = nb.profile_derivs(math.log(fit.alpha), fit.params)
     assert abs(g) < 1e-8 and h < 0
 
@@ -178,3 +178,19 @@ def test_refit_model_refuses_what_fit_model_refuses():
     two = np.r_[np.zeros(n // 2, int), np.ones(n - n // 2, int)]
     with pytest.raises(EstimationError, match="one series"):
         rf.refit_model("arima", y, X, np.zeros(n), names, np.arange(n, dtype=float), two, np.ones(n, bool))
+
+
+@pytest.mark.parametrize("seed", [4, 14, 21, 31])
+def test_negbin_main_fit_survives_statsmodels_failures(seed, monkeypatch):
+    """On these Poisson series statsmodels' NB optimiser runs off to alpha > 1e4 (log-likelihood
+    over 1,000 below the maximum); the main fit notices and uses the maximum."""
+    y, X, off, names = nb_series(0.0, seed)
+    best = rf.fit_negbin_newton(y, X, off, names)
+    fit = m.fit_negbin(y, X, off, names)
+    assert fit.alpha == best.alpha < 1e-5
+    assert np.max(np.abs(fit.params - best.params) / best.bse) < 1e-4
+    np.testing.assert_allclose(fit.bse, best.bse, rtol=1e-4)
+    monkeypatch.setattr(m, "NB_FAILED_LL", math.inf)  # without the check: the failure
+    failed = m.fit_negbin(y, X, off, names)
+    assert failed.alpha > 1e4
+    assert nb_loglike(y, X, off, failed.params, failed.alpha) < nb_loglike(y, X, off, fit.params, fit.alpha) - 100

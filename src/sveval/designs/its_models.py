@@ -22,6 +22,8 @@ Models (``ITSOptions.model``):
 ``negbin``        Negative binomial (NB2) GLM with the dispersion estimated by maximum likelihood
                   (``alpha = 1/theta``; the fixed ``alpha = 1`` of statsmodels' GLM family is a
                   known pitfall), standard errors at the estimated ``alpha`` as in MASS::glm.nb.
+                  statsmodels' estimate of ``alpha`` is checked against :func:`negbin_ml` (Newton
+                  on the profile likelihood) and replaced where statsmodels' optimiser failed.
 ``ols``           Ordinary least squares, classical standard errors.
 ``newey_west``    OLS with Newey-West (Bartlett HAC) standard errors, lag
                   ``floor(4 (n/100)^(2/9))`` unless given, small-sample factor ``n/(n-k)``, t intervals.
@@ -43,7 +45,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 from scipy.linalg import lapack
 
 from sveval.designs.its_profile import PoissonProfile
@@ -482,6 +484,110 @@ def gls_ar_fixed(y, X, t, series_id, phi, weights=None, whitener: ARWhitener | N
 
 
 # ------------------------------------------------------------------------------------------------
+# NB2 maximum likelihood (the refits' estimator, and the main fit's check on statsmodels)
+# ------------------------------------------------------------------------------------------------
+NB_LOG_ALPHA_MIN = -14.0  # the boundary search of fit_negbin runs over log(alpha) in [-14, 3]
+NB_LOG_ALPHA_MAX = 12.0
+NB_FAILED_LL = 1e-3  # statsmodels' NB fit is taken as failed when the maximum is this much higher
+
+
+def nb_loglike(y, X, offset, beta, alpha) -> float:
+    """NB2 log-likelihood of counts ``y`` at coefficients ``beta`` and dispersion ``alpha``."""
+    mu = np.exp(X @ beta + offset)
+    r = 1.0 / alpha
+    return float(np.sum(special.gammaln(y + r) - special.gammaln(r) - special.gammaln(y + 1)
+                        + r * np.log(r / (r + mu)) + y * np.log(mu / (r + mu))))
+
+
+class _NB:
+    """NB2 log-likelihood pieces with ``theta = log(alpha)``, ``r = 1 / alpha``."""
+
+    def __init__(self, y, X, offset):
+        self.y, self.X, self.off = y, X, offset
+
+    def beta_at(self, theta: float, b: np.ndarray) -> np.ndarray:
+        """Coefficients maximising the likelihood at ``alpha = exp(theta)`` (Newton, observed
+        information, which is negative definite for NB2 with a log link)."""
+        y, X = self.y, self.X
+        r = math.exp(-theta)
+        for _ in range(200):
+            mu = np.exp(np.clip(X @ b + self.off, -700, 700))
+            score = X.T @ (r * (y - mu) / (r + mu))
+            w = r * mu * (r + y) / (r + mu) ** 2
+            step = np.linalg.solve(X.T @ (w[:, None] * X), score)
+            b = b + step
+            if np.max(np.abs(step)) < 1e-13 * max(1.0, float(np.max(np.abs(b)))):
+                break
+        return b
+
+    def profile_derivs(self, theta: float, b: np.ndarray) -> tuple[float, float]:
+        """First and second derivative of the profile log-likelihood in ``theta`` at ``b = beta(theta)``."""
+        y, X = self.y, self.X
+        r = math.exp(-theta)
+        mu = np.exp(X @ b + self.off)
+        rm = r + mu
+        dpsi = special.digamma(y + r) - special.digamma(r)
+        dl_dr = dpsi - np.log1p(mu / r) + (mu - y) / rm
+        d2l_dr2 = (special.polygamma(1, y + r) - special.polygamma(1, r)) + mu / (r * rm) - (mu - y) / rm**2
+        g = -r * float(np.sum(dl_dr))
+        h_tt = r * r * float(np.sum(d2l_dr2)) + r * float(np.sum(dl_dr))
+        w = r * mu * (r + y) / rm**2
+        h_bt = -r * (X.T @ ((y - mu) * mu / rm**2))
+        H_bb = -(X.T @ (w[:, None] * X))
+        h = h_tt - float(h_bt @ np.linalg.solve(H_bb, h_bt))
+        return g, h
+
+
+def negbin_ml(y, X, offset, beta0: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(alpha, beta)`` maximising the NB2 likelihood over ``log(alpha)`` in [-14, 12].
+
+    Like the main fit's optimiser, the search starts at ``alpha = 0.1`` and climbs the profile
+    likelihood: steps in the uphill direction until the profile score changes sign (or a bound is
+    reached: ``alpha = exp(-14)`` when the likelihood rises all the way towards no
+    overdispersion), then safeguarded Newton steps inside the bracket.
+    """
+    nb = _NB(y, X, offset)
+    lo_b, hi_b = NB_LOG_ALPHA_MIN, NB_LOG_ALPHA_MAX
+    theta = math.log(0.1)
+    b = nb.beta_at(theta, beta0)
+    g, h = nb.profile_derivs(theta, b)
+    # 1. bracket: walk uphill until the score changes sign
+    direction = 1.0 if g > 0 else -1.0
+    while True:
+        step = -g / h if h < 0 else direction * 2.0
+        step = direction * min(max(abs(step), 0.5), 4.0)
+        new = min(max(theta + step, lo_b), hi_b)
+        if new == theta:  # at a bound and still climbing towards it
+            return math.exp(theta), b
+        b_new = nb.beta_at(new, b)
+        g_new, h_new = nb.profile_derivs(new, b_new)
+        if (g_new > 0) != (direction > 0) or g_new == 0.0:
+            break
+        theta, b, g, h = new, b_new, g_new, h_new
+    # the score is positive at lo and negative at hi
+    (lo, b_lo), (hi, b_hi) = sorted([(theta, b), (new, b_new)], key=lambda x: x[0])
+    theta, b, g, h = new, b_new, g_new, h_new
+    # 2. safeguarded Newton inside [lo, hi]
+    for _ in range(200):
+        if abs(g) < 1e-10 * max(1.0, abs(h)) or hi - lo < 1e-13:
+            break
+        new = theta - g / h if h < 0 else (lo + hi) / 2
+        if not (lo < new < hi):
+            new = (lo + hi) / 2
+        if abs(new - theta) < 1e-13:
+            break
+        start = b_lo if new - lo < hi - new else b_hi
+        theta = new
+        b = nb.beta_at(theta, start)
+        g, h = nb.profile_derivs(theta, b)
+        if g > 0:
+            lo, b_lo = theta, b
+        else:
+            hi, b_hi = theta, b
+    return math.exp(theta), b
+
+
+# ------------------------------------------------------------------------------------------------
 # Estimators
 # ------------------------------------------------------------------------------------------------
 def _glm(y, X, offset, family, scale=None):
@@ -622,6 +728,13 @@ def fit_negbin(y, X, offset, names) -> ModelFit:
     if not np.isfinite(alpha):
         raise EstimationError("the negative binomial dispersion could not be estimated")
     res = _glm(y, X, offset, sm.families.NegativeBinomial(alpha=alpha), scale=1.0)
+    # statsmodels' optimiser can fail without saying so (BFGS stuck at its start, then Newton
+    # running off to alpha of 1e4-1e7 on series without overdispersion: about 1 in 15 Poisson
+    # series): where the maximum found by negbin_ml is clearly higher, use its alpha instead
+    a_ml, b_ml = negbin_ml(y, X, offset, np.asarray(start.params))
+    if nb_loglike(y, X, offset, b_ml, a_ml) > nb_loglike(y, X, offset, np.asarray(res.params), alpha) + NB_FAILED_LL:
+        alpha = a_ml
+        res = _glm(y, X, offset, sm.families.NegativeBinomial(alpha=alpha), scale=1.0)
     pr = np.asarray(res.resid_pearson)
     return ModelFit(
         model="negbin", link="log", params=np.asarray(res.params), cov=np.asarray(res.cov_params()),

@@ -16,7 +16,8 @@ goes to :func:`sveval.designs.its_models.fit_model` unchanged. The main fit itse
             and their derivatives; excluded months, which statsmodels keeps as missing rows,
             contribute their forecast-variance term as there), over the coefficients, the AR
             parameters and the innovation variance. About 1 ms a fit instead of 0.3-0.6 s.
-``negbin``  negative binomial (NB2) by maximum likelihood: a safeguarded Newton search over
+``negbin``  negative binomial (NB2) by maximum likelihood (:func:`~sveval.designs.its_models.negbin_ml`,
+            which the main fit also uses to check statsmodels' optimiser): a safeguarded Newton search over
             ``log(alpha)`` on the likelihood profiled over the coefficients (Newton steps with the
             observed information), analytic derivatives, from the main fit's start ``alpha = 0.1``;
             ``alpha`` held at ``exp(-14)`` when the likelihood still increases towards no
@@ -32,7 +33,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize
 
 from sveval.designs.its_models import (
     COUNT_MODELS,
@@ -42,12 +43,11 @@ from sveval.designs.its_models import (
     _qr,
     ar_acf,
     fit_model,
+    negbin_ml,
     pacf_to_ar,
 )
 from sveval.errors import EstimationError
 
-NB_LOG_ALPHA_MIN = -14.0  # the main fit's boundary search runs over log(alpha) in [-14, 3]
-NB_LOG_ALPHA_MAX = 12.0
 _H = 1e-6  # step of the central differences in the AR parameters (error about 1e-10)
 
 
@@ -189,94 +189,6 @@ def _poisson_irls(y, X, offset) -> np.ndarray:
         if np.max(np.abs(step)) < 1e-12:
             break
     return b
-
-
-class _NB:
-    """NB2 log-likelihood pieces with ``theta = log(alpha)``, ``r = 1 / alpha``."""
-
-    def __init__(self, y, X, offset):
-        self.y, self.X, self.off = y, X, offset
-
-    def beta_at(self, theta: float, b: np.ndarray) -> np.ndarray:
-        """Coefficients maximising the likelihood at ``alpha = exp(theta)`` (Newton, observed
-        information, which is negative definite for NB2 with a log link)."""
-        y, X = self.y, self.X
-        r = math.exp(-theta)
-        for _ in range(200):
-            mu = np.exp(np.clip(X @ b + self.off, -700, 700))
-            score = X.T @ (r * (y - mu) / (r + mu))
-            w = r * mu * (r + y) / (r + mu) ** 2
-            step = np.linalg.solve(X.T @ (w[:, None] * X), score)
-            b = b + step
-            if np.max(np.abs(step)) < 1e-13 * max(1.0, float(np.max(np.abs(b)))):
-                break
-        return b
-
-    def profile_derivs(self, theta: float, b: np.ndarray) -> tuple[float, float]:
-        """First and second derivative of the profile log-likelihood in ``theta`` at ``b = beta(theta)``."""
-        y, X = self.y, self.X
-        r = math.exp(-theta)
-        mu = np.exp(X @ b + self.off)
-        rm = r + mu
-        dpsi = special.digamma(y + r) - special.digamma(r)
-        dl_dr = dpsi - np.log1p(mu / r) + (mu - y) / rm
-        d2l_dr2 = (special.polygamma(1, y + r) - special.polygamma(1, r)) + mu / (r * rm) - (mu - y) / rm**2
-        g = -r * float(np.sum(dl_dr))
-        h_tt = r * r * float(np.sum(d2l_dr2)) + r * float(np.sum(dl_dr))
-        w = r * mu * (r + y) / rm**2
-        h_bt = -r * (X.T @ ((y - mu) * mu / rm**2))
-        H_bb = -(X.T @ (w[:, None] * X))
-        h = h_tt - float(h_bt @ np.linalg.solve(H_bb, h_bt))
-        return g, h
-
-
-def negbin_ml(y, X, offset, beta0: np.ndarray) -> tuple[float, np.ndarray]:
-    """``(alpha, beta)`` maximising the NB2 likelihood over ``log(alpha)`` in [-14, 12].
-
-    Like the main fit's optimiser, the search starts at ``alpha = 0.1`` and climbs the profile
-    likelihood: steps in the uphill direction until the profile score changes sign (or a bound is
-    reached: ``alpha = exp(-14)`` when the likelihood rises all the way towards no
-    overdispersion), then safeguarded Newton steps inside the bracket.
-    """
-    nb = _NB(y, X, offset)
-    lo_b, hi_b = NB_LOG_ALPHA_MIN, NB_LOG_ALPHA_MAX
-    theta = math.log(0.1)
-    b = nb.beta_at(theta, beta0)
-    g, h = nb.profile_derivs(theta, b)
-    # 1. bracket: walk uphill until the score changes sign
-    direction = 1.0 if g > 0 else -1.0
-    while True:
-        step = -g / h if h < 0 else direction * 2.0
-        step = direction * min(max(abs(step), 0.5), 4.0)
-        new = min(max(theta + step, lo_b), hi_b)
-        if new == theta:  # at a bound and still climbing towards it
-            return math.exp(theta), b
-        b_new = nb.beta_at(new, b)
-        g_new, h_new = nb.profile_derivs(new, b_new)
-        if (g_new > 0) != (direction > 0) or g_new == 0.0:
-            break
-        theta, b, g, h = new, b_new, g_new, h_new
-    # the score is positive at lo and negative at hi
-    (lo, b_lo), (hi, b_hi) = sorted([(theta, b), (new, b_new)], key=lambda x: x[0])
-    theta, b, g, h = new, b_new, g_new, h_new
-    # 2. safeguarded Newton inside [lo, hi]
-    for _ in range(200):
-        if abs(g) < 1e-10 * max(1.0, abs(h)) or hi - lo < 1e-13:
-            break
-        new = theta - g / h if h < 0 else (lo + hi) / 2
-        if not (lo < new < hi):
-            new = (lo + hi) / 2
-        if abs(new - theta) < 1e-13:
-            break
-        start = b_lo if new - lo < hi - new else b_hi
-        theta = new
-        b = nb.beta_at(theta, start)
-        g, h = nb.profile_derivs(theta, b)
-        if g > 0:
-            lo, b_lo = theta, b
-        else:
-            hi, b_hi = theta, b
-    return math.exp(theta), b
 
 
 def fit_negbin_newton(y, X, offset, names) -> ModelFit:
