@@ -82,8 +82,8 @@ def test_counts_match_pandas(ingested, tmp_path):
     assert set(long["period"]) == set(MONTHS)
     assert set(long["area_code"]) == set(_areas())
     # LSOA x crime type cube kept in the store
-    part = next((tmp_path / "store" / "parts").glob("street-*.parquet"))
-    cube = duckdb.sql(f"SELECT * FROM read_parquet('{part.as_posix()}')").df()
+    parts = (tmp_path / "store" / "parts").as_posix()
+    cube = duckdb.sql(f"SELECT * FROM read_parquet('{parts}/street-*.parquet')").df()
     assert int(cube["n"].sum()) == 9000
     assert set(cube["crime_type"].dropna()) <= set(policeuk.CRIME_TYPES)
     assert "last_outcome_category" in cube.columns  # a filter uses it: a key of the cube
@@ -185,3 +185,41 @@ def test_synthetic_rows_are_valid_csv(tmp_path):
     rows = list(csv.reader(io.StringIO((tmp_path / "2024-01" / "2024-01-durham-street.csv").read_text())))
     assert rows[0] == policeuk.STREET_HEADER
     assert all(len(r) == 12 for r in rows) and len(rows) == 201
+
+
+@pytest.mark.parametrize("measures", [MEASURES[:2], MEASURES], ids=["cube", "cube_with_outcomes"])
+def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures):
+    """The monthly LSOA x crime type table, summed over files: cells that several files hold (a
+    second force's file over the same LSOAs) and rows without an LSOA are summed, the rest passed."""
+    sources = _project(tmp_path)
+    arch = tmp_path / "proj" / "downloads"
+    # British Transport Police style: another force's file holding some of the same LSOAs
+    src = (arch / "2023-12" / "2023-12-durham-street.csv").read_text().splitlines()
+    (arch / "2023-12" / "2023-12-btp-street.csv").write_text("\n".join(src[:400]) + "\n")
+    store = Store(tmp_path / "store")
+    store.ingest(sources, measures)
+    raw = _pandas_rows(arch)
+    want = raw.groupby(["Month", "LSOA code", "Crime type"], dropna=False).size()
+    got = store.crime_types("street")
+    assert list(got.columns) == ["period", "lsoa_code", "crime_type", "n"]
+    assert not got.duplicated(["period", "lsoa_code", "crime_type"]).any()
+    got = got.set_index(["period", "lsoa_code", "crime_type"])["n"]
+    assert got.to_dict() == {k: int(v) for k, v in want.items()}
+    assert int(got.sum()) == len(raw) == 9000 + 399
+    with pytest.raises(DataError, match="not a police_uk source"):
+        store.crime_types("lk")
+
+
+def test_a_malformed_row_is_refused_naming_its_file_and_row(tmp_path):
+    sources = _project(tmp_path)
+    arch = tmp_path / "proj" / "downloads"
+    f = arch / "2024-01" / "2024-01-durham-street.csv"  # the last file of its group: not the first
+    lines = f.read_text().splitlines()
+    lines[7] = lines[7].replace(",On or near", ',"On or near', 1)  # an unterminated quote
+    f.write_text("\n".join(lines) + "\n")
+    store = Store(tmp_path / "store")
+    with pytest.raises(DataError) as e:
+        store.ingest(sources, MEASURES)
+    assert e.value.path == f and e.value.row == 7
+    assert "source 'street': not a valid CSV row: Value with unterminated quote" in str(e.value)
+    assert not (tmp_path / "store" / "manifest.json").exists() and not list(store.parts_dir.iterdir())
