@@ -148,6 +148,80 @@ def test_project_plan_is_the_tracking_plan(inputs):
     assert project_plan(root / "parameters", rules, "knife_crime") is None  # not a protected measure
 
 
+def _apply_plan_loop(controlled, raw, plan, rules, count_column, months, rate_columns=None):
+    """The oracle: sveval.pipeline.disclosure.apply_plan before it was sped up (row by row)."""
+    out = controlled.reset_index(drop=True).copy()
+    src = raw.reset_index(drop=True)
+    for col in [count_column, *(rate_columns or {})]:
+        out[col] = out[col].astype(object)
+    for i, row in src.iterrows():
+        if not plan.covers(str(row["measure"])):
+            continue
+        x = pd.to_numeric(row[count_column], errors="coerce")
+        if x is None or not np.isfinite(x):
+            continue
+        symbol = rules.rule(str(row["disclosure"])).symbol
+        shown = plan.shown(str(row["measure"]), str(row["area_code"]), months(row), symbol)
+        out.at[i, count_column] = shown
+        for rc, cc in (rate_columns or {}).items():
+            if cc != count_column:
+                continue
+            rate = pd.to_numeric(row[rc], errors="coerce")
+            if shown is None or shown == symbol:
+                out.at[i, rc] = shown
+            elif rate is None or not np.isfinite(rate):
+                out.at[i, rc] = None
+            else:
+                out.at[i, rc] = 0.0 if x == 0 else float(rate * float(shown) / x)
+    return out
+
+
+def test_apply_plan_equals_the_loop(inputs):
+    """apply_plan gives the tracking tables (months with rates, financial years) exactly as the
+    row-by-row implementation did."""
+    from sveval.periods import fy_months
+    from sveval.pipeline.disclosure import apply_plan, apply_to_frame
+    from sveval.pipeline.tracking import track
+
+    _, root, (_, rules, _) = inputs
+    tr = track(root / "parameters" / "tracking" / "partnership.yaml", root=root)
+    plan = tr.cell_plan(rules)
+    m = tr.monthly[tr.monthly["area_type"] != "comparison_area"]
+    ctl = apply_to_frame(m, "disclosure", rules, ["count", "rolling_12m"],
+                         rate_columns={"rate": "count", "rolling_12m_rate": "rolling_12m"},
+                         group_by=["measure", "period"])
+    args = (plan, rules, "count", lambda r: [r["period"]], {"rate": "count", "rolling_12m_rate": "rolling_12m"})
+    got = apply_plan(ctl, m, *args)
+    pd.testing.assert_frame_equal(got, _apply_plan_loop(ctl, m, *args), check_exact=True)
+    assert (got["count"] == "*").any() and got["count"].isna().any()  # suppressed and withheld cells
+    a = tr.annual[tr.annual["area_type"] != "comparison_area"].reset_index(drop=True)
+    windows = {fy: fy_months(fy) for fy in a["financial_year"].unique()}
+    ctl = apply_to_frame(a, "disclosure", rules, ["fy_count"], group_by=["measure", "financial_year"])
+    args = (plan, rules, "fy_count", lambda r: windows[r["financial_year"]])
+    got = apply_plan(ctl, a, *args)
+    pd.testing.assert_frame_equal(got, _apply_plan_loop(ctl, a, *args), check_exact=True)
+
+
+def test_published_tables_are_computed_once(inputs, monkeypatch):
+    """The controlled tables are computed once per rules (the notebook, the readings and save ask
+    for them): every call gets its own copy, equal to a fresh computation."""
+    from sveval.pipeline import tracking
+
+    _, root, (_, rules, _) = inputs
+    tr = tracking.track(root / "parameters" / "tracking" / "partnership.yaml", root=root)
+    calls = []
+    real = tracking.TrackingResult._published
+    monkeypatch.setattr(tracking.TrackingResult, "_published", lambda self, r: calls.append(1) or real(self, r))
+    first = tr.published(rules)
+    first["monthly"].loc[0, "count"] = "changed"
+    tr.readings(rules)
+    again = tr.published(rules)
+    assert calls == [1]
+    fresh = real(tr, rules)
+    for name in ("monthly", "annual"):
+        pd.testing.assert_frame_equal(again[name], fresh[name], check_exact=True)
+
+
 def _rules():
     from sveval.pipeline.disclosure import DisclosureRules, SourceRule
 

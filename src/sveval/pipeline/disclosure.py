@@ -997,27 +997,27 @@ def apply_plan(controlled: pd.DataFrame, raw: pd.DataFrame, plan: CellPlan, rule
     """
     out = controlled.reset_index(drop=True).copy()
     src = raw.reset_index(drop=True)
-    for col in [count_column, *(rate_columns or {})]:
-        out[col] = out[col].astype(object)
-    for i, row in src.iterrows():
-        if not plan.covers(str(row["measure"])):
-            continue
-        x = pd.to_numeric(row[count_column], errors="coerce")
-        if x is None or not np.isfinite(x):
-            continue
-        symbol = rules.rule(str(row["disclosure"])).symbol
+    rates = [rc for rc, cc in (rate_columns or {}).items() if cc == count_column]
+    cols = {col: out[col].astype(object).to_numpy(copy=True) for col in [count_column, *(rate_columns or {})]}
+    count = pd.to_numeric(src[count_column], errors="coerce").to_numpy(dtype=float)
+    take = np.flatnonzero(src["measure"].astype(str).isin(plan.measures).to_numpy() & np.isfinite(count))
+    rows = src.iloc[take].to_dict("records")
+    symbols = {cls: rules.rule(cls).symbol for cls in {str(r["disclosure"]) for r in rows}}
+    for i, row in zip(take, rows, strict=True):
+        x = count[i]
+        symbol = symbols[str(row["disclosure"])]
         shown = plan.shown(str(row["measure"]), str(row["area_code"]), months(row), symbol)
-        out.at[i, count_column] = shown
-        for rc, cc in (rate_columns or {}).items():
-            if cc != count_column:
-                continue
+        cols[count_column][i] = shown
+        for rc in rates:
             rate = pd.to_numeric(row[rc], errors="coerce")
             if shown is None or shown == symbol:
-                out.at[i, rc] = shown
+                cols[rc][i] = shown
             elif rate is None or not np.isfinite(rate):
-                out.at[i, rc] = None
+                cols[rc][i] = None
             else:
-                out.at[i, rc] = 0.0 if x == 0 else float(rate * float(shown) / x)
+                cols[rc][i] = 0.0 if x == 0 else float(rate * float(shown) / x)
+    for col, values in cols.items():
+        out[col] = pd.Series(values, index=out.index, dtype=object)
     return out
 
 

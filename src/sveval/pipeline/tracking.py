@@ -149,9 +149,18 @@ class TrackingResult:
     notes: list[str] = field(default_factory=list)
     #: folder of the persistent plan cache (:func:`sveval.pipeline.disclosure.plan_cache_dir`), or None
     plan_cache: Path | None = None
+    #: controlled tables and plans already computed, per table and rules (the tables are not
+    #: changed after :func:`track`)
+    _memo: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def measure(self, mid: str) -> MeasureSpec:
         return next(m for m in self.measures if m.id == mid)
+
+    def _memoised(self, what: str, rules, make):
+        key = (what, id(self.monthly), id(self.annual), rules.model_dump_json())
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     # -- publishing --------------------------------------------------------------------------------
     def published(self, rules) -> dict[str, pd.DataFrame]:
@@ -160,7 +169,12 @@ class TrackingResult:
         Rates and rate ratios of controlled classes (hospital data) are recomputed from the rounded
         counts, as the NHS rules require, so that no exact count can be recovered from a ratio;
         they are suppressed with their counts. Individual comparison areas are not published.
+        Computed once per rules (the notebook, the readings and :meth:`save` all ask for them).
         """
+        tables = self._memoised("published", rules, lambda: self._published(rules))
+        return {name: df.copy() for name, df in tables.items()}
+
+    def _published(self, rules) -> dict[str, pd.DataFrame]:
         from sveval.pipeline.disclosure import apply_plan, apply_to_frame
 
         m = self.monthly[self.monthly["area_type"] != "comparison_area"]
@@ -189,8 +203,8 @@ class TrackingResult:
         shared by the tracking tables, the SPC charts and every return."""
         from sveval.pipeline.disclosure import plan_cells
 
-        return plan_cells(self.monthly, rules, {m.id: m.parent for m in self.measures if m.parent},
-                          cache_dir=self.plan_cache)
+        return self._memoised("plan", rules, lambda: plan_cells(
+            self.monthly, rules, {m.id: m.parent for m in self.measures if m.parent}, cache_dir=self.plan_cache))
 
     def published_chart(self, mid: str, rules) -> pd.DataFrame:
         """The SPC chart of a measure with its plotted values controlled (``shown``: number or None)."""
