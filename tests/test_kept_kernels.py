@@ -176,3 +176,32 @@ def test_keep_kernels_setting_from_the_environment(monkeypatch):
     monkeypatch.setenv(kept.ENV_VAR, "ten minutes")
     with pytest.raises(Exception, match="SVEVAL_KEEP_KERNELS"):
         kept.idle_from_env()
+
+
+def test_one_file_starts_before_validation_and_an_invalid_one_writes_nothing(fresh, monkeypatch):  # noqa: F811
+    from sveval.pipeline import runner
+
+    root, expected = fresh
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1780000000")
+    started = []
+    real = runner._start_early
+    monkeypatch.setattr(runner, "_start_early", lambda *a, **k: started.append(r := real(*a, **k)) or r)
+    spec = root / "parameters" / "evaluations" / f"{IDS[0]}.yaml"
+    report = run([spec], root=root, force=True, workers=1, echo=lambda s: None, progress=False)
+    assert report.ok and [o.status for o in report.outcomes] == ["completed"]
+    assert len(started) == 1 and started[0] is not None  # the notebook started before validation
+    got = _outputs(root)
+    for ext in ("ipynb", "json"):
+        assert got[f"{IDS[0]}.{ext}"] == expected[f"{IDS[0]}.{ext}"]
+    # an invalid file: its early notebook is thrown away, nothing is written, no work folder left
+    good = spec.read_text()
+    before = _outputs(root)
+    spec.write_text(good + "unknown_key: 1\n")
+    try:
+        report = run([spec], root=root, force=True, workers=1, echo=lambda s: None, progress=False)
+    finally:
+        spec.write_text(good)
+    assert [o.status for o in report.outcomes] == ["invalid"] and "unknown_key" in report.outcomes[0].error
+    assert len(started) == 2 and started[1] is not None
+    assert _outputs(root) == before
+    assert not [p for p in (root / "reports" / "evaluations").iterdir() if p.name.startswith(".")]

@@ -193,18 +193,75 @@ def _keep_last_good(out_dir: Path, eid: str) -> dict[str, Any] | None:
             "generated_at": record.provenance.generated_at}
 
 
+@dataclass
+class _Early:
+    """A notebook started before its parameter file was validated (:func:`_start_early`)."""
+
+    spec_path: Path
+    notebook: Path
+    work: Path
+    future: Any
+    t0: float
+
+
+def _start_early(spec_path: Path, paths: ProjectPaths, threads: ThreadPoolExecutor, kernel: str,
+                 retries: int, timeout: int, pool: Any) -> _Early | None:
+    """Start the one evaluation of a run on its warm kernel while the parameter file is validated.
+
+    A run of one parameter file (an evaluator rerunning the file they edit) would otherwise wait for
+    validation (about half a second) before the notebook starts. The notebook writes into a private
+    work folder only: :func:`_execute` takes its result once the file is valid and needs running;
+    otherwise it is thrown away (:func:`_discard_early`) and nothing is written, as if it had never
+    started. The notebook validates the file itself too, so an invalid one fails at once.
+    """
+    from sveval.spec import read_yaml
+
+    try:
+        doc = read_yaml(spec_path)
+        design = doc.get("design") if isinstance(doc, dict) else None
+        notebook = paths.notebook(str(design)) if isinstance(design, str) else None
+    except (SvevalError, OSError, ValueError):
+        return None
+    if notebook is None or not notebook.is_file():
+        return None
+    out_dir = paths.report_evaluations
+    work = executor.work_folder(out_dir, spec_path.stem)
+    params = {"spec_path": str(spec_path), "result_path": str(work / f"{spec_path.stem}.json"),
+              "root": str(paths.root)}
+    future = threads.submit(executor.execute, notebook, out_dir / f"{spec_path.stem}.ipynb", params,
+                            work=work, cwd=paths.root, kernel=kernel, timeout=timeout,
+                            retries=retries, swap=False, pool=pool)
+    return _Early(spec_path, notebook, work, future, time.perf_counter())
+
+
+def _discard_early(early: _Early | None) -> None:
+    if early is not None:
+        try:
+            early.future.result()  # the notebook fails fast on an invalid file; wait, then delete
+        except Exception:  # noqa: BLE001 - its outcome is not used
+            pass
+        shutil.rmtree(early.work, ignore_errors=True)
+
+
 def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int, timeout: int,
-             execute: Callable[..., executor.Execution] = executor.execute, pool: Any = None) -> RunOutcome:
+             execute: Callable[..., executor.Execution] = executor.execute, pool: Any = None,
+             early: _Early | None = None) -> RunOutcome:
     eid = ctx.spec.id
     t0 = time.perf_counter()
     final_nb = out_dir / f"{eid}.ipynb"
     final_json = out_dir / f"{eid}.json"
-    work = executor.work_folder(out_dir, eid)
+    if early is not None:  # started before validation, into its own work folder
+        work, t0 = early.work, early.t0
+    else:
+        work = executor.work_folder(out_dir, eid)
     try:
         tmp_json = work / final_json.name
-        params = {"spec_path": str(ctx.spec_path), "result_path": str(tmp_json), "root": str(ctx.paths.root)}
-        ex = execute(notebook, final_nb, params, work=work, cwd=ctx.paths.root, kernel=kernel,
-                     timeout=timeout, retries=retries, swap=False, pool=pool)
+        if early is not None:
+            ex = early.future.result()
+        else:
+            params = {"spec_path": str(ctx.spec_path), "result_path": str(tmp_json), "root": str(ctx.paths.root)}
+            ex = execute(notebook, final_nb, params, work=work, cwd=ctx.paths.root, kernel=kernel,
+                         timeout=timeout, retries=retries, swap=False, pool=pool)
         failure = ex.failure.to_dict() if ex.failure else None
         error = ex.error
         if ex.ok:
@@ -366,6 +423,26 @@ def _validate_and_run(paths: ProjectPaths, specs: list[Path], report: RunReport,
                       echo: Callable[[str], None], fresh_kernels: bool, scheduler: str | None,
                       progress: bool | None, threads: ThreadPoolExecutor | None,
                       pool: Any) -> RunReport:
+    # one parameter file on warm kernels: its notebook starts now, while the file is validated
+    early = (_start_early(specs[0], paths, threads, kernel, retries, timeout, pool)
+             if len(specs) == 1 and pool is not None and threads is not None else None)
+    try:
+        return _validated_run(paths, specs, report, manifest, code_hash, cached_ids, force=force,
+                              workers=workers, keep_going=keep_going, kernel=kernel, retries=retries,
+                              timeout=timeout, echo=echo, fresh_kernels=fresh_kernels,
+                              scheduler=scheduler, progress=progress, threads=threads, pool=pool,
+                              early=early)
+    finally:
+        if early is not None and early.work.exists():  # not used: invalid, cached or failed
+            _discard_early(early)
+
+
+def _validated_run(paths: ProjectPaths, specs: list[Path], report: RunReport, manifest: Any,
+                   code_hash: str, cached_ids: dict[str, Path], *, force: bool, workers: int | None,
+                   keep_going: bool, kernel: str, retries: int, timeout: int,
+                   echo: Callable[[str], None], fresh_kernels: bool, scheduler: str | None,
+                   progress: bool | None, threads: ThreadPoolExecutor | None, pool: Any,
+                   early: _Early | None) -> RunReport:
     out_dir = paths.report_evaluations
     echo(f"validating {len(specs)} evaluation(s)...")
     contexts, errors = validate_all(specs, paths)
@@ -422,8 +499,10 @@ def _validate_and_run(paths: ProjectPaths, specs: list[Path], report: RunReport,
 
     def _one(item):
         ctx, notebook, key = item
+        pre = early if (early is not None and client is None and Path(ctx.spec_path) == early.spec_path
+                        and notebook == early.notebook and ctx.spec.id == early.spec_path.stem) else None
         try:
-            outcome = _execute(ctx, notebook, out_dir, kernel, retries, timeout, execute, pool)
+            outcome = _execute(ctx, notebook, out_dir, kernel, retries, timeout, execute, pool, pre)
         except Exception as exc:  # never let one evaluation stop the batch
             outcome = RunOutcome(id=ctx.spec.id, spec_path=str(ctx.spec_path), status="failed",
                                  error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}")
