@@ -183,7 +183,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     steps = []
     t_all = time.perf_counter()
 
-    def step(name, fn):
+    import threading
+
+    record = threading.Lock()  # steps may finish on two threads (tracking runs alongside)
+
+    def step(name, fn, *, background=False):
         nonlocal status
         t0 = time.perf_counter()
         print(f"== {name}")
@@ -192,8 +196,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         except SvevalError as exc:
             print(f"error: {exc}", file=sys.stderr)
             rc = EXIT_FAILED
-        steps.append((name, rc, time.perf_counter() - t0))
-        status = max(status, rc)
+        except Exception as exc:  # a step on its own thread: report it, never lose it
+            if not background:
+                raise
+            import traceback
+
+            print(f"error: {name} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}",
+                  file=sys.stderr)
+            rc = EXIT_FAILED
+        with record:
+            steps.append((name, rc, time.perf_counter() - t0))
+            status = max(status, rc)
 
     ns = argparse.Namespace(root=str(paths.root), files=[], all=True, force=args.force, workers=None,
                             keep_going=True, no_quarto=args.no_quarto, year=args.year, quarter=None, out=None,
@@ -202,9 +215,19 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     with project_lock(paths.reports, "sveval pipeline", wait=ns.wait):  # one lock for every step
         step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
-        step("evaluations", lambda: cmd_run(ns))
+        # outcome tracking does not read the evaluations: it runs alongside them (its kernel start
+        # and its work fill the cores the batch leaves idle); the returns read both
+        tracking = None
         if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
-            step("outcome tracking", lambda: cmd_track(ns))
+            tracking = threading.Thread(target=step, args=("outcome tracking (alongside the evaluations)",
+                                                           lambda: cmd_track(ns)),
+                                        kwargs={"background": True}, name="sveval-track")
+            tracking.start()
+        try:
+            step("evaluations", lambda: cmd_run(ns))
+        finally:
+            if tracking is not None:
+                tracking.join()
         step("Home Office returns", lambda: cmd_returns(ns))
         step("publish site", lambda: cmd_publish(ns))
     print("\n".join(f"{'ok    ' if rc == 0 else 'FAILED'} {name} ({sec:.1f} s)" for name, rc, sec in steps))

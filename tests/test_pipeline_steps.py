@@ -1,0 +1,77 @@
+"""``sveval pipeline``: outcome tracking runs alongside the evaluations; the returns and the site wait
+for both; a failing step on the tracking thread is reported and fails the pipeline, never lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from test_faults import _tiny_project
+
+from sveval import cli
+
+pytestmark = pytest.mark.slow
+
+
+def _fake_steps(monkeypatch, events, track):
+    def run(ns):
+        events.append(("run-start", threading.current_thread().name, time.monotonic()))
+        time.sleep(1.0)
+        events.append(("run-end", threading.current_thread().name, time.monotonic()))
+        return 0
+
+    def returns(ns):
+        events.append(("returns", threading.current_thread().name, time.monotonic()))
+        return 0
+
+    def publish(ns):
+        events.append(("publish", threading.current_thread().name, time.monotonic()))
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_run", run)
+    monkeypatch.setattr(cli, "cmd_track", track)
+    monkeypatch.setattr(cli, "cmd_returns", returns)
+    monkeypatch.setattr(cli, "cmd_publish", publish)
+    monkeypatch.setattr(cli, "cmd_example", lambda ns: 0)
+
+
+def test_tracking_runs_alongside_the_evaluations_and_returns_wait(tmp_path, example_data, monkeypatch, capsys):
+    root = _tiny_project(tmp_path / "tiny", example_data)
+    events: list[tuple[str, str, float]] = []
+
+    def track(ns):
+        events.append(("track-start", threading.current_thread().name, time.monotonic()))
+        time.sleep(1.5)
+        events.append(("track-end", threading.current_thread().name, time.monotonic()))
+        return 0
+
+    _fake_steps(monkeypatch, events, track)
+    assert cli.main(["--root", str(root), "pipeline", "--no-quarto"]) == 0
+    t = {name: when for name, _, when in events}
+    threads = {name: th for name, th, _ in events}
+    assert threads["track-start"] == "sveval-track" and threads["run-start"] != "sveval-track"
+    assert t["track-start"] < t["run-end"] and t["run-start"] < t["track-end"]  # overlapping
+    assert t["returns"] >= max(t["run-end"], t["track-end"]) and t["publish"] >= t["returns"]
+    out = capsys.readouterr().out
+    assert "ok     outcome tracking (alongside the evaluations)" in out
+
+
+@pytest.mark.parametrize("failure", ["error", "crash"])
+def test_a_failing_tracking_step_fails_the_pipeline_and_the_rest_still_runs(tmp_path, example_data, monkeypatch,
+                                                                            capsys, failure):
+    root = _tiny_project(tmp_path / "tiny", example_data)
+    events: list[tuple[str, str, float]] = []
+
+    def track(ns):
+        if failure == "error":
+            return cli.EXIT_FAILED
+        raise RuntimeError("tracking blew up")
+
+    _fake_steps(monkeypatch, events, track)
+    assert cli.main(["--root", str(root), "pipeline", "--no-quarto"]) == cli.EXIT_FAILED
+    assert [e[0] for e in events] == ["run-start", "run-end", "returns", "publish"]
+    captured = capsys.readouterr()
+    assert "FAILED outcome tracking (alongside the evaluations)" in captured.out
+    if failure == "crash":
+        assert "RuntimeError: tracking blew up" in captured.err
