@@ -21,6 +21,7 @@ A tracking report is described by ``parameters/tracking/<id>.yaml`` (:class:`Tra
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -33,7 +34,6 @@ from pydantic import Field, field_validator, model_validator
 
 from sveval.catalog import Catalog
 from sveval.data.load import load_long
-from sveval.designs.spc import rate_ratio_ci, xmr
 from sveval.errors import DataError, SpecError
 from sveval.paths import ProjectPaths
 from sveval.periods import financial_year, fy_months, quarter_start
@@ -227,6 +227,8 @@ class TrackingResult:
             mid_value = (rule.suppress_min + rule.suppress_max) / 2 if rule.suppress_min is not None else 0.0
             values = [mid_value if s else float(v) for v, s in zip(ch["shown"], ch["suppressed"], strict=True)]
             cps = [p for p, c in zip(ch["period"], ch["change_point"], strict=True) if c]
+            from sveval.designs.spc import xmr
+
             redo = xmr(values, list(ch["period"]), cps, better_if=ms.better_if,
                        run_length=self.spec.spc.run_length, trend_length=self.spec.spc.trend_length,
                        baseline_points=self.spec.spc.baseline_points)
@@ -432,6 +434,18 @@ def period_totals(monthly: pd.DataFrame, windows: dict[str, list[str]], label: s
     return out
 
 
+@functools.lru_cache(maxsize=16384)
+def _rate_ratio(count: float, exposure: float, baseline_count: float,
+                baseline_exposure: float) -> tuple[float, float, float, float]:
+    """Estimate, interval and p-value of :func:`sveval.designs.spc.rate_ratio_ci` (a function of the
+    four numbers only, which it reads as floats: kept, since the tracking report, its controlled
+    tables and every return compare the same totals again)."""
+    from sveval.designs.spc import rate_ratio_ci
+
+    x = rate_ratio_ci(count, exposure, baseline_count, baseline_exposure)
+    return (x.estimate, x.ci_low, x.ci_high, x.p_value)
+
+
 def compare_to_baseline(totals: pd.DataFrame, baseline: str, label: str = "financial_year") -> pd.DataFrame:
     """Add the baseline window's count and rate, the rate ratio with its exact interval, and the
     change relative to the pooled comparison areas (ratio of rate ratios, log-normal interval)."""
@@ -443,8 +457,8 @@ def compare_to_baseline(totals: pd.DataFrame, baseline: str, label: str = "finan
         ok = all(np.isfinite(x) for x in (r.fy_count, r.exposure, r.baseline_count, r.baseline_exposure)) \
             and r.exposure > 0 and r.baseline_exposure > 0
         if ok and (r.fy_count + r.baseline_count) > 0:
-            x = rate_ratio_ci(r.fy_count, r.exposure, r.baseline_count, r.baseline_exposure)
-            rr.append((x.estimate, x.ci_low, x.ci_high, x.p_value))
+            rr.append(_rate_ratio(float(r.fy_count), float(r.exposure), float(r.baseline_count),
+                                  float(r.baseline_exposure)))
         else:
             rr.append((np.nan,) * 4)
     out[["rate_ratio", "rr_ci_low", "rr_ci_high", "rr_p_value"]] = pd.DataFrame(rr, index=out.index)
@@ -548,6 +562,8 @@ def _chart(monthly: pd.DataFrame, ms: MeasureSpec, spec: TrackingSpec, start: st
     for p, n in cps.items():
         first = next(x for x in periods if x >= p)
         moved[first] = n
+    from sveval.designs.spc import xmr
+
     chart = xmr(s["count"].to_numpy(), periods, list(moved), better_if=ms.better_if,
                 run_length=spec.spc.run_length, trend_length=spec.spc.trend_length,
                 baseline_points=spec.spc.baseline_points)
