@@ -15,7 +15,7 @@ from sveval.catalog import Catalog
 from sveval.data import policeuk
 from sveval.data.ingest import aggregate, aggregate_lsoa
 from sveval.data.sources import Sources
-from sveval.data.store import Store, filter_columns, is_store
+from sveval.data.store import Store, crc32_file, filter_columns, is_store
 from sveval.errors import DataError
 from sveval.spec import MeasureSpec
 
@@ -297,3 +297,15 @@ def test_filter_columns_of_a_source(tmp_path):
                                                        "area_code", "count", "icd"}
     st = _street(tmp_path / "street", ["2024-01"])
     assert {"crime_type", "lsoa_code", "period", "last_outcome_category"} <= filter_columns(st, st["street"])
+
+
+def test_file_crc_is_zlibs_crc32(tmp_path):
+    """The fingerprint kept in the manifest is the standard CRC-32 (whichever library computes
+    it), over every byte: files larger than the read buffer, and empty ones."""
+    import zlib
+
+    data = os.urandom(3 * (1 << 20) + 12345)
+    (tmp_path / "a.bin").write_bytes(data)
+    (tmp_path / "e.bin").write_bytes(b"")
+    assert crc32_file(tmp_path / "a.bin") == zlib.crc32(data)
+    assert crc32_file(tmp_path / "e.bin") == 0

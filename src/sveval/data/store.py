@@ -87,6 +87,11 @@ def _ident(s: str) -> str:
     return '"' + str(s).replace('"', '""') + '"'
 
 
+try:  # zlib-ng's CRC-32 (the same values as zlib's, five times as fast: 0.1 CPU-s a GB)
+    from zlib_ng.zlib_ng import crc32 as _crc32
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; zlib's is the fallback
+    _crc32 = zlib.crc32
+
 _CRC_BUFFERS = threading.local()
 
 
@@ -99,7 +104,7 @@ def crc32_file(path: Path) -> int:
     c = 0
     with open(path, "rb", buffering=0) as fh:
         while n := fh.readinto(buf):
-            c = zlib.crc32(buf[:n], c)
+            c = _crc32(buf[:n], c)
     return c
 
 
