@@ -546,12 +546,16 @@ class Store:
         errors: list[BaseException] = []
         todo = iter(range(len(groups)))
         lock = threading.Lock()
+        stop = threading.Event()  # set when done or failed: no further group is started
+        cons: list = []
 
         def work(w: int) -> None:
             con = _connect(threads=1, memory=f"{600 // _threads()}MB")
-            con.execute(f"SET temp_directory = {_q((tmp / f'spill{w}').as_posix())}")
+            with lock:
+                cons.append(con)
             try:
-                while not errors:
+                con.execute(f"SET temp_directory = {_q((tmp / f'spill{w}').as_posix())}")
+                while not stop.is_set():
                     with lock:
                         j = next(todo, None)
                     if j is None:
@@ -561,12 +565,26 @@ class Store:
                         bar.update(sum(f.size for f in groups[j]))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
                 errors.append(exc)
+                stop.set()
             finally:
+                with lock:
+                    cons.remove(con)
                 con.close()
 
-        with ThreadPoolExecutor(min(_threads(), len(groups))) as pool:
-            for fut in [pool.submit(work, w) for w in range(min(_threads(), len(groups)))]:
+        n = min(_threads(), len(groups))
+        pool = ThreadPoolExecutor(n)
+        try:
+            for fut in [pool.submit(work, w) for w in range(n)]:
                 fut.result()
+        except BaseException:  # interrupted: stop the other worker's query too
+            stop.set()
+            with lock:
+                for con in cons:
+                    con.interrupt()
+            raise
+        finally:
+            stop.set()
+            pool.shutdown(wait=True)
         if errors:
             raise errors[0]
         out = []
