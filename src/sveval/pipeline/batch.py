@@ -303,13 +303,16 @@ class WarmKernel:
             raise RuntimeError("the warm kernel is not running")
         self._run(f"import sveval.pipeline.batch as _svb; _svb.kernel_reset({str(cwd)!r})", timeout)
 
-    def close(self) -> None:
+    def _stop_client(self) -> None:
         if self.kc is not None:
             try:
                 self.kc.stop_channels()
             except Exception:  # noqa: BLE001
                 pass
             self.kc = None
+
+    def close(self) -> None:
+        self._stop_client()
         try:
             if self.km.has_kernel:
                 _sync(self.km.shutdown_kernel(now=True))

@@ -292,12 +292,7 @@ class KeptKernel(batch.WarmKernel):
         kernels that are dead, or from other code or another environment, are ended and removed."""
         import fcntl
 
-        if not registry.is_dir():
-            return None
-        for entry in sorted(registry.glob("k-*.json")):
-            if entry.name.endswith(".connection.json"):
-                continue
-            name = entry.name[: -len(".json")]
+        for name, entry in _entries(registry):
             _, lock, conn = cls._files(registry, name)
             try:
                 fd = os.open(lock, os.O_RDWR)
@@ -341,14 +336,6 @@ class KeptKernel(batch.WarmKernel):
     def alive(self) -> bool:
         return running(self.km.pid, self.km.start)
 
-    def _stop_client(self) -> None:
-        if self.kc is not None:
-            try:
-                self.kc.stop_channels()
-            except Exception:  # noqa: BLE001
-                pass
-            self.kc = None
-
     def close(self) -> None:
         """Leave the kernel running for the next run: touch its lock (the idle clock starts now) and
         release it."""
@@ -382,6 +369,14 @@ def kernel_argv(kernel: str, conn: Path) -> list[str]:
     return argv
 
 
+def _entries(registry: Path) -> list[tuple[str, Path]]:
+    """(name, entry file) of every kept kernel registered in ``registry``."""
+    if not registry.is_dir():
+        return []
+    return [(p.name[: -len(".json")], p) for p in sorted(registry.glob("k-*.json"))
+            if not p.name.endswith(".connection.json")]
+
+
 def _client(conn: Path, timeout: float) -> Any:
     from jupyter_client.asynchronous import AsyncKernelClient
 
@@ -404,16 +399,11 @@ def registered(registry: Path) -> list[dict[str, Any]]:
     import fcntl
 
     out = []
-    if not registry.is_dir():
-        return out
-    for entry in sorted(registry.glob("k-*.json")):
-        if entry.name.endswith(".connection.json"):
-            continue
+    for name, entry in _entries(registry):
         try:
             doc = json.loads(entry.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        name = entry.name[: -len(".json")]
         busy = False
         try:
             fd = os.open(registry / f"{name}.lock", os.O_RDWR)
@@ -435,12 +425,7 @@ def stop_all(registry: Path) -> int:
     import fcntl
 
     n = 0
-    if not registry.is_dir():
-        return n
-    for entry in sorted(registry.glob("k-*.json")):
-        if entry.name.endswith(".connection.json"):
-            continue
-        name = entry.name[: -len(".json")]
+    for name, entry in _entries(registry):
         try:
             fd = os.open(registry / f"{name}.lock", os.O_RDWR)
         except OSError:
