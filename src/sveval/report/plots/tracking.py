@@ -75,6 +75,15 @@ def rolling_rates(monthly: pd.DataFrame, measure: str, title: str | None = None,
         fig, ax = plt.subplots(figsize=(10, 4))
     else:
         fig = ax.figure
+    if d.empty:  # protected measures: overlapping 12-month windows are not published
+        ax.text(0.5, 0.5, "Rolling 12-month rates are not published for this measure:\n"
+                "overlapping windows of disclosure-controlled counts would reveal suppressed months.",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+        return fig, ax
     n = max(1, d["area_name"].nunique())
     areas = PALETTE["areas"]  # Okabe-Ito: colour-blind safe
     sns.lineplot(data=d, x="date", y="rate", hue="area_name", ax=ax, lw=1.6,
