@@ -187,17 +187,30 @@ def test_synthetic_rows_are_valid_csv(tmp_path):
     assert all(len(r) == 12 for r in rows) and len(rows) == 201
 
 
-@pytest.mark.parametrize("measures", [MEASURES[:2], MEASURES], ids=["cube", "cube_with_outcomes"])
-def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures):
+@pytest.mark.parametrize(("measures", "overlap", "apart"), [
+    (MEASURES[:2], None, True),              # no LSOA and month in two files: passed through
+    (MEASURES[:2], "same_ingest", False),    # a second force's file over the same LSOAs: summed
+    (MEASURES[:2], "added_later", False),    # ... added to a month already read: summed
+    (MEASURES, "same_ingest", False),        # cube keyed by the outcome too: every cell summed
+], ids=["apart", "shared", "shared_later", "with_outcomes"])
+def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures, overlap, apart):
     """The monthly LSOA x crime type table, summed over files: cells that several files hold (a
     second force's file over the same LSOAs) and rows without an LSOA are summed, the rest passed."""
     sources = _project(tmp_path)
     arch = tmp_path / "proj" / "downloads"
-    # British Transport Police style: another force's file holding some of the same LSOAs
-    src = (arch / "2023-12" / "2023-12-durham-street.csv").read_text().splitlines()
-    (arch / "2023-12" / "2023-12-btp-street.csv").write_text("\n".join(src[:400]) + "\n")
     store = Store(tmp_path / "store")
+
+    def btp() -> None:  # British Transport Police style: another force's file, same LSOAs
+        src = (arch / "2023-12" / "2023-12-durham-street.csv").read_text().splitlines()
+        (arch / "2023-12" / "2023-12-btp-street.csv").write_text("\n".join(src[:400]) + "\n")
+
+    if overlap == "same_ingest":
+        btp()
     store.ingest(sources, measures)
+    if overlap == "added_later":
+        btp()
+        assert store.ingest(sources, measures).files_read == 1
+    assert Store._cells_apart(store.manifest()["sources"]["street"]) is (apart and len(measures) == 2)
     raw = _pandas_rows(arch)
     want = raw.groupby(["Month", "LSOA code", "Crime type"], dropna=False).size()
     got = store.crime_types("street")
@@ -205,7 +218,7 @@ def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures):
     assert not got.duplicated(["period", "lsoa_code", "crime_type"]).any()
     got = got.set_index(["period", "lsoa_code", "crime_type"])["n"]
     assert got.to_dict() == {k: int(v) for k, v in want.items()}
-    assert int(got.sum()) == len(raw) == 9000 + 399
+    assert int(got.sum()) == len(raw) == 9000 + (399 if overlap else 0)
     with pytest.raises(DataError, match="not a police_uk source"):
         store.crime_types("lk")
 

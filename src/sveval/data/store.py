@@ -117,6 +117,7 @@ class FileRef:
     member: str | None
     size: int
     stamp: int
+    month: str | None = None  # police.uk street files: the month of the file's name
 
 
 @dataclass
@@ -390,7 +391,7 @@ class Store:
     def discover(sources: Sources, s: SourceSpec) -> list[FileRef]:
         paths = sources.files(s)
         if s.kind == "police_uk":
-            return [FileRef(f.key, f.path, f.member, f.size, f.stamp)
+            return [FileRef(f.key, f.path, f.member, f.size, f.stamp, f.month)
                     for f in policeuk.street_files(paths, sources.base_dir, s.forces, s.id)]
         out = []
         for p in paths:
@@ -456,14 +457,17 @@ class Store:
                     entries = dict(keep)
                     prev_parts = old["sources"].get(s.id, {}).get("parts", {}) if keep else {}
                     parts = {p: n for p, n in prev_parts.items() if any(e["part"] == p for e in keep.values())}
+                    mixed = set(old["sources"].get(s.id, {}).get("mixed", [])) & set(parts)
                     if s.kind == "police_uk":
                         done = self._read_street(sources, s, by_source.get(s.id, []), todo, tmp, bar)
                     else:
                         done = (self._read_batch(con, sources, s, by_source.get(s.id, []), batch, tmp, bar)
                                 for batch in _batches(todo))
-                    for part, batch, rows in done:
+                    for part, batch, rows, shared in done:
                         written.append(part)
                         parts[part.name] = len(batch)
+                        if shared:
+                            mixed.add(part.name)
                         for f in batch:
                             entries[f.key] = {"size": f.size, "stamp": f.stamp, "crc": rows[f.key][1],
                                               "rows": rows[f.key][0], "part": part.name,
@@ -472,6 +476,8 @@ class Store:
                     new["sources"][s.id] = {"sig": sig, "kind": s.kind, "files": entries, "parts": parts,
                                             "granularity": s.granularity if s.kind == "table" else
                                             ("year" if s.kind == "population" else "month")}
+                    if s.kind == "police_uk":  # parts with an LSOA and month that several files hold
+                        new["sources"][s.id]["mixed"] = sorted(mixed)
                 bar.close()
                 changed = {r.id for r in report.sources if r.files_read}
                 report.warnings += self._check_mapping(con, sources, new, changed)
@@ -497,7 +503,7 @@ class Store:
         return report
 
     def _read_batch(self, con, sources: Sources, s: SourceSpec, measures: list[MeasureSpec],
-                    batch: list[FileRef], tmp: Path, bar) -> tuple[Path, list[FileRef], dict[str, tuple]]:
+                    batch: list[FileRef], tmp: Path, bar) -> tuple[Path, list[FileRef], dict[str, tuple], bool]:
         """Aggregate one batch of files (of a source other than police.uk) into a new part; per
         file: rows, CRC-32, first/last period."""
         with ThreadPoolExecutor(1) as pool:
@@ -521,10 +527,10 @@ class Store:
         con.execute(f"COPY batch TO {_q(tmp_part.as_posix())} (FORMAT parquet)")
         os.replace(tmp_part, part)
         bar.update(sum(f.size for f in batch))
-        return part, batch, _file_rows(s, batch, per, crc)
+        return part, batch, _file_rows(s, batch, per, crc), False
 
     def _read_street(self, sources: Sources, s: SourceSpec, measures: list[MeasureSpec],
-                     files: list[FileRef], tmp: Path, bar) -> list[tuple[Path, list[FileRef], dict]]:
+                     files: list[FileRef], tmp: Path, bar) -> list[tuple[Path, list[FileRef], dict, bool]]:
         """police.uk street files into parts: groups of files read by :func:`_threads` workers at
         once, each its own single-threaded DuckDB (smaller hash tables, no hand-over between
         threads: about a tenth less CPU than one query on two threads), each group's CRC-32s
@@ -549,8 +555,10 @@ class Store:
         stop = threading.Event()  # set when done or failed: no further group is started
         cons: list = []
 
-        def work(w: int) -> None:
-            con = _connect(threads=1, memory=f"{600 // _threads()}MB")
+        n = min(_threads(), len(groups))
+
+        def work(w: int) -> None:  # fewer groups than cores (one new month): threads for each
+            con = _connect(threads=max(1, _threads() // n), memory=f"{600 // n}MB")
             with lock:
                 cons.append(con)
             try:
@@ -571,7 +579,6 @@ class Store:
                     cons.remove(con)
                 con.close()
 
-        n = min(_threads(), len(groups))
         pool = ThreadPoolExecutor(n)
         try:
             for fut in [pool.submit(work, w) for w in range(n)]:
@@ -588,15 +595,15 @@ class Store:
         if errors:
             raise errors[0]
         out = []
-        for tmp_part, group, rows in results:
+        for tmp_part, group, rows, shared in results:
             part = self.parts_dir / tmp_part.name
             os.replace(tmp_part, part)
-            out.append((part, group, rows))
+            out.append((part, group, rows, shared))
         return out
 
     @staticmethod
     def _street_group(con, s: SourceSpec, group: list[FileRef], gdir: Path, keys_sql: str, mcols: str
-                      ) -> tuple[Path, list[FileRef], dict[str, tuple]]:
+                      ) -> tuple[Path, list[FileRef], dict[str, tuple], bool]:
         """One group of street files: CRC-32s, then the LSOA x crime type x month counts of each
         file into a part in ``gdir``; per file: rows, CRC-32, first/last month."""
         gdir.mkdir(parents=True, exist_ok=True)
@@ -621,8 +628,14 @@ class Store:
             raise _read_error(s, group, paths, exc) from None
         for p in extracted.values():  # the counts are made: the extracted copies can go
             p.unlink(missing_ok=True)
-        per = Store._check_months(con, s, group, f"read_parquet({_q(tmp_part.as_posix())})")
-        return tmp_part, group, _file_rows(s, group, per, crc)
+        rel = f"read_parquet({_q(tmp_part.as_posix())})"
+        per = Store._check_months(con, s, group, rel)
+        # whether an LSOA and month is held by several files of the group (a neighbouring force's
+        # or the British Transport Police's records): their cells are summed when read
+        shared = len(group) > 1 and con.execute(
+            f"SELECT count(*) FROM (SELECT period, lsoa_code FROM {rel} WHERE lsoa_code IS NOT NULL "
+            "GROUP BY ALL HAVING min(file) <> max(file))").fetchone()[0] > 0
+        return tmp_part, group, _file_rows(s, group, per, crc), shared
 
     @staticmethod
     def _stats_sql(s: SourceSpec) -> str:
@@ -854,6 +867,10 @@ class Store:
         if cols:  # further keys (a filter's columns, LSOA names): a file holds several rows of a cell
             return (f"(SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n FROM {rel} "
                     "GROUP BY ALL)")
+        if self._cells_apart(src):  # no LSOA and month in two files: only rows without an LSOA summed
+            return (f"(SELECT period, lsoa_code, crime_type, n::BIGINT AS n FROM {rel} WHERE lsoa_code "
+                    f"IS NOT NULL UNION ALL SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n "
+                    f"FROM {rel} WHERE lsoa_code IS NULL GROUP BY ALL)")
         return (f"(WITH p AS (SELECT file, period, lsoa_code, crime_type, n FROM {rel}), "
                 "s AS (SELECT period, lsoa_code FROM p GROUP BY ALL HAVING min(file) <> max(file)) "
                 "SELECT period, lsoa_code, crime_type, n::BIGINT AS n FROM p ANTI JOIN s USING (period, lsoa_code) "
@@ -861,6 +878,22 @@ class Store:
                 "SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n FROM "
                 "(SELECT * FROM p SEMI JOIN s USING (period, lsoa_code) UNION ALL "
                 "SELECT * FROM p WHERE lsoa_code IS NULL) GROUP BY ALL)")
+
+    @staticmethod
+    def _cells_apart(src: dict) -> bool:
+        """Whether no LSOA and month of a police.uk source is held by two of its files: no part
+        holds such a cell (its workers checked), every part is wholly live, and no two parts'
+        months overlap (each month's files were read together)."""
+        if "mixed" not in src or src["mixed"]:
+            return False
+        spans: dict[str, list] = {}
+        for e in src["files"].values():
+            sp = spans.setdefault(e["part"], [e["lo"], e["hi"], 0])
+            sp[0], sp[1], sp[2] = min(sp[0], e["lo"]), max(sp[1], e["hi"]), sp[2] + 1
+        if any(src["parts"].get(p) != sp[2] for p, sp in spans.items()):
+            return False
+        ordered = sorted(sp[:2] for sp in spans.values())
+        return all(a[1] < b[0] for a, b in zip(ordered, ordered[1:], strict=False))
 
     def crime_types(self, source_id: str) -> pd.DataFrame:
         """A police.uk source's monthly counts by LSOA x crime type (see :meth:`crime_types_sql`),
@@ -1114,16 +1147,22 @@ def _read_error(s: SourceSpec, group: list[FileRef], paths: list[Path], exc: Exc
 
 
 def _groups(files: list[FileRef], workers: int) -> list[list[FileRef]]:
-    """Files in contiguous groups of about :data:`GROUP_BYTES` (at least one per worker)."""
+    """Street files in groups of whole months (a month's files together, so that only cells of
+    one group can be held by several files) of about :data:`GROUP_BYTES`, at least one group a
+    worker where there are enough months."""
     if not files:
         return []
+    months: dict[str | None, list[FileRef]] = {}
+    for f in sorted(files, key=lambda f: (f.month or "", f.key)):
+        months.setdefault(f.month, []).append(f)
+    blocks = list(months.values())
     total = sum(f.size for f in files)
-    n = min(len(files), max(workers, -(-total // GROUP_BYTES)))
+    n = min(len(blocks), max(workers, -(-total // GROUP_BYTES)))
     out: list[list[FileRef]] = [[] for _ in range(n)]
     acc = 0
-    for f in files:
-        out[min(n - 1, acc * n // max(total, 1))].append(f)
-        acc += f.size
+    for block in blocks:  # contiguous months, cut where the bytes so far cross a group's share
+        out[min(n - 1, acc * n // max(total, 1))].extend(block)
+        acc += sum(f.size for f in block)
     return [g for g in out if g]
 
 
