@@ -113,3 +113,18 @@ def test_rerun_is_cached_and_site_republishes(published, capsys):
     shutil.rmtree(root / "reports" / "_site")
     assert main(["--root", str(root), "publish", "--no-quarto"]) == 0
     assert (root / "reports" / "_site" / "index.html").exists()
+
+
+def test_published_notebooks_print_no_warnings(published):
+    """No stderr in the published notebooks: a warning printed there (a library's UserWarning, a
+    deprecation) is noise to a reader and usually a sign of an empty or mis-drawn chart."""
+    import nbformat
+
+    root, _ = published
+    found = []
+    for nb_path in sorted((root / "reports").glob("*/*.ipynb")):
+        for cell in nbformat.read(nb_path, as_version=4).cells:
+            for out in cell.get("outputs", []):
+                if out.get("name") == "stderr":
+                    found.append(f"{nb_path.name}: {out['text'][:200]}")
+    assert not found, "\n".join(found)
