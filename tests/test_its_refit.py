@@ -194,3 +194,20 @@ def test_negbin_main_fit_survives_statsmodels_failures(seed, monkeypatch):
     failed = m.fit_negbin(y, X, off, names)
     assert failed.alpha > 1e4
     assert nb_loglike(y, X, off, failed.params, failed.alpha) < nb_loglike(y, X, off, fit.params, fit.alpha) - 100
+
+
+def test_negbin_with_no_events_after_the_intervention():
+    """Separation: the level coefficient runs off to minus infinity. Neither fit raises, neither
+    bounds the effect (standard error far above its.UNBOUNDED_SE), no floating-point warnings."""
+    from sveval.designs.its import UNBOUNDED_SE
+
+    y, X, off, names = nb_series(0.3, 3)
+    y[84:] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = rf.fit_negbin_newton(y, X, off, names)
+    ref = m.fit_negbin(y, X, off, names)
+    i = names.index("level_1")
+    assert new.params[i] < -20 and ref.params[i] < -20
+    assert new.bse[i] > UNBOUNDED_SE and ref.bse[i] > UNBOUNDED_SE
+    assert math.isclose(new.alpha, ref.alpha, rel_tol=1e-6)

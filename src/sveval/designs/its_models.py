@@ -499,6 +499,22 @@ def nb_loglike(y, X, offset, beta, alpha) -> float:
                         + r * np.log(r / (r + mu)) + y * np.log(mu / (r + mu))))
 
 
+def _solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``A^-1 b``, by least squares when ``A`` is singular (a coefficient running off to infinity)."""
+    try:
+        return np.linalg.solve(A, b)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def newton_converged(step: np.ndarray, score: np.ndarray, b: np.ndarray) -> bool:
+    """A Newton step this small ends the iterations: a negligible step, or a predicted gain in
+    log-likelihood below 1e-11 (a coefficient running off to infinity, as with no events after the
+    intervention, gains ever less; the remaining error of a regular fit is then about 1e-14)."""
+    return (np.max(np.abs(step)) < 1e-13 * max(1.0, float(np.max(np.abs(b))))
+            or 0.5 * float(score @ step) < 1e-11)
+
+
 class _NB:
     """NB2 log-likelihood pieces with ``theta = log(alpha)``, ``r = 1 / alpha``."""
 
@@ -514,9 +530,9 @@ class _NB:
             mu = np.exp(np.clip(X @ b + self.off, -700, 700))
             score = X.T @ (r * (y - mu) / (r + mu))
             w = r * mu * (r + y) / (r + mu) ** 2
-            step = np.linalg.solve(X.T @ (w[:, None] * X), score)
+            step = _solve(X.T @ (w[:, None] * X), score)
             b = b + step
-            if np.max(np.abs(step)) < 1e-13 * max(1.0, float(np.max(np.abs(b)))):
+            if newton_converged(step, score, b):
                 break
         return b
 
@@ -534,7 +550,7 @@ class _NB:
         w = r * mu * (r + y) / rm**2
         h_bt = -r * (X.T @ ((y - mu) * mu / rm**2))
         H_bb = -(X.T @ (w[:, None] * X))
-        h = h_tt - float(h_bt @ np.linalg.solve(H_bb, h_bt))
+        h = h_tt - float(h_bt @ _solve(H_bb, h_bt))
         return g, h
 
 
@@ -731,8 +747,13 @@ def fit_negbin(y, X, offset, names) -> ModelFit:
     # statsmodels' optimiser can fail without saying so (BFGS stuck at its start, then Newton
     # running off to alpha of 1e4-1e7 on series without overdispersion: about 1 in 15 Poisson
     # series): where the maximum found by negbin_ml is clearly higher, use its alpha instead
-    a_ml, b_ml = negbin_ml(y, X, offset, np.asarray(start.params))
-    if nb_loglike(y, X, offset, b_ml, a_ml) > nb_loglike(y, X, offset, np.asarray(res.params), alpha) + NB_FAILED_LL:
+    try:
+        a_ml, b_ml = negbin_ml(y, X, offset, np.asarray(start.params))
+        better = (nb_loglike(y, X, offset, b_ml, a_ml)
+                  > nb_loglike(y, X, offset, np.asarray(res.params), alpha) + NB_FAILED_LL)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+        better = False
+    if better:
         alpha = a_ml
         res = _glm(y, X, offset, sm.families.NegativeBinomial(alpha=alpha), scale=1.0)
     pr = np.asarray(res.resid_pearson)
