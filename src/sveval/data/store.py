@@ -75,6 +75,7 @@ LONG_COLUMNS = ["period", "area_code", "measure", "count", "population"]
 LSOA_COLUMNS = ["period", "lsoa_code", "area_code", "measure", "count"]
 BATCH_BYTES = 768 << 20  # files read per query (larger: faster, more memory)
 GROUP_BYTES = 64 << 20  # police.uk street files read per query by one worker
+PART_ROW_GROUP = 16384  # rows a row group of a street part (small dictionaries: ~15% faster to write)
 _DUCK_TYPES = {"text": "VARCHAR", "integer": "BIGINT", "number": "DOUBLE", "date": "DATE",
                "timestamp": "TIMESTAMP", "boolean": "VARCHAR"}
 
@@ -623,7 +624,8 @@ class Store:
                f"GROUP BY file_index, {keys_sql}) r JOIN {kv} k(i, key) ON r.file_index = k.i")
         tmp_part = gdir / f"{s.id}-{uuid.uuid4().hex[:12]}.parquet"
         try:
-            con.execute(f"COPY ({sql}) TO {_q(tmp_part.as_posix())} (FORMAT parquet)")
+            con.execute(f"COPY ({sql}) TO {_q(tmp_part.as_posix())} "
+                        f"(FORMAT parquet, ROW_GROUP_SIZE {PART_ROW_GROUP})")
         except duckdb.Error as exc:
             raise _read_error(s, group, paths, exc) from None
         for p in extracted.values():  # the counts are made: the extracted copies can go
