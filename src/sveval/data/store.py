@@ -16,10 +16,14 @@ and leaves the last good store. A lock file serialises concurrent ingests.
 
 What a part holds, by source kind (record-level data stop here):
 
-``police_uk``  file, period, lsoa_code, crime_type, n: the monthly LSOA x crime type cube (plus
-               the few-valued columns measure filters use, and lsoa_name without a lookup);
-               measures over these columns are evaluated on the cube when read, others (filters
-               over location, crime_id...) get a count column ``m:<measure>`` at ingestion
+``police_uk``  file, period, lsoa_code, crime_type, n: the monthly LSOA x crime type cube of
+               each file (plus the few-valued columns measure filters use, and lsoa_name without
+               a lookup); measures over these columns are evaluated on the cube when read, others
+               (filters over location, crime_id...) get a count column ``m:<measure>`` at
+               ingestion. Files are read in groups of whole months by two workers (one
+               single-threaded DuckDB each, one part a group); the manifest lists the parts
+               holding an LSOA and month in two files (``mixed``), so that
+               :meth:`Store.crime_types_sql` sums only where it must
 ``records``    file, period, lsoa_code, area_code, n, ``m:<measure>``
 ``table``      file, period (canonical, in the source's granularity), area_code, ``m:<measure>``
                (sum of the count column over rows passing the filter) and ``p:<measure>`` (rows of
