@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -297,10 +298,20 @@ def _need(s: SourceSpec, cols: dict[str, str], *names: str, path: Path | None = 
     return hit
 
 
+_COMPILED: dict[tuple, str] = {}  # filter, columns, measure -> checked SQL (parsing costs ~1 ms)
+
+
+def _compiled(expr: str, cols: list[str], mid: str) -> str:
+    key = (expr, tuple(cols), mid)
+    if key not in _COMPILED:
+        _COMPILED[key] = compile_filter(expr, cols, where=f"measure '{mid}'")
+    return _COMPILED[key]
+
+
 def _condition(m: MeasureSpec, s: SourceSpec, cols: Iterable[str], age_col: str | None) -> str:
     conds = []
     if m.filter:
-        conds.append("(" + compile_filter(m.filter, list(cols), where=f"measure '{m.id}'") + ")")
+        conds.append("(" + _compiled(m.filter, list(cols), m.id) + ")")
     if m.age_max is not None:
         if age_col is None or age_col not in cols:
             raise DataError(f"measure '{m.id}': age_max needs an age column in source '{s.id}' "
@@ -315,11 +326,12 @@ _CUBE_BASE = {"month", "period", "lsoa_code", "crime_type"}
 _STREET_FILTER_COLUMNS = [*policeuk.STREET_COLUMNS.values(), "period"]
 
 
-def _filter_columns(sql: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _filter_columns(sql: str) -> frozenset[str]:
     import sqlglot
     from sqlglot import exp
 
-    return {c.name.lower() for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column)}
+    return frozenset(c.name.lower() for c in sqlglot.parse_one(sql, read="duckdb").find_all(exp.Column))
 
 
 def police_plan(s: SourceSpec, measures: list[MeasureSpec]) -> tuple[list[str], dict[str, str], list[MeasureSpec]]:
@@ -483,6 +495,7 @@ class Store:
                                             ("year" if s.kind == "population" else "month")}
                     if s.kind == "police_uk":  # parts with an LSOA and month that several files hold
                         new["sources"][s.id]["mixed"] = sorted(mixed)
+                        new["sources"][s.id]["keys"] = self._street_keys(sources, s, by_source.get(s.id, []))
                 bar.close()
                 changed = {r.id for r in report.sources if r.files_read}
                 report.warnings += self._check_mapping(con, sources, new, changed)
@@ -542,10 +555,8 @@ class Store:
         computed by its worker just before DuckDB reads the same bytes, and its counts written
         straight to a parquet part (no table in between). Parts are moved into the store only
         when every group has been read."""
-        extra, _cube, counted = police_plan(s, measures)
-        if sources.lookup_for(s) is None and "lsoa_name" not in extra:
-            # LSOA names are kept where no lookup maps LSOAs (prefix matching needs them)
-            extra = [*extra, "lsoa_name"]
+        extra = self._street_keys(sources, s, measures)
+        counted = police_plan(s, measures)[2]
         keys_sql = ", ".join(["period", "lsoa_code", "crime_type", *extra])
         mcols = "".join(
             f", count(*) FILTER (WHERE {_condition(m, s, _STREET_FILTER_COLUMNS, None)})::BIGINT AS "
@@ -605,6 +616,15 @@ class Store:
             os.replace(tmp_part, part)
             out.append((part, group, rows, shared))
         return out
+
+    @staticmethod
+    def _street_keys(sources: Sources, s: SourceSpec, measures: list[MeasureSpec]) -> list[str]:
+        """Keys of a street part beyond period, lsoa_code and crime_type (filters' columns)."""
+        extra = police_plan(s, measures)[0]
+        if sources.lookup_for(s) is None and "lsoa_name" not in extra:
+            # LSOA names are kept where no lookup maps LSOAs (prefix matching needs them)
+            extra = [*extra, "lsoa_name"]
+        return extra
 
     @staticmethod
     def _street_group(con, s: SourceSpec, group: list[FileRef], gdir: Path, keys_sql: str, mcols: str
@@ -865,11 +885,14 @@ class Store:
         if rel is None:
             return "(SELECT NULL::VARCHAR AS period, NULL::VARCHAR AS lsoa_code, NULL::VARCHAR AS crime_type, " \
                    "NULL::BIGINT AS n WHERE FALSE)"
-        con = _connect()
-        try:
-            cols = set(self._columns(con, rel)) & set(CUBE_EXTRA)
-        finally:
-            con.close()
+        if "keys" in src:
+            cols = set(src["keys"])
+        else:  # a store written before the keys were listed
+            con = _connect()
+            try:
+                cols = set(self._columns(con, rel)) & set(CUBE_EXTRA)
+            finally:
+                con.close()
         if cols:  # further keys (a filter's columns, LSOA names): a file holds several rows of a cell
             return (f"(SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n FROM {rel} "
                     "GROUP BY ALL)")
