@@ -47,6 +47,8 @@ def bench(session):
         session.run("python", "benchmarks/did_speed.py", "--out", "benchmarks/results/did_speed.md")
     if "its_speed" in wanted:
         session.run("python", "benchmarks/its_speed.py", "--out", "benchmarks/results/its_speed.md")
+        # the slow models of the example batch (arima, negbin): their section at the end of the same file
+        session.run("python", "benchmarks/its_slow_speed.py", "--out", "benchmarks/results/its_speed.md")
     if "run_speed" in wanted:  # sveval run / pipeline against plain papermill, in one run
         session.run("python", "benchmarks/run_speed.py", "--repeat", "2", "--out", "benchmarks/results/run_speed.md")
     if "batch_stability" in wanted:  # 20 consecutive `sveval run --all --force` batches, 0 failures
