@@ -133,14 +133,16 @@ class TrackingResult:
 
     ``monthly`` and ``annual`` carry every area (``area_type`` ``partnership``, ``area``,
     ``comparison`` for the pooled comparison group). Use :meth:`published` for anything that leaves
-    the machine.
+    the machine. ``totals`` are the financial-year totals (:func:`period_totals`); ``annual`` adds
+    the baseline comparisons (:func:`compare_to_baseline`), computed when first asked for (the
+    returns do not need them).
     """
 
     spec: TrackingSpec
     catalog: Catalog
     measures: list[MeasureSpec]
     monthly: pd.DataFrame
-    annual: pd.DataFrame
+    totals: pd.DataFrame
     charts: dict[str, pd.DataFrame]
     chart_notes: dict[str, str]
     partnership_code: str
@@ -156,8 +158,17 @@ class TrackingResult:
     def measure(self, mid: str) -> MeasureSpec:
         return next(m for m in self.measures if m.id == mid)
 
+    @property
+    def annual(self) -> pd.DataFrame:
+        """Financial years x areas x measures with the baseline comparisons: count and rate, rate
+        ratio with its exact interval, change relative to the comparison areas."""
+        key = ("annual", id(self.totals))
+        if key not in self._memo:
+            self._memo[key] = compare_to_baseline(self.totals, self.spec.baseline_year)
+        return self._memo[key]
+
     def _memoised(self, what: str, rules, make):
-        key = (what, id(self.monthly), id(self.annual), rules.model_dump_json())
+        key = (what, id(self.monthly), id(self.totals), rules.model_dump_json())
         if key not in self._memo:
             self._memo[key] = make()
         return self._memo[key]
@@ -683,12 +694,11 @@ def track(
     windows = {fy: fy_months(fy) for fy in [spec.baseline_year, *years]}
     totals = period_totals(monthly_df, windows)
     _check_baseline(totals, spec.baseline_year)
-    annual = compare_to_baseline(totals, spec.baseline_year)
     if plan_cache is None:
         from sveval.pipeline.disclosure import plan_cache_dir
 
         plan_cache = plan_cache_dir(paths.root)
-    return TrackingResult(spec, catalog, measures, monthly_df, annual, charts, chart_notes, pcode, pname,
+    return TrackingResult(spec, catalog, measures, monthly_df, totals, charts, chart_notes, pcode, pname,
                           data_end, notes, Path(plan_cache) if plan_cache is not False else None)
 
 
