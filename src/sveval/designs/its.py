@@ -19,6 +19,10 @@ estimators), and returns a :class:`~sveval.result.Result` with
   ``sensitivity_date``, ``sensitivity_seasonality``;
 * ``power`` - simulated power and minimum detectable effect (:func:`sveval.designs.power.its_power`).
 
+The checks and the power study refit the model many times; ``arima`` and ``negbin`` refits use the
+exact maximum-likelihood estimators of :mod:`sveval.designs.its_refit` (the same optimum as the
+statsmodels fit of the headline, a hundred times faster).
+
 The default model (``model: auto``) is chosen by the kind of measure and justified by the Monte
 Carlo benchmark ``benchmarks/its_coverage.py``: counts (and rates modelled as counts with a
 population offset) use the AR(1)-aware quasi-Poisson model with Wald intervals when the
