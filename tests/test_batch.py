@@ -33,7 +33,8 @@ def test_longest_first_uses_recorded_seconds_then_design_estimates():
     its = _ctx("its", power_sims=200, model="quasipoisson")
     quick = _ctx("its", power_sims=20, model="ols")
     arima = _ctx("its", power_sims=200, model="arima")
-    assert batch.estimate_seconds(quick) < batch.estimate_seconds(its) < batch.estimate_seconds(arima)
+    assert batch.estimate_seconds(quick) < batch.estimate_seconds(its) == batch.estimate_seconds(arima)
+    assert batch.estimate_seconds(_ctx("did")) > batch.estimate_seconds(_ctx("synth"))
     assert batch.estimate_seconds(quick, {"seconds": 99.0}) == 99.0  # the last run wins
     assert batch.estimate_seconds(its, {"seconds": None}) == batch.estimate_seconds(its)
     seconds = {"a": 3.0, "b": 10.0, "c": 3.0, "d": 7.0}

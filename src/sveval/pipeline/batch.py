@@ -54,7 +54,7 @@ WARM_IMPORTS = ("sveval", "sveval.report", "sveval.report.narrative", "sveval.re
 ONE_BLAS_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 # seconds one evaluation takes on a quiet 2-core machine, by design (before any run is recorded)
-DESIGN_SECONDS = {"its": 6.0, "did": 8.0, "synth": 8.0}
+DESIGN_SECONDS = {"its": 3.0, "did": 3.5, "synth": 2.0}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -62,18 +62,16 @@ DESIGN_SECONDS = {"its": 6.0, "did": 8.0, "synth": 8.0}
 # ------------------------------------------------------------------------------------------------
 def estimate_seconds(ctx: Any, previous: Mapping[str, Any] | None = None) -> float:
     """Expected seconds of one evaluation: the last recorded run's, else an estimate from its design
-    (ITS scaled by its power simulations, ARIMA models counted slower)."""
+    (ITS scaled by its power simulations)."""
     seconds = (previous or {}).get("seconds")
     if isinstance(seconds, int | float) and seconds > 0:
         return float(seconds)
     spec = ctx.spec
-    base = DESIGN_SECONDS.get(spec.design, 8.0)
+    base = DESIGN_SECONDS.get(spec.design, 3.0)
     if spec.design == "its":
         its = getattr(spec, "its", None)
         sims = getattr(its, "power_sims", 200) if its is not None else 200
-        base = 2.0 + (base - 2.0) * sims / 200
-        if "arima" in str(getattr(its, "model", "")).lower():
-            base *= 4
+        base = 2.0 + (base - 2.0) * sims / 200  # (ARIMA's refits are as fast as the GLMs' since its_refit)
     return base
 
 
