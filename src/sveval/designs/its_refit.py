@@ -36,6 +36,7 @@ import math
 
 import numpy as np
 from scipy import optimize
+from scipy.linalg import lapack
 
 from sveval.designs.its_models import (
     COUNT_MODELS,
@@ -46,9 +47,11 @@ from sveval.designs.its_models import (
     _solve,
     ar_acf,
     fit_model,
+    fit_quasipoisson,
     negbin_ml,
     newton_converged,
     pacf_to_ar,
+    satterthwaite_df,
 )
 from sveval.errors import EstimationError
 
@@ -218,6 +221,262 @@ def fit_negbin_newton(y, X, offset, names) -> ModelFit:
     )
 
 
+# ------------------------------------------------------------------------------------------------
+# quasipoisson: the main fit's own arithmetic without its overhead
+# ------------------------------------------------------------------------------------------------
+_EPS = np.finfo(float).eps
+_SQRT_EPS = math.sqrt(2.2e-16)  # as scipy's bounded Brent search
+_GOLDEN = 0.5 * (3.0 - math.sqrt(5.0))
+
+
+def _poisson_sm(y, X, offset, tol=1e-10, maxiter=200):
+    """statsmodels' GLM IRLS for a Poisson model with offset, operation for operation.
+
+    Same start (``mu = (y + mean(y)) / 2``), same weighted least squares (``lstsq`` in the
+    iterations, then ``pinv`` on the last working response for the reported coefficients), same
+    stopping rule (consecutive deviances within ``tol``), so the same floating-point result as
+    ``sm.GLM(y, X, family=Poisson(), offset=offset).fit(tol=tol, maxiter=maxiter)``. Returns the
+    coefficients, their normalised covariance (``pinv pinv'``), the fitted means and the number
+    of iterations.
+    """
+    from statsmodels.tools.tools import pinv_extended
+
+    mu = (y + y.mean()) / 2.0
+    lin_pred = np.log(np.clip(mu, _EPS, np.inf))
+    resid = y * np.log(np.clip(y / mu, _EPS, np.inf)) - (y - mu)
+    dev_old = np.sum(2 * resid)
+    iteration = 0
+    weights = wlsendog = None
+    for iteration in range(maxiter):  # noqa: B007 - the count is returned
+        deriv = 1.0 / np.clip(mu, _EPS, np.inf)
+        weights = 1.0 / (deriv**2 * np.power(np.fabs(mu), 1.0))
+        wlsendog = lin_pred + deriv * (y - mu) - offset
+        w_half = np.sqrt(weights)
+        if not (np.all(np.isfinite(w_half)) and np.all(np.isfinite(wlsendog))):
+            raise ValueError("NaN, inf or invalid value detected in the IRLS weights or response")
+        params = np.linalg.lstsq(w_half[:, None] * X, w_half * wlsendog, rcond=-1)[0]
+        lin_pred = np.dot(X, params)
+        lin_pred += offset
+        mu = np.exp(lin_pred)
+        resid = y * np.log(np.clip(y / mu, _EPS, np.inf)) - (y - mu)
+        dev = np.sum(2 * resid)
+        if abs(dev - dev_old) <= tol:  # np.allclose(dev_old, dev, atol=tol, rtol=0)
+            break
+        dev_old = dev
+    w_half = np.sqrt(weights)
+    pinv, _ = pinv_extended(w_half[:, None] * X)
+    ncov = np.dot(pinv, np.transpose(pinv))
+    beta = np.dot(pinv, wlsendog * w_half)
+    mu = np.exp(np.dot(X, beta) + offset)
+    return beta, ncov, mu, iteration + 1
+
+
+def poisson_irls_sm(y, X, offset) -> tuple[np.ndarray, int]:
+    """Coefficients and iteration count of :func:`_poisson_sm` (the main fit's GLM settings)."""
+    beta, _, _, it = _poisson_sm(np.asarray(y, float), np.asarray(X, float), np.asarray(offset, float))
+    return beta, it
+
+
+def _brent_bounded(func, x1, x2, xatol, maxiter=500):
+    """scipy's ``minimize_scalar(method="bounded")`` (``_minimize_scalar_bounded``), the same
+    iterates without its overhead; returns the minimiser ``xf``."""
+    a, b = x1, x2
+    fulc = a + _GOLDEN * (b - a)
+    nfc, xf = fulc, fulc
+    rat = e = 0.0
+    x = xf
+    fx = func(x)
+    num = 1
+    ffulc = fnfc = fx
+    xm = 0.5 * (a + b)
+    tol1 = _SQRT_EPS * abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    while abs(xf - xm) > (tol2 - 0.5 * (b - a)):
+        golden = 1
+        if abs(e) > tol1:
+            golden = 0
+            r = (xf - nfc) * (fx - ffulc)
+            q = (xf - fulc) * (fx - fnfc)
+            p = (xf - fulc) * q - (xf - nfc) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            q = abs(q)
+            r = e
+            e = rat
+            if (abs(p) < abs(0.5 * q * r)) and (p > q * (a - xf)) and (p < q * (b - xf)):
+                rat = (p + 0.0) / q
+                x = xf + rat
+                if ((x - a) < tol2) or ((b - x) < tol2):
+                    d = xm - xf
+                    rat = tol1 * ((1.0 if d > 0 else -1.0) if d != 0 else 1.0)
+            else:
+                golden = 1
+        if golden:
+            e = (a - xf) if xf >= xm else (b - xf)
+            rat = _GOLDEN * e
+        ar = abs(rat)
+        x = xf + (1.0 if rat >= 0 else -1.0) * (ar if ar > tol1 else tol1)
+        fu = func(x)
+        num += 1
+        if fu <= fx:
+            if x >= xf:
+                a = xf
+            else:
+                b = xf
+            fulc, ffulc = nfc, fnfc
+            nfc, fnfc = xf, fx
+            xf, fx = x, fu
+        else:
+            if x < xf:
+                a = x
+            else:
+                b = x
+            if (fu <= fnfc) or (nfc == xf):
+                fulc, ffulc = nfc, fnfc
+                nfc, fnfc = x, fu
+            elif (fu <= ffulc) or (fulc == xf) or (fulc == nfc):
+                fulc, ffulc = x, fu
+        xm = 0.5 * (a + b)
+        tol1 = _SQRT_EPS * abs(xf) + xatol / 3.0
+        tol2 = 2.0 * tol1
+        if num >= maxiter:
+            break
+    return xf
+
+
+class _AR1Reml:
+    """REML search for the AR(1) coefficient of one weighted GLS fit: ``gls_ar_reml(..., p=1)``
+    with the same arithmetic (whitening, LAPACK QR, objective, bounded Brent search), the
+    whitened design written into one Fortran-ordered buffer that the QR overwrites."""
+
+    def __init__(self, n: int, k: int, wh: ARWhitener):
+        self.n, self.k, self.wh = n, k, wh
+        self.simple = wh._single_no_gap and n > 1
+        self.buf = np.empty((n, k + 1), order="F")
+        self.tmp = np.empty((max(n - 1, 0), k + 1))
+
+    def objective(self, W: np.ndarray):
+        n, k, wh, buf, tmp = self.n, self.k, self.wh, self.buf, self.tmp
+        nk = n - k
+        W0, Wa, Wb = W[0], W[1:], W[:-1]
+        lognm1 = n - 1
+        geqrf = lapack.dgeqrf
+
+        def value(z) -> float:
+            r = np.tanh(np.array([z]))[0]
+            if self.simple:
+                s1 = math.sqrt(1.0 - r * r)
+                buf[0] = W0
+                np.multiply(r, Wb, out=tmp)
+                rest = buf[1:]
+                np.subtract(Wa, tmp, out=rest)
+                rest /= s1
+                logdet = lognm1 * math.log(s1 * s1)
+                qr, _, _, info = geqrf(buf, overwrite_a=1)
+            else:
+                Ww, logdet = wh.whiten(W, np.array([r]))
+                qr, _, _, info = geqrf(Ww)
+            if info != 0:  # pragma: no cover - only on invalid input
+                raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
+            d = np.abs(np.diagonal(qr)[: k + 1])
+            rss = float(d[k] ** 2)
+            return nk * math.log(max(rss, 1e-300) / nk) + logdet + 2.0 * float(np.sum(np.log(d[:k])))
+
+        return value
+
+    def search(self, W: np.ndarray) -> np.ndarray:
+        """The REML AR(1) coefficient (as ``pacf``, an array of one) of whitened-to-be ``W``."""
+        return np.tanh(np.array([_brent_bounded(self.objective(W), -3.8, 3.8, 1e-9)]))
+
+
+def _weighted(X: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    sw = np.sqrt(weights)
+    return np.column_stack([X * sw[:, None], y * sw])
+
+
+def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_floor=1.0,
+                          small_sample=True) -> ModelFit:
+    """:func:`sveval.designs.its_models.fit_quasipoisson` (Wald intervals, ``ar_order`` 0 or 1)
+    with the same floating-point operations and results, at a fraction of the cost: statsmodels'
+    IRLS done by :func:`_poisson_sm`, the REML searches by :class:`_AR1Reml`."""
+    if ar_order not in (0, 1):
+        return fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=ar_order,
+                                scale_floor=scale_floor, small_sample=small_sample)
+    y, X, offset = np.asarray(y, float), np.asarray(X, float), np.asarray(offset, float)
+    with np.errstate(all="ignore"):
+        params, ncov, mu_glm, _ = _poisson_sm(y, X, offset)
+    if not np.all(np.isfinite(params)):
+        raise EstimationError("the count model did not converge (non-finite coefficients)")
+    n, k = X.shape
+    pr = (y - mu_glm) / np.sqrt(np.power(np.fabs(mu_glm), 1.0))
+    disp = float(np.sum(pr**2) / (n - k))
+    if ar_order == 0:
+        phi_hat = max(disp, scale_floor) if scale_floor else disp
+        return ModelFit(
+            model="quasipoisson", link="log", params=params, cov=ncov * phi_hat, df=n - k,
+            scale=phi_hat, names=names, resid=pr, innovations=pr / math.sqrt(phi_hat), n=n,
+            dispersion=disp,
+            description="quasi-Poisson regression (log link, population offset), Pearson dispersion"
+            + (" floored at 1" if scale_floor else "") + ", t intervals",
+        )
+    beta = params
+    t = np.asarray(t, float)
+    wh = ARWhitener(t, series_id)
+    reml = _AR1Reml(n, k, wh)
+    pacf = None
+    converged = False
+    fixed = None
+    for _outer in range(20):
+        # REML step for the AR parameter at the current mean ...
+        eta = X @ beta + offset
+        mu = np.exp(eta)
+        W = _weighted(X, eta - offset + (y - mu) / mu, mu)
+        new_pacf = reml.search(W)
+        phi = pacf_to_ar(new_pacf)
+        beta, _, _ = _gls_solution(wh.whiten(W, phi)[0], k)
+        # ... then GLS-IRLS for the coefficients with the AR parameter held fixed
+        for _inner in range(100):
+            eta = X @ beta + offset
+            mu = np.exp(eta)
+            W = _weighted(X, eta - offset + (y - mu) / mu, mu)
+            Ww, _ = wh.whiten(W, phi)
+            new_beta, rss, XtXi = _gls_solution(Ww, k)
+            step = new_beta - beta
+            beta = new_beta
+            if np.max(np.abs(step)) < 1e-9:
+                break
+        fixed = (W, Ww, rss, XtXi, phi, new_pacf)
+        if pacf is not None and np.max(np.abs(new_pacf - pacf)) < 1e-6:
+            converged = True
+            break
+        pacf = new_pacf
+    if not converged:  # pragma: no cover - rare
+        raise EstimationError("the AR quasi-Poisson model did not converge")
+    W, Ww, rss, XtXi, phi, pacf = fixed
+    sigma2 = rss / (n - k)
+    phi_hat = max(sigma2, scale_floor) if scale_floor else sigma2
+    cov = sigma2 * XtXi / sigma2 * phi_hat
+    innov = Ww[:, k] - Ww[:, :k] @ beta
+    eta = X @ beta + offset
+    mu = np.exp(eta)
+    resid = (y - mu) / np.sqrt(mu)
+    dfc = None
+    if small_sample:
+        dfc, extra = satterthwaite_df(eta - offset + (y - mu) / mu, X, t, series_id, pacf, sigma2,
+                                      weights=mu, whitener=wh)
+        cov = cov + extra / sigma2 * phi_hat
+    return ModelFit(
+        model="quasipoisson", link="log", params=beta, cov=cov, df=n - k, scale=phi_hat, names=names,
+        resid=resid, innovations=innov / math.sqrt(sigma2), n=n, ar=tuple(phi), dispersion=disp,
+        df_coef=dfc,
+        description=f"quasi-Poisson regression (log link, population offset) with AR({ar_order}) "
+        "working correlation estimated by REML (GLS-IRLS), dispersion"
+        + (" floored at 1" if scale_floor else "")
+        + (", Kackar-Harville variance and Satterthwaite df" if small_sample else ", t intervals"),
+    )
+
+
 def refit_model(
     model: str,
     y: np.ndarray,
@@ -231,9 +490,11 @@ def refit_model(
     newey_west_lags: int | None = None,
     interval: str = "wald",
 ) -> ModelFit:
-    """:func:`~sveval.designs.its_models.fit_model` for a refit: ``arima`` and ``negbin`` by the
-    fast exact estimators of this module, every other model by ``fit_model`` itself."""
-    if model not in ("arima", "negbin") or interval != "wald":
+    """:func:`~sveval.designs.its_models.fit_model` for a refit: ``arima``, ``negbin`` and
+    ``quasipoisson`` by the fast estimators of this module, every other model by ``fit_model``
+    itself."""
+    lean_qp = model == "quasipoisson" and ar_order in (0, 1)
+    if (model not in ("arima", "negbin") and not lean_qp) or interval != "wald":
         return fit_model(model, y, X, offset, names, t, series_id, included, ar_order=ar_order,
                          newey_west_lags=newey_west_lags, interval=interval)
     inc = np.asarray(included, bool)
@@ -242,6 +503,9 @@ def refit_model(
     try:
         if model == "negbin":
             return fit_negbin_newton(y[inc], X[inc], offset[inc], names)
+        if model == "quasipoisson":
+            return fit_quasipoisson_lean(y[inc], X[inc], offset[inc], names, t[inc], series_id[inc],
+                                         ar_order=ar_order)
         if len(np.unique(series_id)) > 1:
             raise EstimationError("model 'arima' takes one series; use gls_ar for controlled ITS")
         return fit_arima_profile(y, X, inc, names, ar_order=max(ar_order, 1))
