@@ -132,3 +132,20 @@ def test_quarterly_return(built, tmp_path):
     df = pd.read_csv(rep.csvs["headline"])
     assert set(df["period"]) == {"2025/26 Q1"} and set(df["baseline_period"]) == {"2022/23 Q1"}
     shutil.rmtree(tmp_path / "q1")
+
+
+@pytest.mark.parametrize("given, expected", [("Q3", 3), ("q1", 1), ("4", 4), (" Q2 ", 2)])
+def test_quarter_argument_accepts_q1_to_q4(given, expected):
+    from sveval.cli import quarter_arg
+
+    assert quarter_arg(given) == expected
+
+
+@pytest.mark.parametrize("given", ["Q5", "Q0", "third", "", "Q", "2025Q3"])
+def test_bad_quarter_argument_is_refused_with_the_expected_form(given, capsys):
+    from sveval.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["returns", "--quarter", given])
+    assert info.value.code == 2
+    assert "expected Q1, Q2, Q3 or Q4" in capsys.readouterr().err

@@ -130,6 +130,15 @@ def cmd_track(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def quarter_arg(text: str) -> int:
+    """``--quarter``: Q1..Q4 (or 1..4), the quarter of the financial year (Q1 is April-June)."""
+    t = text.strip().upper()
+    t = t[1:] if t.startswith("Q") else t
+    if t not in ("1", "2", "3", "4"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected Q1, Q2, Q3 or Q4 (Q1 is April to June)")
+    return int(t)
+
+
 def cmd_returns(args: argparse.Namespace) -> int:
     from sveval.pipeline.lock import project_lock
     from sveval.publish.returns import build_returns
@@ -367,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("returns", help="write the Home Office returns workbook")
     sp.add_argument("--year", default="2025/26", help="financial year, e.g. 2025/26")
-    sp.add_argument("--quarter", default=None, help="quarter within the year: Q1..Q4")
+    sp.add_argument("--quarter", default=None, type=quarter_arg,
+                    help="quarter within the financial year: Q1..Q4 (Q1 is April to June)")
     sp.add_argument("--out", default=None, help="output folder (default outputs/returns/<year>)")
     wait_arg(sp)
     sp.set_defaults(fn=cmd_returns)
