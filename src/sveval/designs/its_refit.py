@@ -51,7 +51,6 @@ from sveval.designs.its_models import (
     negbin_ml,
     newton_converged,
     pacf_to_ar,
-    satterthwaite_df,
 )
 from sveval.errors import EstimationError
 
@@ -345,49 +344,139 @@ def _brent_bounded(func, x1, x2, xatol, maxiter=500):
     return xf
 
 
-class _AR1Reml:
-    """REML search for the AR(1) coefficient of one weighted GLS fit: ``gls_ar_reml(..., p=1)``
-    with the same arithmetic (whitening, LAPACK QR, objective, bounded Brent search), the
-    whitened design written into one Fortran-ordered buffer that the QR overwrites."""
+class _AR1Work:
+    """The AR(1) pieces of one quasi-Poisson fit with the arithmetic of
+    :func:`~sveval.designs.its_models.gls_ar_reml`, ``gls_ar_fixed`` and ``satterthwaite_df``
+    (same whitening, LAPACK QR, triangular factor, objective, bounded Brent search): the
+    whitened design is written into one reused buffer, the QR's diagonal taken by index and the
+    triangular factor copied through a fixed mask instead of ``np.triu``."""
 
     def __init__(self, n: int, k: int, wh: ARWhitener):
         self.n, self.k, self.wh = n, k, wh
         self.simple = wh._single_no_gap and n > 1
-        self.buf = np.empty((n, k + 1), order="F")
+        self.buf = np.empty((n, k + 1))  # C order like W: whitening is fastest with one layout
         self.tmp = np.empty((max(n - 1, 0), k + 1))
+        self.diag_idx = np.arange(k + 1) * (n + 1)
+        self.d = np.empty(k + 1)
+        self.logd = np.empty(k)
+        self.zin = np.empty(1)
+        self.rout = np.empty(1)
+        self.upper = np.triu(np.ones((k + 1, k + 1), bool))
+        self.R = np.zeros((k + 1, k + 1))
+
+    def whiten_qr(self, W: np.ndarray, r) -> tuple[np.ndarray, float]:
+        """LAPACK QR of ``whiten(W, [r])`` (``geqrf``'s packed output) and ``log|R|``."""
+        if self.simple:
+            buf, n = self.buf, self.n
+            s1 = math.sqrt(1.0 - r * r)
+            buf[0] = W[0]
+            np.multiply(r, W[:-1], out=self.tmp)
+            rest = buf[1:]
+            np.subtract(W[1:], self.tmp, out=rest)
+            rest /= s1
+            logdet = (n - 1) * math.log(s1 * s1)
+            qr, _, _, info = lapack.dgeqrf(buf)  # a Fortran-ordered copy
+        else:
+            Ww, logdet = self.wh.whiten(W, np.array([r]))
+            qr, _, _, info = lapack.dgeqrf(Ww)
+        if info != 0:  # pragma: no cover - only on invalid input
+            raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
+        return qr, logdet
+
+    def whiten(self, W: np.ndarray, r) -> np.ndarray:
+        """``whiten(W, [r])[0]`` (a new array)."""
+        return self.wh.whiten(W, np.array([r]))[0]
+
+    def triangle(self, qr: np.ndarray) -> np.ndarray:
+        """``np.triu(qr[:k + 1])`` into a reused array."""
+        np.copyto(self.R, qr[: self.k + 1], where=self.upper)
+        return self.R
 
     def objective(self, W: np.ndarray):
-        n, k, wh, buf, tmp = self.n, self.k, self.wh, self.buf, self.tmp
+        """``gls_ar_reml``'s REML objective of ``W`` as a function of ``z = atanh(r)``."""
+        n, k = self.n, self.k
         nk = n - k
-        W0, Wa, Wb = W[0], W[1:], W[:-1]
-        lognm1 = n - 1
-        geqrf = lapack.dgeqrf
+        zin, rout, d, logd, diag_idx = self.zin, self.rout, self.d, self.logd, self.diag_idx
+        whiten_qr = self.whiten_qr
 
         def value(z) -> float:
-            r = np.tanh(np.array([z]))[0]
-            if self.simple:
-                s1 = math.sqrt(1.0 - r * r)
-                buf[0] = W0
-                np.multiply(r, Wb, out=tmp)
-                rest = buf[1:]
-                np.subtract(Wa, tmp, out=rest)
-                rest /= s1
-                logdet = lognm1 * math.log(s1 * s1)
-                qr, _, _, info = geqrf(buf, overwrite_a=1)
-            else:
-                Ww, logdet = wh.whiten(W, np.array([r]))
-                qr, _, _, info = geqrf(Ww)
-            if info != 0:  # pragma: no cover - only on invalid input
-                raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
-            d = np.abs(np.diagonal(qr)[: k + 1])
+            zin[0] = z
+            np.tanh(zin, out=rout)
+            qr, logdet = whiten_qr(W, rout[0])
+            np.take(qr.reshape(-1, order="F"), diag_idx, out=d)  # qr is Fortran-ordered
+            np.abs(d, out=d)
             rss = float(d[k] ** 2)
-            return nk * math.log(max(rss, 1e-300) / nk) + logdet + 2.0 * float(np.sum(np.log(d[:k])))
+            np.log(d[:k], out=logd)
+            return nk * math.log(max(rss, 1e-300) / nk) + logdet + 2.0 * float(np.add.reduce(logd))
 
         return value
 
     def search(self, W: np.ndarray) -> np.ndarray:
-        """The REML AR(1) coefficient (as ``pacf``, an array of one) of whitened-to-be ``W``."""
+        """The REML AR(1) coefficient (as ``pacf``, an array of one) of ``W``."""
         return np.tanh(np.array([_brent_bounded(self.objective(W), -3.8, 3.8, 1e-9)]))
+
+    def gls(self, W: np.ndarray, r) -> tuple[np.ndarray, float, np.ndarray]:
+        """``_gls_solution(whiten(W, [r]), k)`` without ``(X'X)^-1``: ``beta``, ``rss``, ``R^-1``."""
+        k = self.k
+        qr, _ = self.whiten_qr(W, r)
+        R = self.triangle(qr)
+        Rinv = np.linalg.inv(R[:k, :k])
+        return Rinv @ R[:k, k], float(R[k, k] ** 2), Rinv
+
+    def satterthwaite(self, W: np.ndarray, pacf: np.ndarray, sigma2: float):
+        """:func:`~sveval.designs.its_models.satterthwaite_df` (AR(1)) of weighted ``W``."""
+        n, k = self.n, self.k
+
+        def parts(theta):
+            s2 = math.exp(theta[0])
+            phi = pacf_to_ar(np.tanh(theta[1:]))
+            qr, lw = self.whiten_qr(W, phi[0])
+            R = self.triangle(qr)
+            rss = float(R[k, k] ** 2)
+            rinv = np.linalg.inv(R[:k, :k])
+            beta = rinv @ R[:k, k]
+            ll = -0.5 * ((n - k) * theta[0] + lw + 2 * np.sum(np.log(np.abs(np.diag(R)[:k]))) + rss / s2)
+            return ll, s2 * np.sum(rinv**2, axis=1), beta
+
+        return _satterthwaite_from(parts, n, k, pacf, sigma2)
+
+
+def _satterthwaite_from(parts, n, k, pacf, sigma2):
+    """The body of :func:`~sveval.designs.its_models.satterthwaite_df` given its ``parts``."""
+    theta0 = np.r_[math.log(sigma2), np.arctanh(np.clip(pacf, -0.999, 0.999))]
+    m = len(theta0)
+    h = 1e-4
+    H = np.empty((m, m))
+    f0, V0, _ = parts(theta0)
+    G = np.empty((m, k))
+    D = np.zeros((m, k))
+    for a in range(m):
+        ea = np.zeros(m)
+        ea[a] = h
+        fp, Vp, bp = parts(theta0 + ea)
+        fm, Vm, bm = parts(theta0 - ea)
+        G[a] = (Vp - Vm) / (2 * h)
+        D[a] = (bp - bm) / (2 * h)
+        H[a, a] = (fp - 2 * f0 + fm) / h**2
+        for b in range(a):
+            eb = np.zeros(m)
+            eb[b] = h
+            H[a, b] = H[b, a] = (
+                parts(theta0 + ea + eb)[0] - parts(theta0 + ea - eb)[0]
+                - parts(theta0 - ea + eb)[0] + parts(theta0 - ea - eb)[0]
+            ) / (4 * h**2)
+    try:
+        A = np.linalg.inv(-H)
+    except np.linalg.LinAlgError:
+        return np.full(k, float(n - k)), np.zeros((k, k))
+    if not np.all(np.isfinite(A)) or np.any(np.diag(A) <= 0):
+        return np.full(k, float(n - k)), np.zeros((k, k))
+    extra = D.T @ A @ D
+    V1 = V0 + np.diag(extra)
+    q = np.einsum("aj,ab,bj->j", G, A, G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(q > 0, 2 * V1**2 / q, n - k)
+    return np.clip(df, 1.0, n - k), extra
 
 
 def _weighted(X: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -399,7 +488,7 @@ def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_f
                           small_sample=True) -> ModelFit:
     """:func:`sveval.designs.its_models.fit_quasipoisson` (Wald intervals, ``ar_order`` 0 or 1)
     with the same floating-point operations and results, at a fraction of the cost: statsmodels'
-    IRLS done by :func:`_poisson_sm`, the REML searches by :class:`_AR1Reml`."""
+    IRLS done by :func:`_poisson_sm`, the AR(1) pieces by :class:`_AR1Work`."""
     if ar_order not in (0, 1):
         return fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=ar_order,
                                 scale_floor=scale_floor, small_sample=small_sample)
@@ -423,48 +512,48 @@ def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_f
     beta = params
     t = np.asarray(t, float)
     wh = ARWhitener(t, series_id)
-    reml = _AR1Reml(n, k, wh)
+    work = _AR1Work(n, k, wh)
     pacf = None
     converged = False
-    fixed = None
+    last = None
     for _outer in range(20):
         # REML step for the AR parameter at the current mean ...
         eta = X @ beta + offset
         mu = np.exp(eta)
         W = _weighted(X, eta - offset + (y - mu) / mu, mu)
-        new_pacf = reml.search(W)
+        new_pacf = work.search(W)
         phi = pacf_to_ar(new_pacf)
-        beta, _, _ = _gls_solution(wh.whiten(W, phi)[0], k)
+        r = phi[0]
+        beta = work.gls(W, r)[0]
         # ... then GLS-IRLS for the coefficients with the AR parameter held fixed
         for _inner in range(100):
             eta = X @ beta + offset
             mu = np.exp(eta)
             W = _weighted(X, eta - offset + (y - mu) / mu, mu)
-            Ww, _ = wh.whiten(W, phi)
-            new_beta, rss, XtXi = _gls_solution(Ww, k)
+            new_beta, rss, Rinv = work.gls(W, r)
             step = new_beta - beta
             beta = new_beta
             if np.max(np.abs(step)) < 1e-9:
                 break
-        fixed = (W, Ww, rss, XtXi, phi, new_pacf)
+        last = (W, rss, Rinv, phi, new_pacf)
         if pacf is not None and np.max(np.abs(new_pacf - pacf)) < 1e-6:
             converged = True
             break
         pacf = new_pacf
     if not converged:  # pragma: no cover - rare
         raise EstimationError("the AR quasi-Poisson model did not converge")
-    W, Ww, rss, XtXi, phi, pacf = fixed
+    W, rss, Rinv, phi, pacf = last
     sigma2 = rss / (n - k)
     phi_hat = max(sigma2, scale_floor) if scale_floor else sigma2
-    cov = sigma2 * XtXi / sigma2 * phi_hat
+    cov = sigma2 * (Rinv @ Rinv.T) / sigma2 * phi_hat
+    Ww = work.whiten(W, phi[0])
     innov = Ww[:, k] - Ww[:, :k] @ beta
     eta = X @ beta + offset
     mu = np.exp(eta)
     resid = (y - mu) / np.sqrt(mu)
     dfc = None
     if small_sample:
-        dfc, extra = satterthwaite_df(eta - offset + (y - mu) / mu, X, t, series_id, pacf, sigma2,
-                                      weights=mu, whitener=wh)
+        dfc, extra = work.satterthwaite(_weighted(X, eta - offset + (y - mu) / mu, mu), pacf, sigma2)
         cov = cov + extra / sigma2 * phi_hat
     return ModelFit(
         model="quasipoisson", link="log", params=beta, cov=cov, df=n - k, scale=phi_hat, names=names,
