@@ -356,6 +356,8 @@ class _AR1Work:
         self.simple = wh._single_no_gap and n > 1
         self.buf = np.empty((n, k + 1))  # C order like W: whitening is fastest with one layout
         self.tmp = np.empty((max(n - 1, 0), k + 1))
+        self.rest = self.buf[1:]
+        self.n1 = n - 1
         self.diag_idx = np.arange(k + 1) * (n + 1)
         self.d = np.empty(k + 1)
         self.logd = np.empty(k)
@@ -364,17 +366,18 @@ class _AR1Work:
         self.upper = np.triu(np.ones((k + 1, k + 1), bool))
         self.R = np.zeros((k + 1, k + 1))
 
-    def whiten_qr(self, W: np.ndarray, r) -> tuple[np.ndarray, float]:
-        """LAPACK QR of ``whiten(W, [r])`` (``geqrf``'s packed output) and ``log|R|``."""
+    def whiten_qr(self, W: np.ndarray, r, views: tuple | None = None) -> tuple[np.ndarray, float]:
+        """LAPACK QR of ``whiten(W, [r])`` (``geqrf``'s packed output) and ``log|R|``; ``views``
+        are ``(W[0], W[1:], W[:-1])`` when the caller keeps them."""
         if self.simple:
-            buf, n = self.buf, self.n
+            buf, tmp, rest = self.buf, self.tmp, self.rest
+            W0, Wa, Wb = views or (W[0], W[1:], W[:-1])
             s1 = math.sqrt(1.0 - r * r)
-            buf[0] = W[0]
-            np.multiply(r, W[:-1], out=self.tmp)
-            rest = buf[1:]
-            np.subtract(W[1:], self.tmp, out=rest)
+            buf[0] = W0
+            np.multiply(r, Wb, out=tmp)
+            np.subtract(Wa, tmp, out=rest)
             rest /= s1
-            logdet = (n - 1) * math.log(s1 * s1)
+            logdet = self.n1 * math.log(s1 * s1)
             qr, _, _, info = lapack.dgeqrf(buf)  # a Fortran-ordered copy
         else:
             Ww, logdet = self.wh.whiten(W, np.array([r]))
@@ -398,11 +401,12 @@ class _AR1Work:
         nk = n - k
         zin, rout, d, logd, diag_idx = self.zin, self.rout, self.d, self.logd, self.diag_idx
         whiten_qr = self.whiten_qr
+        views = (W[0], W[1:], W[:-1])
 
         def value(z) -> float:
             zin[0] = z
             np.tanh(zin, out=rout)
-            qr, logdet = whiten_qr(W, rout[0])
+            qr, logdet = whiten_qr(W, rout[0], views)
             np.take(qr.reshape(-1, order="F"), diag_idx, out=d)  # qr is Fortran-ordered
             np.abs(d, out=d)
             rss = float(d[k] ** 2)
