@@ -124,3 +124,20 @@ def test_poisson_irls_same_iterate_as_statsmodels(case):
     beta, n_iter = poisson_irls_sm(y, X, off)
     assert n_iter == res.fit_history["iteration"]
     np.testing.assert_allclose(beta, res.params, rtol=RTOL, atol=1e-10)
+
+
+@pytest.mark.parametrize("df", [1.0, 2.5, 7.0, 30.3, 119.0, 126.0, None])
+def test_crit_equals_scipy_quantile(df):
+    from scipy import stats
+
+    from sveval.designs.its_models import ModelFit
+
+    fit = ModelFit(model="x", link="log", params=np.zeros(2), cov=np.eye(2), df=df, scale=1.0, names=["a", "b"],
+                   resid=np.zeros(3), innovations=np.zeros(3), n=3,
+                   df_coef=None if df is None else np.array([df, df / 2]))
+    for level in (0.9, 0.95, 0.99):
+        q = 0.5 + level / 2
+        want = float(stats.t.ppf(q, df)) if df else float(stats.norm.ppf(q))
+        assert fit.crit(level) == want
+        if df:
+            assert fit.crit(level, i=1) == float(stats.t.ppf(q, df / 2))

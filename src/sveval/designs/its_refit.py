@@ -430,17 +430,24 @@ class _AR1Work:
     def satterthwaite(self, W: np.ndarray, pacf: np.ndarray, sigma2: float):
         """:func:`~sveval.designs.its_models.satterthwaite_df` (AR(1)) of weighted ``W``."""
         n, k = self.n, self.k
+        # of the nine points of the numerical derivatives only three differ in the AR parameter
+        # (the others in log sigma2 alone): the whitening and QR are done once for each of them
+        at_r: dict[float, tuple] = {}
 
         def parts(theta):
             s2 = math.exp(theta[0])
-            phi = pacf_to_ar(np.tanh(theta[1:]))
-            qr, lw = self.whiten_qr(W, phi[0])
-            R = self.triangle(qr)
-            rss = float(R[k, k] ** 2)
-            rinv = np.linalg.inv(R[:k, :k])
-            beta = rinv @ R[:k, k]
-            ll = -0.5 * ((n - k) * theta[0] + lw + 2 * np.sum(np.log(np.abs(np.diag(R)[:k]))) + rss / s2)
-            return ll, s2 * np.sum(rinv**2, axis=1), beta
+            key = float(theta[1])
+            if key not in at_r:
+                phi = pacf_to_ar(np.tanh(theta[1:]))
+                qr, lw = self.whiten_qr(W, phi[0])
+                R = self.triangle(qr)
+                rss = float(R[k, k] ** 2)
+                rinv = np.linalg.inv(R[:k, :k])
+                at_r[key] = (lw, rss, rinv, rinv @ R[:k, k], 2 * np.sum(np.log(np.abs(np.diag(R)[:k]))),
+                             np.sum(rinv**2, axis=1))
+            lw, rss, rinv, beta, logdet_x, rinv2 = at_r[key]
+            ll = -0.5 * ((n - k) * theta[0] + lw + logdet_x + rss / s2)
+            return ll, s2 * rinv2, beta
 
         return _satterthwaite_from(parts, n, k, pacf, sigma2)
 
