@@ -9,8 +9,8 @@ Method (both functions):
    overdispersion and whose autocorrelation is the fitted AR coefficient; for continuous
    measures, Gaussian AR(p) errors with the fitted coefficients and variance.
 3. Fit the full ITS model (same options) to each simulated series and keep the level-change
-   estimate, its standard error and critical value (``arima`` and ``negbin`` by the fast exact
-   estimators of :mod:`sveval.designs.its_refit`, as the pre-period fit of step 1).
+   estimate, its standard error and critical value (``arima``, ``negbin`` and ``quasipoisson`` by
+   the fast estimators of :mod:`sveval.designs.its_refit`, as the pre-period fit of step 1).
 4. Power at a proportional change ``d`` (0.2 = a 20% fall, or rise when higher is better) is the
    share of simulations whose interval lies wholly on the improving side once the level is
    shifted by ``log(1 - d)`` (counts) or by ``-d`` x the mean counterfactual level (continuous).
