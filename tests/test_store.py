@@ -309,3 +309,25 @@ def test_file_crc_is_zlibs_crc32(tmp_path):
     (tmp_path / "e.bin").write_bytes(b"")
     assert crc32_file(tmp_path / "a.bin") == zlib.crc32(data)
     assert crc32_file(tmp_path / "e.bin") == 0
+
+
+def test_change_detection_same_size_changed_content(tmp_path):
+    """A file rewritten with the same size is re-read when its mtime changed (its CRC-32 differs);
+    the documented limit: same size *and* the same mtime (content swapped and the old mtime put
+    back) is taken as unchanged without reading it, as ``make`` and ``rsync`` do by default."""
+    sources = _street(tmp_path, ["2024-01"])
+    store = Store(tmp_path / "store")
+    store.ingest(sources, MEASURES)
+    f = tmp_path / "arch" / "2024-01" / "2024-01-durham-street.csv"
+    st = f.stat()
+    text = f.read_text()
+    swapped = text.replace(",Robbery,", ",Robbery,".upper(), 1)  # same length, other bytes
+    assert swapped != text and len(swapped) == len(text)
+    f.write_text(swapped)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # the old mtime put back
+    assert store.ingest(sources, MEASURES).files_read == 0  # the limit
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    r = store.ingest(sources, MEASURES)
+    assert r.files_read == 1  # new mtime, same size, other CRC-32: re-read
+    e = store.manifest()["sources"]["street"]["files"]["arch/2024-01/2024-01-durham-street.csv"]
+    assert e["size"] == st.st_size and e["stamp"] == st.st_mtime_ns + 1_000_000_000

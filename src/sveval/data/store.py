@@ -8,7 +8,9 @@ Layout (a folder, not in git)::
                                  aggregates of one ingest batch (see below)
 
 :meth:`Store.ingest` reads only new or changed files: a file whose size and mtime are unchanged is
-skipped; one whose mtime changed but whose size and CRC-32 are unchanged is only re-stamped. A
+skipped without being read (so content rewritten to the same size with the old mtime put back is
+not seen: the limit of stat-based change detection; touch the file or run with a fresh store); one
+whose mtime changed but whose size and CRC-32 are unchanged is only re-stamped. A
 source whose definition or measures changed (its *signature*: the source entry, the measures
 naming it, the ingestion version) is re-read in full. New parts are written first, then a new
 manifest replaces the old one atomically (``os.replace``); a failed ingest deletes its new parts
