@@ -260,8 +260,9 @@ def _poisson_sm(y, X, offset, tol=1e-10, maxiter=200):
         weights = 1.0 / (deriv**2 * np.power(np.fabs(mu), 1.0))
         wlsendog = lin_pred + deriv * (y - mu) - offset
         w_half = np.sqrt(weights)
-        if not (np.all(np.isfinite(w_half)) and np.all(np.isfinite(wlsendog))):
-            raise ValueError("NaN, inf or invalid value detected in the IRLS weights or response")
+        for what, v in (("weights", w_half), ("endog", wlsendog)):  # statsmodels' checks and words
+            if not np.all(np.isfinite(v)):
+                raise EstimationError(f"NaN, inf or invalid value detected in {what}, estimation infeasible.")
         params = np.linalg.lstsq(w_half[:, None] * X, w_half * wlsendog, rcond=-1)[0]
         lin_pred = np.dot(X, params)
         lin_pred += offset
