@@ -141,3 +141,23 @@ def test_crit_equals_scipy_quantile(df):
         assert fit.crit(level) == want
         if df:
             assert fit.crit(level, i=1) == float(stats.t.ppf(q, df / 2))
+
+
+@pytest.mark.parametrize("n_series,excluded", [(1, False), (1, True), (2, False)])
+def test_many_in_lockstep_equal_one_by_one(n_series, excluded):
+    from sveval.designs.its_refit import fit_quasipoisson_many
+
+    rows = [_series(np.random.default_rng(300 + j), n=96, n_series=n_series, excluded=excluded) for j in range(12)]
+    _, X, off, t, sid, inc, names = rows[0]
+    Y = np.array([r[0][inc] for r in rows])
+    Y[3] = 0.0  # no events: its own error, in its place
+    many = fit_quasipoisson_many(Y, X[inc], off[inc], names, t[inc], sid[inc])
+    for y, got in zip(Y, many, strict=True):
+        try:
+            want = fit_quasipoisson_lean(y, X[inc], off[inc], names, t[inc], sid[inc])
+        except Exception as exc:  # noqa: BLE001
+            assert type(got) is type(exc) and str(got) == str(exc)
+            continue
+        for attr in ("params", "cov", "resid", "innovations", "df_coef"):
+            assert np.array_equal(getattr(got, attr), getattr(want, attr)), attr
+        assert got.ar == want.ar and got.scale == want.scale

@@ -505,14 +505,122 @@ def _weighted(X: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.column_stack([X * sw[:, None], y * sw])
 
 
-def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_floor=1.0,
-                          small_sample=True) -> ModelFit:
-    """:func:`sveval.designs.its_models.fit_quasipoisson` (Wald intervals, ``ar_order`` 0 or 1)
-    with the same floating-point operations and results, at a fraction of the cost: statsmodels'
-    IRLS done by :func:`_poisson_sm`, the AR(1) pieces by :class:`_AR1Work`."""
-    if ar_order not in (0, 1):
-        return fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=ar_order,
-                                scale_floor=scale_floor, small_sample=small_sample)
+def _brent_bounded_many(func, m: int, x1: float, x2: float, xatol: float, maxiter: int = 500) -> np.ndarray:
+    """:func:`_brent_bounded` for ``m`` independent problems in lockstep: ``func(idx, x)`` returns
+    the objective of problems ``idx`` at ``x`` (arrays). Each problem takes exactly the iterates
+    it would take alone (the same floating-point operations, element by element)."""
+    a = np.full(m, float(x1))
+    b = np.full(m, float(x2))
+    fulc = a + _GOLDEN * (b - a)
+    nfc, xf = fulc.copy(), fulc.copy()
+    rat = np.zeros(m)
+    e = np.zeros(m)
+    fx = func(np.arange(m), xf.copy())
+    num = np.ones(m, int)
+    ffulc, fnfc = fx.copy(), fx.copy()
+    xm = 0.5 * (a + b)
+    tol1 = _SQRT_EPS * np.abs(xf) + xatol / 3.0
+    tol2 = 2.0 * tol1
+    with np.errstate(all="ignore"):
+        while True:
+            act = (np.abs(xf - xm) > (tol2 - 0.5 * (b - a))) & (num < maxiter)
+            idx = np.flatnonzero(act)
+            if len(idx) == 0:
+                break
+            A, B, XF, XM, T1, T2 = a[idx], b[idx], xf[idx], xm[idx], tol1[idx], tol2[idx]
+            FX, E, RAT = fx[idx], e[idx], rat[idx]
+            NFC, FULC, FNFC, FFULC = nfc[idx], fulc[idx], fnfc[idx], ffulc[idx]
+            para = np.abs(E) > T1
+            r = (XF - NFC) * (FX - FFULC)
+            q = (XF - FULC) * (FX - FNFC)
+            p = (XF - FULC) * q - (XF - NFC) * r
+            q = 2.0 * (q - r)
+            p = np.where(q > 0.0, -p, p)
+            q = np.abs(q)
+            r = E
+            E1 = np.where(para, RAT, E)
+            accept = para & (np.abs(p) < np.abs(0.5 * q * r)) & (p > q * (A - XF)) & (p < q * (B - XF))
+            rat_p = (p + 0.0) / q
+            x_p = XF + rat_p
+            d = XM - XF
+            si = np.where(d > 0, 1.0, np.where(d < 0, -1.0, 1.0))
+            rat_p = np.where(((x_p - A) < T2) | ((B - x_p) < T2), T1 * si, rat_p)
+            e_g = np.where(XF >= XM, A - XF, B - XF)
+            E2 = np.where(accept, E1, e_g)
+            RAT2 = np.where(accept, rat_p, _GOLDEN * e_g)
+            sr = np.where(RAT2 >= 0, 1.0, -1.0)
+            X = XF + sr * np.maximum(np.abs(RAT2), T1)
+            FU = func(idx, X)
+            better = FU <= FX
+            # better: a = xf if x >= xf else b = xf; worse: a = x if x < xf else b = x
+            A2 = np.where(better, np.where(X >= XF, XF, A), np.where(X < XF, X, A))
+            B2 = np.where(better, np.where(X >= XF, B, XF), np.where(X < XF, B, X))
+            c1 = ~better & ((FU <= FNFC) | (NFC == XF))
+            c2 = ~better & ~c1 & ((FU <= FFULC) | (FULC == XF) | (FULC == NFC))
+            fulc[idx] = np.where(better | c1, NFC, np.where(c2, X, FULC))
+            ffulc[idx] = np.where(better | c1, FNFC, np.where(c2, FU, FFULC))
+            nfc[idx] = np.where(better, XF, np.where(c1, X, NFC))
+            fnfc[idx] = np.where(better, FX, np.where(c1, FU, FNFC))
+            xf[idx] = np.where(better, X, XF)
+            fx[idx] = np.where(better, FU, FX)
+            a[idx], b[idx], e[idx], rat[idx] = A2, B2, E2, RAT2
+            xm[idx] = 0.5 * (A2 + B2)
+            tol1[idx] = _SQRT_EPS * np.abs(xf[idx]) + xatol / 3.0
+            tol2[idx] = 2.0 * tol1[idx]
+            num[idx] += 1
+    return xf
+
+
+def _reml_many(Ws: list, work: _AR1Work) -> list:
+    """The REML AR(1) coefficients (``pacf`` arrays of one) of several weighted designs at once:
+    :meth:`_AR1Work.search` of each, in lockstep (whitening and the objective's vector operations
+    over all designs together, one LAPACK QR per design and step)."""
+    m = len(Ws)
+    n, k = work.n, work.k
+    nk = n - k
+    Wst = np.stack(Ws)
+    buf = np.empty_like(Wst)
+    diag_idx = work.diag_idx
+    D = np.empty((m, k + 1))
+
+    def func(idx, z):
+        r = np.tanh(z)
+        if work.simple:
+            s1 = np.sqrt(1.0 - r * r)
+            sub = buf[: len(idx)]
+            sub[:, 0] = Wst[idx, 0]
+            rest = sub[:, 1:]
+            np.multiply(r[:, None, None], Wst[idx, :-1], out=rest)
+            np.subtract(Wst[idx, 1:], rest, out=rest)
+            rest /= s1[:, None, None]
+            for j in range(len(idx)):
+                qr, _, _, info = lapack.dgeqrf(sub[j])
+                if info != 0:  # pragma: no cover - only on invalid input
+                    raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
+                D[j] = qr.reshape(-1, order="F")[diag_idx]
+            logdet = [(n - 1) * math.log(s * s) for s in s1]
+        else:
+            logdet = []
+            for j, i in enumerate(idx):
+                qr, ld = work.whiten_qr(Wst[i], r[j])
+                D[j] = qr.reshape(-1, order="F")[diag_idx]
+                logdet.append(ld)
+        Dj = np.abs(D[: len(idx)])
+        logsum = np.add.reduce(np.log(Dj[:, :k]), axis=1)
+        out = np.empty(len(idx))
+        for j in range(len(idx)):
+            rss = float(Dj[j, k] ** 2)
+            out[j] = nk * math.log(max(rss, 1e-300) / nk) + logdet[j] + 2.0 * float(logsum[j])
+        return out
+
+    xf = _brent_bounded_many(func, m, -3.8, 3.8, 1e-9)
+    return [np.tanh(np.array([x])) for x in xf]
+
+
+def _qp_steps(y, X, offset, names, work, ar_order=1, scale_floor=1.0, small_sample=True):
+    """The fit of :func:`fit_quasipoisson_lean` as a generator: it yields the weighted design of
+    each REML search, is sent the search's ``pacf`` and returns the :class:`ModelFit`; ``work``
+    is the :class:`_AR1Work` of the design (None for ``ar_order = 0``)."""
     y, X, offset = np.asarray(y, float), np.asarray(X, float), np.asarray(offset, float)
     with np.errstate(all="ignore"):
         params, ncov, mu_glm, _ = _poisson_sm(y, X, offset)
@@ -531,9 +639,6 @@ def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_f
             + (" floored at 1" if scale_floor else "") + ", t intervals",
         )
     beta = params
-    t = np.asarray(t, float)
-    wh = ARWhitener(t, series_id)
-    work = _AR1Work(n, k, wh)
     pacf = None
     converged = False
     last = None
@@ -542,7 +647,7 @@ def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_f
         eta = X @ beta + offset
         mu = np.exp(eta)
         W = _weighted(X, eta - offset + (y - mu) / mu, mu)
-        new_pacf = work.search(W)
+        new_pacf = yield W
         phi = pacf_to_ar(new_pacf)
         r = phi[0]
         beta = work.gls(W, r)[0]
@@ -587,6 +692,75 @@ def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_f
     )
 
 
+def fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=1, scale_floor=1.0,
+                          small_sample=True) -> ModelFit:
+    """:func:`sveval.designs.its_models.fit_quasipoisson` (Wald intervals, ``ar_order`` 0 or 1)
+    with the same floating-point operations and results, at a fraction of the cost: statsmodels'
+    IRLS done by :func:`_poisson_sm`, the AR(1) pieces by :class:`_AR1Work`."""
+    if ar_order not in (0, 1):
+        return fit_quasipoisson(y, X, offset, names, t, series_id, ar_order=ar_order,
+                                scale_floor=scale_floor, small_sample=small_sample)
+    X = np.asarray(X, float)
+    work = _AR1Work(*X.shape, ARWhitener(np.asarray(t, float), series_id)) if ar_order else None
+    steps = _qp_steps(y, X, offset, names, work, ar_order, scale_floor, small_sample)
+    try:
+        W = next(steps)
+        while True:
+            W = steps.send(work.search(W))
+    except StopIteration as done:
+        return done.value
+
+
+def fit_quasipoisson_many(Y, X, offset, names, t, series_id, ar_order=1) -> list:
+    """:func:`fit_quasipoisson_lean` of every row of ``Y`` (the same design), the REML searches of
+    all rows in lockstep (:func:`_reml_many`); each row's :class:`ModelFit`, or the exception its
+    fit raised, in order. Every row's result is the one :func:`fit_quasipoisson_lean` gives it."""
+    X = np.asarray(X, float)
+    if ar_order != 1:
+        out = []
+        for y in Y:
+            try:
+                out.append(fit_quasipoisson_lean(y, X, offset, names, t, series_id, ar_order=ar_order))
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller, in order
+                out.append(exc)
+        return out
+    work = _AR1Work(*X.shape, ARWhitener(np.asarray(t, float), series_id))
+    out: list = [None] * len(Y)
+    steps: dict[int, object] = {}
+    pending: dict[int, np.ndarray] = {}
+
+    def advance(i: int, value) -> None:
+        try:
+            pending[i] = steps[i].send(value)
+        except StopIteration as done:
+            out[i] = done.value
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller, in order
+            out[i] = exc
+
+    for i, y in enumerate(Y):
+        steps[i] = _qp_steps(y, X, offset, names, work)
+        advance(i, None)
+    while pending:
+        idx = sorted(pending)
+        Ws = [pending.pop(i) for i in idx]
+        try:
+            pacfs = _reml_many(Ws, work)
+        except np.linalg.LinAlgError:  # pragma: no cover - only on invalid input: one by one
+            pacfs = []
+            for W in Ws:
+                try:
+                    pacfs.append(work.search(W))
+                except np.linalg.LinAlgError as exc:
+                    pacfs.append(exc)
+        for i, pacf in zip(idx, pacfs, strict=True):
+            if isinstance(pacf, Exception):
+                steps[i].close()
+                out[i] = pacf
+            else:
+                advance(i, pacf)
+    return out
+
+
 def refit_model(
     model: str,
     y: np.ndarray,
@@ -621,3 +795,37 @@ def refit_model(
         return fit_arima_profile(y, X, inc, names, ar_order=max(ar_order, 1))
     except np.linalg.LinAlgError as exc:
         raise EstimationError(f"model '{model}' could not be fitted: {exc}") from exc
+
+
+def refit_many(
+    model: str,
+    Y: np.ndarray,
+    X: np.ndarray,
+    offset: np.ndarray,
+    names: list[str],
+    t: np.ndarray,
+    series_id: np.ndarray,
+    included: np.ndarray,
+    ar_order: int = 1,
+) -> list:
+    """:func:`refit_model` (Wald intervals) of every row of ``Y`` on the same design: each row's
+    :class:`ModelFit`, or the exception its refit raised, in order. The AR(1) quasi-Poisson refits
+    run in lockstep (:func:`fit_quasipoisson_many`, the same results), every other model one by
+    one."""
+    inc = np.asarray(included, bool)
+    if model != "quasipoisson" or ar_order != 1:
+        out: list = []
+        for y in Y:
+            try:
+                out.append(refit_model(model, y, X, offset, names, t, series_id, included, ar_order=ar_order))
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller, in order
+                out.append(exc)
+        return out
+    Yi = np.asarray(Y, float)[:, inc]
+    fits = fit_quasipoisson_many(Yi, X[inc], offset[inc], names, t[inc], series_id[inc], ar_order=1)
+    for j, y in enumerate(Yi):
+        if np.sum(y) == 0:
+            fits[j] = EstimationError("the series has no events at all: a count model cannot be fitted")
+        elif isinstance(fits[j], np.linalg.LinAlgError):
+            fits[j] = EstimationError(f"model '{model}' could not be fitted: {fits[j]}")
+    return fits

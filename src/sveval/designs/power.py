@@ -45,7 +45,7 @@ from scipy.signal import lfilter
 
 from sveval.designs.its_design import ITSDesign
 from sveval.designs.its_models import COUNT_MODELS, ar_acf
-from sveval.designs.its_refit import refit_model
+from sveval.designs.its_refit import refit_many, refit_model
 from sveval.errors import DataError, EstimationError, OptionError
 from sveval.periods import parse_any_period
 from sveval.result import Power
@@ -169,22 +169,28 @@ def _fit_sims(base: _SimBase, n_sim: int, seed: int, stop=None) -> tuple[np.ndar
     rng = np.random.default_rng(seed)
     b, se, crit = [], [], []
     off, t = f["offset"].to_numpy(float), f["t"].to_numpy(float)
-    for done in range(n_sim):
+    done = 0
+    while done < n_sim:
         if (stop is not None and b and done >= SEQ_FIRST and (done - SEQ_FIRST) % SEQ_EVERY == 0
                 and stop(np.array(b), np.array(se), np.array(crit))):
             break
-        y = _simulate(base, rng)
-        try:
-            fit = refit_model(base.model, y, d.X, off, d.columns, t, d.series_id, d.included,
-                              ar_order=base.ar_order)
-        except (EstimationError, np.linalg.LinAlgError, ValueError):
-            continue
-        i = fit.names.index(col)
-        if not np.isfinite(fit.bse[i]):
-            continue
-        b.append(fit.params[i])
-        se.append(fit.bse[i])
-        crit.append(fit.crit(i=i))
+        # the simulations up to the next look do not depend on the rule: drawn in order and
+        # refitted together (refit_many: the same fits as one by one)
+        m = min((SEQ_FIRST - done) if done < SEQ_FIRST else SEQ_EVERY, n_sim - done)
+        Y = np.array([_simulate(base, rng) for _ in range(m)])
+        done += m
+        for fit in refit_many(base.model, Y, d.X, off, d.columns, t, d.series_id, d.included,
+                              ar_order=base.ar_order):
+            if isinstance(fit, (EstimationError, np.linalg.LinAlgError, ValueError)):
+                continue
+            if isinstance(fit, BaseException):
+                raise fit
+            i = fit.names.index(col)
+            if not np.isfinite(fit.bse[i]):
+                continue
+            b.append(fit.params[i])
+            se.append(fit.bse[i])
+            crit.append(fit.crit(i=i))
     if not b:
         raise EstimationError("no simulated series could be fitted; power cannot be estimated")
     return np.array(b), np.array(se), np.array(crit)
