@@ -2,8 +2,9 @@
 
 Generates police.uk-format street files (never real data: :func:`sveval.data.policeuk.write_synthetic`,
 the published header, quoted commas in some LSOA names, about 1% of rows without an LSOA) in the
-download layout ``YYYY-MM/YYYY-MM-<force>-street.csv`` with an ONS-layout lookup (LSOA21CD ->
-LAD23CD), then times, each phase in a fresh process on 2 DuckDB threads (peak RSS of that process):
+download layout ``YYYY-MM/YYYY-MM-<force>-street.csv``, plus a British Transport Police-style file a
+month over the forces' LSOAs (cells that two files hold, as in real downloads), with an ONS-layout
+lookup (LSOA21CD -> LAD23CD), then times, each phase in a fresh process on 2 DuckDB threads (peak RSS of that process):
 
 1. ``store``: ``Store.ingest`` of every file (per-file CRC-32, monthly counts by LSOA x crime type
    of each file into parquet parts, two workers) plus ``Store.long`` (area x measure, zero-filled,
@@ -49,6 +50,22 @@ FORCES = ["durham", "cleveland", "northumbria", "cumbria", "north-yorkshire", "w
 
 def _months(n: int, start: int = 2021 * 12) -> list[str]:
     return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(start, start + n)]
+
+
+def _transport_police(arch: Path, months: list[str], forces: list[str], per_force: int) -> dict[str, int]:
+    """A British Transport Police-style file in each month (``YYYY-MM-btp-street.csv``, as real
+    downloads hold): the first ``per_force`` records of every force's file, so LSOAs and months
+    that two files hold, whose cells the store must sum."""
+    rows = 0
+    for m in months:
+        out = [None]
+        for f in forces:
+            with open(arch / m / f"{m}-{f}-street.csv", encoding="utf-8") as fh:
+                out[0] = fh.readline()
+                out += [fh.readline() for _ in range(per_force)]
+        (arch / m / f"{m}-btp-street.csv").write_text("".join(out), encoding="utf-8")
+        rows += per_force * len(forces)
+    return {"files": len(months), "rows": rows}
 
 
 def _peak_mb() -> float:
@@ -155,6 +172,8 @@ def main() -> None:
     ap.add_argument("--months", type=int, default=36)
     ap.add_argument("--forces", type=int, default=6)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each method (the fastest is reported)")
+    ap.add_argument("--btp-share", type=float, default=0.01,
+                    help="rows of the British Transport Police-style file a month, as a share of a force's")
     ap.add_argument("--out", default=None, help="write the Markdown results here")
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
@@ -176,13 +195,16 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         gen = policeuk.write_synthetic(root / "arch", months[:-1], forces, per_file, seed=11, lsoas_per_area=400)
+        btp_rows = round(per_file * args.btp_share)
+        btp = _transport_police(root / "arch", months[:-1], forces, btp_rows)
         gen_s = time.perf_counter() - t0
         pd.DataFrame(policeuk.synthetic_lookup(forces, 400)).to_csv(root / "lookup.csv", index=False)
         (root / "sources.yaml").write_text(yaml.safe_dump({"sources": [
             {"id": "street", "kind": "police_uk", "path": "arch", "lookup": "lk"},
             {"id": "lk", "kind": "lookup", "path": "lookup.csv"}]}))
         size_mb = sum(p.stat().st_size for p in (root / "arch").rglob("*.csv")) / 2**20
-        print(f"generated {gen['rows']:,} rows in {gen['files']} files ({size_mb:,.0f} MB) in {gen_s:.0f} s",
+        print(f"generated {gen['rows'] + btp['rows']:,} rows in {gen['files'] + btp['files']} files "
+              f"({size_mb:,.0f} MB) in {gen_s:.0f} s",
               file=sys.stderr)
         load = [os.getloadavg()[0]]
         hands, stores = [], []
@@ -196,6 +218,7 @@ def main() -> None:
         same_cube = all(store[k] == hand[k] for k in ("cube_rows", "cube_sum", "cube_hash"))
         same_area = store.pop("area_counts") == hand.pop("area_counts")
         policeuk.write_synthetic(root / "arch", months[-1:], forces, per_file, seed=12, lsoas_per_area=400)
+        _transport_police(root / "arch", months[-1:], forces, btp_rows)
         new = _run_phase("new_month", root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -212,8 +235,10 @@ def main() -> None:
         "vary from run to run: the ratio to DuckDB by hand in the same run is the stable figure. "
         f"All runs, end to end (s): store {_times(stores)}; by hand {_times(hands)}.",
         "",
-        f"Input: {gen['rows']:,} rows of police.uk-format street files (generated, never real data) in "
-        f"{gen['files']} files ({len(forces)} forces x {args.months} months, {per_file:,} rows each; "
+        f"Input: {gen['rows'] + btp['rows']:,} rows of police.uk-format street files (generated, never "
+        f"real data) in {gen['files'] + btp['files']} files ({len(forces)} forces x {args.months} months, "
+        f"{per_file:,} rows each, and a British Transport Police-style file a month of {btp_rows * len(forces):,} "
+        f"rows over the forces' LSOAs, so that cells held by two files are summed as in real downloads; "
         f"{size_mb:,.0f} MB), with an ONS-layout LSOA -> local authority lookup "
         f"({len(forces) * 3 * 400:,} LSOAs), and {len(MEASURES)} measures (crime-type filters).",
         "",
@@ -232,7 +257,7 @@ def main() -> None:
         f"| | **both** | **{hand['total_s']:.2f}** | **{hand_rate:,.0f}** | **{hand['cpu_s']:.2f}** | "
         f"**{hand['peak_mb']:,.0f}** |",
         f"| sveval store, one new month | {new['files_read']} new files ({new['rows']:,} rows) read, "
-        f"{gen['files']} unchanged skipped, long frame rebuilt | {new['total_s']:.2f} | | | "
+        f"{gen['files'] + btp['files']} unchanged skipped, long frame rebuilt | {new['total_s']:.2f} | | | "
         f"{new['peak_mb']:,.0f} |",
         "",
         f"- End to end: **{rate / 1e6:.2f} million rows a second** (target >= 2.5), peak memory "

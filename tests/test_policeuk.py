@@ -189,9 +189,9 @@ def test_synthetic_rows_are_valid_csv(tmp_path):
 
 @pytest.mark.parametrize(("measures", "overlap", "apart"), [
     (MEASURES[:2], None, True),              # no LSOA and month in two files: passed through
-    (MEASURES[:2], "same_ingest", False),    # a second force's file over the same LSOAs: summed
-    (MEASURES[:2], "added_later", False),    # ... added to a month already read: summed
-    (MEASURES, "same_ingest", False),        # cube keyed by the outcome too: every cell summed
+    (MEASURES[:2], "same_ingest", True),     # a second force's file over the same LSOAs: its part summed
+    (MEASURES[:2], "added_later", False),    # ... added to a month read before: summed across parts
+    (MEASURES, "same_ingest", True),         # cube keyed by the outcome too: every cell summed
 ], ids=["apart", "shared", "shared_later", "with_outcomes"])
 def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures, overlap, apart):
     """The monthly LSOA x crime type table, summed over files: cells that several files hold (a
@@ -210,7 +210,8 @@ def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures, overlap, apa
     if overlap == "added_later":
         btp()
         assert store.ingest(sources, measures).files_read == 1
-    assert Store._cells_apart(store.manifest()["sources"]["street"]) is (apart and len(measures) == 2)
+    src = store.manifest()["sources"]["street"]
+    assert Store._parts_apart(src) is apart and bool(src["mixed"]) is (overlap == "same_ingest")
     raw = _pandas_rows(arch)
     want = raw.groupby(["Month", "LSOA code", "Crime type"], dropna=False).size()
     got = store.crime_types("street")

@@ -873,10 +873,12 @@ class Store:
         """SQL (a subquery over the parts) of a police.uk source's monthly counts by LSOA x crime
         type, summed over its files: period, lsoa_code, crime_type, n (BIGINT).
 
-        Each file's counts are stored apart (so a changed file can be replaced); a cell that only
-        one file holds, almost every cell, is passed through, and only the cells of an LSOA and
-        month that several files hold (a neighbouring force's or the British Transport Police's
-        records) and those without an LSOA are summed: a third less work than summing them all.
+        Each file's counts are stored apart (so a changed file can be replaced). A month's files
+        are read together into one part, so where no two parts' months overlap the sums stay
+        within parts: a part whose files share no LSOA and month (its worker checked) is passed
+        through (only its rows without an LSOA summed), and a part holding a cell of two files (a
+        neighbouring force's or the British Transport Police's records) is summed on its own, in a
+        small hash table: about half and four-fifths the work of summing all parts at once.
         """
         man = self.manifest()
         src = man["sources"].get(source_id)
@@ -895,27 +897,37 @@ class Store:
                 cols = set(self._columns(con, rel)) & set(CUBE_EXTRA)
             finally:
                 con.close()
+        cell = "period, lsoa_code, crime_type"
         if cols:  # further keys (a filter's columns, LSOA names): a file holds several rows of a cell
-            return (f"(SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n FROM {rel} "
-                    "GROUP BY ALL)")
-        if self._cells_apart(src):  # no LSOA and month in two files: only rows without an LSOA summed
-            return (f"(SELECT period, lsoa_code, crime_type, n::BIGINT AS n FROM {rel} WHERE lsoa_code "
-                    f"IS NOT NULL UNION ALL SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n "
-                    f"FROM {rel} WHERE lsoa_code IS NULL GROUP BY ALL)")
-        return (f"(WITH p AS (SELECT file, period, lsoa_code, crime_type, n FROM {rel}), "
+            return f"(SELECT {cell}, sum(n)::BIGINT AS n FROM {rel} GROUP BY ALL)"
+        if self._parts_apart(src):
+            def parquet(parts: list[str]) -> str:
+                return "read_parquet([" + ", ".join(_q((self.parts_dir / p).as_posix()) for p in parts) + "])"
+
+            mixed = sorted(set(src["mixed"]) & set(src["parts"]))
+            plain = sorted(set(src["parts"]) - set(mixed))
+            sels = [f"SELECT {cell}, sum(n)::BIGINT AS n FROM {parquet([p])} GROUP BY ALL" for p in mixed]
+            if plain:
+                sels += [f"SELECT {cell}, n::BIGINT AS n FROM {parquet(plain)} WHERE lsoa_code IS NOT NULL",
+                         f"SELECT {cell}, sum(n)::BIGINT AS n FROM {parquet(plain)} WHERE lsoa_code IS NULL "
+                         "GROUP BY ALL"]
+            return "(" + " UNION ALL ".join(f"({x})" for x in sels) + ")"
+        # parts whose months overlap (files added to a month read before): the cells of an LSOA
+        # and month held by several files, and those without an LSOA, summed across parts
+        return (f"(WITH p AS NOT MATERIALIZED (SELECT file, {cell}, n FROM {rel}), "
                 "s AS (SELECT period, lsoa_code FROM p GROUP BY ALL HAVING min(file) <> max(file)) "
-                "SELECT period, lsoa_code, crime_type, n::BIGINT AS n FROM p ANTI JOIN s USING (period, lsoa_code) "
+                f"SELECT {cell}, n::BIGINT AS n FROM p ANTI JOIN s USING (period, lsoa_code) "
                 "WHERE lsoa_code IS NOT NULL UNION ALL "
-                "SELECT period, lsoa_code, crime_type, sum(n)::BIGINT AS n FROM "
+                f"SELECT {cell}, sum(n)::BIGINT AS n FROM "
                 "(SELECT * FROM p SEMI JOIN s USING (period, lsoa_code) UNION ALL "
                 "SELECT * FROM p WHERE lsoa_code IS NULL) GROUP BY ALL)")
 
     @staticmethod
-    def _cells_apart(src: dict) -> bool:
-        """Whether no LSOA and month of a police.uk source is held by two of its files: no part
-        holds such a cell (its workers checked), every part is wholly live, and no two parts'
-        months overlap (each month's files were read together)."""
-        if "mixed" not in src or src["mixed"]:
+    def _parts_apart(src: dict) -> bool:
+        """Whether a police.uk source's parts hold months apart: every part wholly live, no two
+        parts' months overlapping (each month's files were read together), and each part's
+        worker has said whether two of its files share an LSOA and month (``mixed``)."""
+        if "mixed" not in src:
             return False
         spans: dict[str, list] = {}
         for e in src["files"].values():
