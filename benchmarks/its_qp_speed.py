@@ -6,8 +6,9 @@ In one process, on a project with the example data, ``sveval.fit`` of
 simulations, placebo and sensitivity refits) is timed with ``time.process_time``:
 
 * ``before``  the refits' quasi-Poisson fits routed to the main fit's estimator
-              (``its_models.fit_model``, statsmodels IRLS and scipy's bounded search), as before;
-* ``after``   the refits by ``refit_model`` as it is now.
+              (``its_models.fit_model``, statsmodels IRLS and scipy's bounded search) and the
+              power simulations refitted one by one, as before;
+* ``after``   the refits by ``refit_model`` and ``refit_many`` as they are now.
 
 Runs alternate (``--repeat`` of each, default 3, after one warm-up of each); the medians, their
 ratio and the 1-minute load average are printed as a Markdown table.
@@ -43,17 +44,27 @@ def main() -> None:
     from sveval.designs import its, its_models, its_refit, power
     from sveval.pipeline.api import prepare
 
-    new = its_refit.refit_model
+    new, new_many = its_refit.refit_model, its_refit.refit_many
 
     def old(model, *a, **kw):  # the quasi-Poisson refits as before: the main fit's estimator
         return (its_models.fit_model if model == "quasipoisson" else new)(model, *a, **kw)
+
+    def old_many(model, Y, *a, **kw):  # the power simulations as before: one by one
+        out = []
+        for y in Y:
+            try:
+                out.append(old(model, y, *a, **kw))
+            except Exception as exc:  # noqa: BLE001 - as refit_many
+                out.append(exc)
+        return out
 
     spec = args.project / "parameters" / "evaluations" / f"{EVALUATION}.yaml"
     times: dict[str, list[float]] = {"before": [], "after": []}
     loads = []
     for rep in range(args.repeat + 1):
-        for case, fn in (("before", old), ("after", new)):
+        for case, fn, many in (("before", old, old_many), ("after", new, new_many)):
             power.refit_model = its.refit_model = fn
+            power.refit_many = many
             ctx = prepare(spec, root=args.project)
             loads.append(os.getloadavg()[0])
             t0 = time.process_time()
@@ -61,6 +72,7 @@ def main() -> None:
             if rep:
                 times[case].append(time.process_time() - t0)
     power.refit_model = its.refit_model = new
+    power.refit_many = new_many
     b, a = statistics.median(times["before"]), statistics.median(times["after"])
     print(f"| case | CPU s (median of {args.repeat}) | runs |")
     print("|---|---|---|")

@@ -160,6 +160,23 @@ def clopper_pearson(x: int, n: int, alpha: float = SEQ_ALPHA) -> tuple[float, fl
     return lo, hi
 
 
+def _refits(base: _SimBase, Y: np.ndarray, off: np.ndarray, t: np.ndarray) -> list:
+    """The refit of each simulated series (rows of ``Y``), or the exception it raised, in order:
+    AR(1) quasi-Poisson series in lockstep (:func:`~sveval.designs.its_refit.refit_many`, the
+    same fits), every other model one by one."""
+    d = base.design
+    if base.model == "quasipoisson" and base.ar_order == 1:
+        return refit_many(base.model, Y, d.X, off, d.columns, t, d.series_id, d.included, ar_order=1)
+    out: list = []
+    for y in Y:
+        try:
+            out.append(refit_model(base.model, y, d.X, off, d.columns, t, d.series_id, d.included,
+                                   ar_order=base.ar_order))
+        except Exception as exc:  # noqa: BLE001 - handed back in order, as refit_many
+            out.append(exc)
+    return out
+
+
 def _fit_sims(base: _SimBase, n_sim: int, seed: int, stop=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simulate and refit up to ``n_sim`` series; ``stop(b, se, crit)`` is asked after
     ``SEQ_FIRST`` and then every ``SEQ_EVERY`` simulations and ends the run when it says True."""
@@ -179,8 +196,7 @@ def _fit_sims(base: _SimBase, n_sim: int, seed: int, stop=None) -> tuple[np.ndar
         m = min((SEQ_FIRST - done) if done < SEQ_FIRST else SEQ_EVERY, n_sim - done)
         Y = np.array([_simulate(base, rng) for _ in range(m)])
         done += m
-        for fit in refit_many(base.model, Y, d.X, off, d.columns, t, d.series_id, d.included,
-                              ar_order=base.ar_order):
+        for fit in _refits(base, Y, off, t):
             if isinstance(fit, (EstimationError, np.linalg.LinAlgError, ValueError)):
                 continue
             if isinstance(fit, BaseException):
