@@ -93,6 +93,9 @@ def test_only_new_or_changed_files_are_read(tmp_path):
     durham = {c for fo, c, _ in policeuk.synthetic_areas(FORCES) if fo == "durham"}
     jan = changed[(changed["period"] == "2024-01") & changed["area_code"].isin(durham)]
     assert jan["count"].sum() == 0 and changed["count"].sum() > 0
+    # street parts name files by number: the live files' numbers are distinct
+    ids = [e["id"] for e in store.manifest()["sources"]["street"]["files"].values()]
+    assert len(ids) == len(set(ids)) == 6
     # a measure over the LSOA x crime type cube changed: nothing re-read, the counts follow
     m2 = [_m("robbery", "street", "crime_type = 'Robbery' OR crime_type = 'Drugs'")]
     assert store.ingest(sources, m2).files_read == 0

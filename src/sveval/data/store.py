@@ -77,7 +77,7 @@ from sveval.data.sources import (
 from sveval.errors import DataError
 from sveval.spec import MeasureSpec
 
-STORE_VERSION = "1"
+STORE_VERSION = "2"  # 2: police.uk parts name files by number (the manifest's "id")
 LONG_COLUMNS = ["period", "area_code", "measure", "count", "population"]
 LSOA_COLUMNS = ["period", "lsoa_code", "area_code", "measure", "count"]
 BATCH_BYTES = 768 << 20  # files read per query (larger: faster, more memory)
@@ -477,8 +477,9 @@ class Store:
                     prev_parts = old["sources"].get(s.id, {}).get("parts", {}) if keep else {}
                     parts = {p: n for p, n in prev_parts.items() if any(e["part"] == p for e in keep.values())}
                     mixed = set(old["sources"].get(s.id, {}).get("mixed", [])) & set(parts)
-                    if s.kind == "police_uk":
-                        done = self._read_street(sources, s, by_source.get(s.id, []), todo, tmp, bar)
+                    if s.kind == "police_uk":  # files numbered after every number in use
+                        first = 1 + max((e.get("id", -1) for e in keep.values()), default=-1)
+                        done = self._read_street(sources, s, by_source.get(s.id, []), todo, tmp, bar, first)
                     else:
                         done = (self._read_batch(con, sources, s, by_source.get(s.id, []), batch, tmp, bar)
                                 for batch in _batches(todo))
@@ -491,6 +492,8 @@ class Store:
                             entries[f.key] = {"size": f.size, "stamp": f.stamp, "crc": rows[f.key][1],
                                               "rows": rows[f.key][0], "part": part.name,
                                               "lo": rows[f.key][2], "hi": rows[f.key][3]}
+                            if rows[f.key][4] is not None:
+                                entries[f.key]["id"] = rows[f.key][4]
                         rep.rows += sum(r[0] for r in rows.values())
                     new["sources"][s.id] = {"sig": sig, "kind": s.kind, "files": entries, "parts": parts,
                                             "granularity": s.granularity if s.kind == "table" else
@@ -550,7 +553,8 @@ class Store:
         return part, batch, _file_rows(s, batch, per, crc), False
 
     def _read_street(self, sources: Sources, s: SourceSpec, measures: list[MeasureSpec],
-                     files: list[FileRef], tmp: Path, bar) -> list[tuple[Path, list[FileRef], dict, bool]]:
+                     files: list[FileRef], tmp: Path, bar, first_id: int = 0
+                     ) -> list[tuple[Path, list[FileRef], dict, bool]]:
         """police.uk street files into parts: groups of files read by :func:`_threads` workers at
         once, each its own single-threaded DuckDB (smaller hash tables, no hand-over between
         threads: about a tenth less CPU than one query on two threads), each group's CRC-32s
@@ -566,6 +570,7 @@ class Store:
         groups = _groups(files, _threads())
         if not groups:
             return []
+        starts = [first_id + sum(len(g) for g in groups[:j]) for j in range(len(groups))]
         results: list = [None] * len(groups)
         errors: list[BaseException] = []
         todo = iter(range(len(groups)))
@@ -586,7 +591,8 @@ class Store:
                         j = next(todo, None)
                     if j is None:
                         return
-                    results[j] = self._street_group(con, s, groups[j], tmp / f"g{j}", keys_sql, mcols)
+                    results[j] = self._street_group(con, s, groups[j], tmp / f"g{j}", keys_sql, mcols,
+                                                    starts[j])
                     with lock:
                         bar.update(sum(f.size for f in groups[j]))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
@@ -629,10 +635,11 @@ class Store:
         return extra
 
     @staticmethod
-    def _street_group(con, s: SourceSpec, group: list[FileRef], gdir: Path, keys_sql: str, mcols: str
-                      ) -> tuple[Path, list[FileRef], dict[str, tuple], bool]:
+    def _street_group(con, s: SourceSpec, group: list[FileRef], gdir: Path, keys_sql: str, mcols: str,
+                      first_id: int) -> tuple[Path, list[FileRef], dict[str, tuple], bool]:
         """One group of street files: CRC-32s, then the LSOA x crime type x month counts of each
-        file into a part in ``gdir``; per file: rows, CRC-32, first/last month."""
+        file into a part in ``gdir``, the files numbered from ``first_id`` in the ``file``
+        column; per file: rows, CRC-32, first/last month, number."""
         gdir.mkdir(parents=True, exist_ok=True)
         extracted = policeuk.extract_members(group, gdir)
         paths = []
@@ -641,13 +648,12 @@ class Store:
             policeuk.check_header(p, s.id)
             paths.append(p)
         crc = {f.key: f.stamp if f.member else crc32_file(f.path) for f in group}
-        # files are told apart by their position in the list (an integer: cheaper to group
-        # by than the file name), named by their key once the counts are made
-        kv = "(VALUES " + ", ".join(f"({i}, {_q(f.key)})" for i, f in enumerate(group)) + ")"
-        sql = (f"SELECT k.key AS file, r.* EXCLUDE (file_index) FROM (SELECT file_index, {keys_sql}, "
+        # files are told apart by their position in the list and stored by number (the
+        # manifest names them): cheaper to group by, and to write, than the file's name
+        sql = (f"SELECT (file_index + {int(first_id)})::BIGINT AS file, {keys_sql}, "
                f"count(*)::BIGINT AS n{mcols} "
                f"FROM (SELECT *, month AS period FROM {policeuk.select_sql(paths, index=True)}) "
-               f"GROUP BY file_index, {keys_sql}) r JOIN {kv} k(i, key) ON r.file_index = k.i")
+               f"GROUP BY file_index, {keys_sql}")
         tmp_part = gdir / f"{s.id}-{uuid.uuid4().hex[:12]}.parquet"
         try:
             con.execute(f"COPY ({sql}) TO {_q(tmp_part.as_posix())} "
@@ -657,13 +663,14 @@ class Store:
         for p in extracted.values():  # the counts are made: the extracted copies can go
             p.unlink(missing_ok=True)
         rel = f"read_parquet({_q(tmp_part.as_posix())})"
-        per = Store._check_months(con, s, group, rel)
+        ids = {first_id + i: f.key for i, f in enumerate(group)}
+        per = Store._check_months(con, s, group, rel, names=ids)
         # whether an LSOA and month is held by several files of the group (a neighbouring force's
         # or the British Transport Police's records): their cells are summed when read
         shared = len(group) > 1 and con.execute(
             f"SELECT count(*) FROM (SELECT period, lsoa_code FROM {rel} WHERE lsoa_code IS NOT NULL "
             "GROUP BY ALL HAVING min(file) <> max(file))").fetchone()[0] > 0
-        return tmp_part, group, _file_rows(s, group, per, crc), shared
+        return tmp_part, group, _file_rows(s, group, per, crc, {k: i for i, k in ids.items()}), shared
 
     @staticmethod
     def _stats_sql(s: SourceSpec) -> str:
@@ -756,9 +763,13 @@ class Store:
                     f"GROUP BY b.file, m.canon, b.area_code")
 
     @staticmethod
-    def _check_months(con, s: SourceSpec, batch: list[FileRef], rel: str = "batch") -> dict[str, tuple]:
-        """Refuse records whose month is missing or malformed; per file: rows, first, last month."""
+    def _check_months(con, s: SourceSpec, batch: list[FileRef], rel: str = "batch",
+                      names: dict | None = None) -> dict[str, tuple]:
+        """Refuse records whose month is missing or malformed; per file (``names`` maps the
+        ``file`` column's values to keys where they are not the keys): rows, first, last month."""
         rows = con.execute(f"SELECT file, period, sum(n) FROM {rel} GROUP BY ALL").fetchall()
+        if names is not None:
+            rows = [(names[f], p, n) for f, p, n in rows]
         bad = [r for r in rows if r[1] is None or normalise_period(r[1], "month") != r[1]]
         per: dict[str, list] = {}
         for file, period, n in rows:
@@ -822,8 +833,9 @@ class Store:
             return f"read_parquet({files}, union_by_name = true)"
 
         sels = [f"SELECT * FROM {parquet(whole)}"] if whole else []
-        if partly:
-            keys = ", ".join(_q(k) for p in partly for k in live[p])
+        if partly:  # police.uk parts name files by number
+            keys = ", ".join(str(src["files"][k]["id"]) if "id" in src["files"][k] else _q(k)
+                             for p in partly for k in live[p])
             sels.append(f"SELECT * FROM {parquet(partly)} WHERE file IN ({keys})")
         return "(" + " UNION ALL BY NAME ".join(sels) + ")"
 
@@ -1153,14 +1165,16 @@ def _threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def _file_rows(s: SourceSpec, batch: list[FileRef], per: dict, crc: dict) -> dict[str, tuple]:
-    """Per file of a batch: rows, CRC-32, first and last period; a file without rows is refused."""
+def _file_rows(s: SourceSpec, batch: list[FileRef], per: dict, crc: dict, ids: dict | None = None
+               ) -> dict[str, tuple]:
+    """Per file of a batch: rows, CRC-32, first and last period, number in the part (or None); a
+    file without rows is refused."""
     out = {}
     for f in batch:
         n, lo, hi = per.get(f.key, (0, None, None))
         if n == 0:
             raise DataError(f"source '{s.id}': no data rows in the file", path=f.path)
-        out[f.key] = (int(n), int(crc[f.key]), lo, hi)
+        out[f.key] = (int(n), int(crc[f.key]), lo, hi, ids[f.key] if ids else None)
     return out
 
 
