@@ -65,13 +65,15 @@ def test_results_unchanged(results, eid):
     assert new["power"] == ref["power"]
 
 
-def _series(rng, n=132, n_series=1, excluded=False):
+def _series(rng, n=132, n_series=1, excluded=False, harmonics=1):
     t = np.tile(np.arange(n, dtype=float), n_series)
     sid = np.repeat(np.arange(n_series), n)
     start = float(int(0.6 * n))
     post = (t >= start).astype(float)
     X = np.column_stack([np.ones_like(t), t / 12, np.sin(2 * np.pi * t / 12), np.cos(2 * np.pi * t / 12),
                          post, post * (t - start) / 12])
+    for h in range(2, harmonics + 1):
+        X = np.column_stack([X, np.sin(2 * np.pi * h * t / 12), np.cos(2 * np.pi * h * t / 12)])
     if n_series > 1:
         X = np.column_stack([X, (sid == 1).astype(float), (sid == 1) * post])
     offset = np.log(np.full(len(t), 2.5e5)) - np.log(1e5)
@@ -143,11 +145,15 @@ def test_crit_equals_scipy_quantile(df):
             assert fit.crit(level, i=1) == float(stats.t.ppf(q, df / 2))
 
 
-@pytest.mark.parametrize("n_series,excluded", [(1, False), (1, True), (2, False)])
-def test_many_in_lockstep_equal_one_by_one(n_series, excluded):
+@pytest.mark.parametrize("n_series,excluded,harmonics", [(1, False, 1), (1, True, 1), (2, False, 1), (1, False, 3),
+                                                        (1, False, 6)])
+def test_many_in_lockstep_equal_one_by_one(n_series, excluded, harmonics):
+    """Bit-identical, also with 9 and more terms (where a numpy reduction over rows can add in
+    another order than one row at a time)."""
     from sveval.designs.its_refit import fit_quasipoisson_many
 
-    rows = [_series(np.random.default_rng(300 + j), n=96, n_series=n_series, excluded=excluded) for j in range(12)]
+    rows = [_series(np.random.default_rng(300 + j), n=96, n_series=n_series, excluded=excluded,
+                    harmonics=harmonics) for j in range(30)]
     _, X, off, t, sid, inc, names = rows[0]
     Y = np.array([r[0][inc] for r in rows])
     Y[3] = 0.0  # no events: its own error, in its place
@@ -161,3 +167,16 @@ def test_many_in_lockstep_equal_one_by_one(n_series, excluded):
         for attr in ("params", "cov", "resid", "innovations", "df_coef"):
             assert np.array_equal(getattr(got, attr), getattr(want, attr)), attr
         assert got.ar == want.ar and got.scale == want.scale
+
+
+@pytest.mark.parametrize("k", [6, 9, 12])
+def test_reml_searches_in_lockstep_equal_one_by_one(k):
+    from sveval.designs.its_models import ARWhitener
+    from sveval.designs.its_refit import _AR1Work, _reml_many
+
+    rng = np.random.default_rng(k)
+    n = 132
+    work = _AR1Work(n, k, ARWhitener(np.arange(n, dtype=float), np.zeros(n, int)))
+    Ws = [rng.standard_normal((n, k + 1)) * rng.uniform(0.1, 50, k + 1) for _ in range(30)]
+    for got, W in zip(_reml_many(Ws, work), Ws, strict=True):
+        assert np.array_equal(got, work.search(W))

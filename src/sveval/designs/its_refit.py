@@ -578,39 +578,48 @@ def _reml_many(Ws: list, work: _AR1Work) -> list:
     m = len(Ws)
     n, k = work.n, work.k
     nk = n - k
-    Wst = np.stack(Ws)
-    buf = np.empty_like(Wst)
-    diag_idx = work.diag_idx
-    D = np.empty((m, k + 1))
+    n1 = n - 1
+    # each design transposed, (k + 1) x n: the whitening runs along the months, and each design
+    # is a Fortran-ordered n x (k + 1) matrix that LAPACK factorises in place
+    WT = np.ascontiguousarray(np.stack(Ws).transpose(0, 2, 1))
+    buf = np.empty_like(WT)
+    diag = np.arange(k + 1)
+    per = (k + 1) * n
+    geqrf = lapack.dgeqrf
 
     def func(idx, z):
+        L = len(idx)
         r = np.tanh(z)
         if work.simple:
             s1 = np.sqrt(1.0 - r * r)
-            sub = buf[: len(idx)]
-            sub[:, 0] = Wst[idx, 0]
-            rest = sub[:, 1:]
-            np.multiply(r[:, None, None], Wst[idx, :-1], out=rest)
-            np.subtract(Wst[idx, 1:], rest, out=rest)
-            rest /= s1[:, None, None]
-            for j in range(len(idx)):
-                qr, _, _, info = lapack.dgeqrf(sub[j])
+            src = WT if L == m else WT[idx]
+            sub = buf[:L]
+            # (W[t] - r W[t-1]) / s1 on the flattened designs (contiguous, fast), each design's
+            # first month (which that formula gets wrong) copied afterwards
+            flat, out = src.reshape(-1), sub.reshape(-1)
+            np.multiply(np.repeat(r, per)[1:], flat[:-1], out=out[1:])
+            np.subtract(flat[1:], out[1:], out=out[1:])
+            out[1:] /= np.repeat(s1, per)[1:]
+            sub[:, :, 0] = src[:, :, 0]
+            for j in range(L):
+                info = geqrf(sub[j].T, overwrite_a=1)[3]
                 if info != 0:  # pragma: no cover - only on invalid input
                     raise np.linalg.LinAlgError(f"QR factorisation failed (info {info})")
-                D[j] = qr.reshape(-1, order="F")[diag_idx]
-            logdet = [(n - 1) * math.log(s * s) for s in s1]
+            D = np.abs(np.ascontiguousarray(sub[:, diag, diag]))  # rows contiguous, as one at a time
+            logdet = [n1 * math.log(s * s) for s in s1]
         else:
+            D = np.empty((L, k + 1))
             logdet = []
             for j, i in enumerate(idx):
-                qr, ld = work.whiten_qr(Wst[i], r[j])
-                D[j] = qr.reshape(-1, order="F")[diag_idx]
+                qr, ld = work.whiten_qr(WT[i].T, r[j])
+                D[j] = np.abs(np.diagonal(qr)[: k + 1])
                 logdet.append(ld)
-        Dj = np.abs(D[: len(idx)])
-        logsum = np.add.reduce(np.log(Dj[:, :k]), axis=1)
-        out = np.empty(len(idx))
-        for j in range(len(idx)):
-            rss = float(Dj[j, k] ** 2)
-            out[j] = nk * math.log(max(rss, 1e-300) / nk) + logdet[j] + 2.0 * float(logsum[j])
+        logs = np.log(D[:, :k])
+        out = np.empty(L)
+        for j, (dk, ld) in enumerate(zip(D[:, k], logdet, strict=True)):
+            rss = float(dk**2)
+            # the sum of each row on its own: a reduction over axis 1 may add in another order
+            out[j] = nk * math.log(max(rss, 1e-300) / nk) + ld + 2.0 * float(np.add.reduce(logs[j]))
         return out
 
     xf = _brent_bounded_many(func, m, -3.8, 3.8, 1e-9)

@@ -160,12 +160,30 @@ def clopper_pearson(x: int, n: int, alpha: float = SEQ_ALPHA) -> tuple[float, fl
     return lo, hi
 
 
+def _lockstep(base: _SimBase) -> bool:
+    """Whether the simulated series are refitted in lockstep (AR(1) quasi-Poisson)."""
+    return base.model == "quasipoisson" and base.ar_order == 1
+
+
+def _batch(done: int, n_sim: int, lockstep: bool) -> int:
+    """How many simulations to draw and refit after ``done``: up to the next look of the
+    sequential rule, or in lockstep up to the look at twice ``done`` (a batch's fixed cost is
+    spread over more series; at most about half the refits are beyond a stop)."""
+    if done < SEQ_FIRST:
+        end = SEQ_FIRST
+    elif lockstep:
+        end = SEQ_FIRST + SEQ_EVERY * math.ceil((2 * done - SEQ_FIRST) / SEQ_EVERY)
+    else:
+        end = done + SEQ_EVERY
+    return min(end, n_sim) - done
+
+
 def _refits(base: _SimBase, Y: np.ndarray, off: np.ndarray, t: np.ndarray) -> list:
     """The refit of each simulated series (rows of ``Y``), or the exception it raised, in order:
     AR(1) quasi-Poisson series in lockstep (:func:`~sveval.designs.its_refit.refit_many`, the
     same fits), every other model one by one."""
     d = base.design
-    if base.model == "quasipoisson" and base.ar_order == 1:
+    if _lockstep(base):
         return refit_many(base.model, Y, d.X, off, d.columns, t, d.series_id, d.included, ar_order=1)
     out: list = []
     for y in Y:
@@ -186,27 +204,28 @@ def _fit_sims(base: _SimBase, n_sim: int, seed: int, stop=None) -> tuple[np.ndar
     rng = np.random.default_rng(seed)
     b, se, crit = [], [], []
     off, t = f["offset"].to_numpy(float), f["t"].to_numpy(float)
-    done = 0
-    while done < n_sim:
+    lockstep = _lockstep(base)
+    ahead: list = []  # refits of the simulations drawn so far, in order
+    for done in range(n_sim):
         if (stop is not None and b and done >= SEQ_FIRST and (done - SEQ_FIRST) % SEQ_EVERY == 0
                 and stop(np.array(b), np.array(se), np.array(crit))):
             break
-        # the simulations up to the next look do not depend on the rule: drawn in order and
-        # refitted together (refit_many: the same fits as one by one)
-        m = min((SEQ_FIRST - done) if done < SEQ_FIRST else SEQ_EVERY, n_sim - done)
-        Y = np.array([_simulate(base, rng) for _ in range(m)])
-        done += m
-        for fit in _refits(base, Y, off, t):
-            if isinstance(fit, (EstimationError, np.linalg.LinAlgError, ValueError)):
-                continue
-            if isinstance(fit, BaseException):
-                raise fit
-            i = fit.names.index(col)
-            if not np.isfinite(fit.bse[i]):
-                continue
-            b.append(fit.params[i])
-            se.append(fit.bse[i])
-            crit.append(fit.crit(i=i))
+        if done == len(ahead):
+            # the next simulations, drawn in order and refitted together (the same fits as one by
+            # one; any drawn beyond a stop are not used)
+            m = _batch(done, n_sim, lockstep)
+            ahead.extend(_refits(base, np.array([_simulate(base, rng) for _ in range(m)]), off, t))
+        fit = ahead[done]
+        if isinstance(fit, (EstimationError, np.linalg.LinAlgError, ValueError)):
+            continue
+        if isinstance(fit, BaseException):
+            raise fit
+        i = fit.names.index(col)
+        if not np.isfinite(fit.bse[i]):
+            continue
+        b.append(fit.params[i])
+        se.append(fit.bse[i])
+        crit.append(fit.crit(i=i))
     if not b:
         raise EstimationError("no simulated series could be fitted; power cannot be estimated")
     return np.array(b), np.array(se), np.array(crit)
