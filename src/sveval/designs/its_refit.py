@@ -280,6 +280,68 @@ def _poisson_sm(y, X, offset, tol=1e-10, maxiter=200):
     return beta, ncov, mu, iteration + 1
 
 
+def _poisson_sm_many(Y, X, offset, tol=1e-10, maxiter=200) -> list:
+    """:func:`_poisson_sm` of every row of ``Y`` (the same ``X`` and ``offset``), the IRLS
+    iterations of all rows in lockstep: the elementwise steps over all rows at once, each row's
+    least squares, products with ``X`` and sums on their own (as one at a time, so the same
+    results). Each row's result, or the exception it raised, in order."""
+    from statsmodels.tools.tools import pinv_extended
+
+    m = len(Y)
+    out: list = [None] * m
+    with np.errstate(all="ignore"):
+        mean = np.array([y.mean() for y in Y])
+        mu = (Y + mean[:, None]) / 2.0
+        lin_pred = np.log(np.clip(mu, _EPS, np.inf))
+        resid = Y * np.log(np.clip(Y / mu, _EPS, np.inf)) - (Y - mu)
+        two = 2 * resid
+        dev_old = np.array([np.sum(two[j]) for j in range(m)])
+        weights = np.empty_like(Y)
+        wlsendog = np.empty_like(Y)
+        live = np.arange(m)
+        for _ in range(maxiter):
+            if len(live) == 0:
+                break
+            mu_l, y_l = mu[live], Y[live]
+            deriv = 1.0 / np.clip(mu_l, _EPS, np.inf)
+            w = 1.0 / (deriv**2 * np.power(np.fabs(mu_l), 1.0))
+            z = lin_pred[live] + deriv * (y_l - mu_l) - offset
+            weights[live], wlsendog[live] = w, z
+            w_half = np.sqrt(w)
+            lp = np.empty((len(live), X.shape[0]))
+            ok = np.ones(len(live), bool)
+            for j, i in enumerate(live):
+                bad = next((what for what, v in (("weights", w_half[j]), ("endog", z[j]))
+                            if not np.all(np.isfinite(v))), None)
+                if bad is not None:
+                    out[i] = EstimationError(f"NaN, inf or invalid value detected in {bad}, estimation infeasible.")
+                    ok[j] = False
+                    continue
+                params = np.linalg.lstsq(w_half[j][:, None] * X, w_half[j] * z[j], rcond=-1)[0]
+                lp[j] = np.dot(X, params)
+                lp[j] += offset
+            live, lp, y_l = live[ok], lp[ok], y_l[ok]
+            mu_new = np.exp(lp)
+            two = 2 * (y_l * np.log(np.clip(y_l / mu_new, _EPS, np.inf)) - (y_l - mu_new))
+            lin_pred[live], mu[live] = lp, mu_new
+            still = np.ones(len(live), bool)
+            for j, i in enumerate(live):
+                dev = np.sum(two[j])
+                if abs(dev - dev_old[i]) <= tol:
+                    still[j] = False
+                else:
+                    dev_old[i] = dev
+            live = live[still]
+        for i in range(m):
+            if out[i] is not None:
+                continue
+            w_half = np.sqrt(weights[i])
+            pinv, _ = pinv_extended(w_half[:, None] * X)
+            beta = np.dot(pinv, wlsendog[i] * w_half)
+            out[i] = (beta, np.dot(pinv, np.transpose(pinv)), np.exp(np.dot(X, beta) + offset), None)
+    return out
+
+
 def poisson_irls_sm(y, X, offset) -> tuple[np.ndarray, int]:
     """Coefficients and iteration count of :func:`_poisson_sm` (the main fit's GLM settings)."""
     beta, _, _, it = _poisson_sm(np.asarray(y, float), np.asarray(X, float), np.asarray(offset, float))
@@ -626,13 +688,16 @@ def _reml_many(Ws: list, work: _AR1Work) -> list:
     return [np.tanh(np.array([x])) for x in xf]
 
 
-def _qp_steps(y, X, offset, names, work, ar_order=1, scale_floor=1.0, small_sample=True):
+def _qp_steps(y, X, offset, names, work, ar_order=1, scale_floor=1.0, small_sample=True, glm=None):
     """The fit of :func:`fit_quasipoisson_lean` as a generator: it yields the weighted design of
     each REML search, is sent the search's ``pacf`` and returns the :class:`ModelFit`; ``work``
-    is the :class:`_AR1Work` of the design (None for ``ar_order = 0``)."""
+    is the :class:`_AR1Work` of the design (None for ``ar_order = 0``); ``glm`` the result of
+    :func:`_poisson_sm` when already computed."""
     y, X, offset = np.asarray(y, float), np.asarray(X, float), np.asarray(offset, float)
-    with np.errstate(all="ignore"):
-        params, ncov, mu_glm, _ = _poisson_sm(y, X, offset)
+    if glm is None:
+        with np.errstate(all="ignore"):
+            glm = _poisson_sm(y, X, offset)
+    params, ncov, mu_glm, _ = glm
     if not np.all(np.isfinite(params)):
         raise EstimationError("the count model did not converge (non-finite coefficients)")
     n, k = X.shape
@@ -746,8 +811,13 @@ def fit_quasipoisson_many(Y, X, offset, names, t, series_id, ar_order=1) -> list
         except Exception as exc:  # noqa: BLE001 - handed back to the caller, in order
             out[i] = exc
 
+    offset = np.asarray(offset, float)
+    glms = _poisson_sm_many(np.asarray(Y, float), X, offset)
     for i, y in enumerate(Y):
-        steps[i] = _qp_steps(y, X, offset, names, work)
+        if isinstance(glms[i], Exception):
+            out[i] = glms[i]
+            continue
+        steps[i] = _qp_steps(y, X, offset, names, work, glm=glms[i])
         advance(i, None)
     while pending:
         idx = sorted(pending)
