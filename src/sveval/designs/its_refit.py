@@ -656,12 +656,12 @@ def _reml_many(Ws: list, work: _AR1Work) -> list:
             s1 = np.sqrt(1.0 - r * r)
             src = WT if L == m else WT[idx]
             sub = buf[:L]
-            # (W[t] - r W[t-1]) / s1 on the flattened designs (contiguous, fast), each design's
-            # first month (which that formula gets wrong) copied afterwards
-            flat, out = src.reshape(-1), sub.reshape(-1)
-            np.multiply(np.repeat(r, per)[1:], flat[:-1], out=out[1:])
-            np.subtract(flat[1:], out[1:], out=out[1:])
-            out[1:] /= np.repeat(s1, per)[1:]
+            # (W[t] - r W[t-1]) / s1 on each flattened design (one long contiguous row per
+            # design), each design's first month of every column (which that gets wrong) copied after
+            flat, out = src.reshape(L, per), sub.reshape(L, per)
+            np.multiply(r[:, None], flat[:, :-1], out=out[:, 1:])
+            np.subtract(flat[:, 1:], out[:, 1:], out=out[:, 1:])
+            out[:, 1:] /= s1[:, None]
             sub[:, :, 0] = src[:, :, 0]
             for j in range(L):
                 info = geqrf(sub[j].T, overwrite_a=1)[3]
