@@ -34,9 +34,13 @@ the log-likelihood is never lower, the coefficients agree to well under 1e-4 sta
             algorithm with the same floating-point operations (statsmodels' Poisson IRLS, the
             REML bounded Brent search of scipy, the GLS-IRLS steps, the Satterthwaite df), so
             bit-identical results, without the libraries' per-call overhead: about 1.5 ms a fit
-            instead of 4-5 ms. Exactness matters here: the REML search's last comparisons are
-            at rounding level, and any other formula (normal equations, another QR) moves the
-            estimates and standard errors by up to 1e-7 relative (tests/test_its_qp_refit.py).
+            instead of 4-5 ms. The power study's simulated series (one design) are refitted in
+            lockstep by :func:`refit_many`: the IRLS starts and the REML searches of all series
+            together (a vectorised bounded Brent search, element by element the same iterates),
+            the rest one series at a time. Exactness matters here: the REML search's last
+            comparisons are at rounding level, and any other formula (normal equations, another
+            QR, even a sum over an array's rows instead of one row at a time) moves the estimates
+            and standard errors by up to 1e-7 relative (tests/test_its_qp_refit.py).
 """
 
 from __future__ import annotations
