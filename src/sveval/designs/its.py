@@ -508,11 +508,19 @@ class _Refitter:
     def __init__(self, data, comparison, options, kind, breaks, better_if):
         self.data, self.comparison, self.options = data, comparison, options
         self.kind, self.breaks, self.better_if = kind, breaks, better_if
+        self._windows: dict = {}  # (which, end) -> the restricted frame, copied for each refit
+
+    def _window(self, which: str, end: str | None) -> pd.DataFrame | None:
+        key = (which, end)
+        if key not in self._windows:
+            self._windows[key] = _restrict(getattr(self, which), end)
+        frame = self._windows[key]
+        return None if frame is None else frame.copy()
 
     def __call__(self, intervention_start: str, *, end: str | None = None, **changes: Any) -> Effect:
         opts = self.options.model_copy(update=changes) if changes else self.options
-        data = _restrict(self.data, end)
-        comp = _restrict(self.comparison, end) if self.comparison is not None else None
+        data = self._window("data", end)
+        comp = self._window("comparison", end) if self.comparison is not None else None
         core = fit_core(data, intervention_start, opts, kind=self.kind, comparison=comp, breaks=self.breaks,
                         refit=True)
         return headline_of(core, self.better_if)
