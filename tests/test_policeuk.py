@@ -220,8 +220,21 @@ def test_lsoa_by_crime_type_counts_match_pandas(tmp_path, measures, overlap, apa
     got = got.set_index(["period", "lsoa_code", "crime_type"])["n"]
     assert got.to_dict() == {k: int(v) for k, v in want.items()}
     assert int(got.sum()) == len(raw) == 9000 + (399 if overlap else 0)
+    sides = sorted(store.parts_dir.glob("shared-*.parquet"))
+    assert len(sides) == (overlap == "same_ingest")  # the LSOAs and months two files hold
+    assert store.ingest(sources, measures).files_read == 0 and sorted(store.parts_dir.glob("shared-*")) == sides
+    for side in sides:  # without them (a store written before), each such part is summed on its own
+        side.unlink()
+    again = store.crime_types("street").set_index(["period", "lsoa_code", "crime_type"])["n"]
+    assert again.to_dict() == got.to_dict()
     with pytest.raises(DataError, match="not a police_uk source"):
         store.crime_types("lk")
+    if overlap:  # the shared file deleted: its rows leave the (now partly live) part's sums
+        (arch / "2023-12" / "2023-12-btp-street.csv").unlink()
+        assert store.ingest(sources, measures).files_read == 0
+        want = _pandas_rows(arch).groupby(["Month", "LSOA code", "Crime type"], dropna=False).size()
+        got = store.crime_types("street").set_index(["period", "lsoa_code", "crime_type"])["n"]
+        assert got.to_dict() == {k: int(v) for k, v in want.items()} and int(got.sum()) == 9000
 
 
 def test_a_malformed_row_is_refused_naming_its_file_and_row(tmp_path):
