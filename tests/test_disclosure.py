@@ -186,3 +186,19 @@ def test_personal_fields_from_the_sources(tmp_path, rules):
     assert "a.csv: record-level field 'latitude' appears as a column" in found
     assert "b.json: record-level field 'victim_dob'" in found
     assert "c.html" not in found  # plain words in prose are not fields
+
+
+def test_every_planted_field_in_a_file_is_named_also_when_fields_overlap(tmp_path, rules):
+    """The scan first asks whether any field appears at all (one pass), then names each: fields
+    that share a prefix (``crime_ref`` inside ``crime_ref_2``), differ in case or sit in one file
+    together are all reported, and a file without any is clean."""
+    d = tmp_path / "pub"
+    d.mkdir()
+    (d / "a.html").write_text("<p>id: CRIME_REF_2 and victim_dob; NHS_NUMBER.</p>")
+    (d / "b.html").write_text("<p>crime_refs and victim_dobs are other words.</p>")
+    (d / "c.md").write_text("nothing here but prose about crime references")
+    found = scan_published([d], ["crime_ref_2", "nhs_number"], rules=rules)
+    text = "\n".join(found)
+    for name in ("crime_ref_2", "crime_ref", "victim_dob", "nhs_number"):
+        assert f"a.html: record-level field '{name}' appears" in text, name
+    assert "b.html" not in text and "c.md" not in text

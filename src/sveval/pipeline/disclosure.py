@@ -1490,6 +1490,10 @@ def scan_published(
     anywhere = [n for n in needles if "_" in n or any(ch.isdigit() for ch in n)]
     structural = {n.lower(): n for n in needles if n not in anywhere}
     field_res = [(f, re.compile(r"(?<![A-Za-z0-9])" + re.escape(f) + r"(?![A-Za-z0-9])", re.I)) for f in anywhere]
+    # one pass finds whether any field appears at all (it matches wherever one of them would): the
+    # usual clean file is read once instead of once per field; the fields are told apart only then
+    any_field = (re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(f) for f in anywhere)
+                            + r")(?![A-Za-z0-9])", re.I) if anywhere else None)
     findings: list[str] = []
     for f in _iter_files(paths):
         suffix = f.suffix.lower()
@@ -1529,9 +1533,10 @@ def scan_published(
         except (OSError, ValueError, KeyError) as exc:
             findings.append(f"{f}: could not be scanned ({exc})")
             continue
-        for name, rx in field_res:
-            if rx.search(text):
-                findings.append(f"{f}: record-level field '{name}' appears")
+        if any_field is not None and any_field.search(text):
+            for name, rx in field_res:
+                if rx.search(text):
+                    findings.append(f"{f}: record-level field '{name}' appears")
         for n in sorted({str(x).strip().lower() for x in names} & set(structural)):
             findings.append(f"{f}: record-level field '{structural[n]}' appears as a column or key")
         low = text.lower()
