@@ -118,17 +118,33 @@ def test_an_idle_kernel_ends_itself_and_removes_its_entry(registry, tmp_path):
 
 def test_an_adopted_kernel_runs_code_and_is_reset(registry, tmp_path):
     k1 = _start(registry, tmp_path)
-    k1._run("leak = 41", timeout=30)
-    k1.close()
+    k1._run("import os; pid = os.getpid(); leak = 41", timeout=30)
+    k1.close()  # no notebook ran: left as it is
     k2 = kept.KeptKernel.adopt(registry, "python3", "fp-a")
     assert k2 is not None and k2.doc["pid"] == k1.doc["pid"]
     try:
         k2._run("assert leak == 41", timeout=30)  # same process
-        k2.reset(tmp_path)
+        k2.reset(tmp_path)  # in full: not scrubbed ahead
         with pytest.raises(RuntimeError, match="NameError"):
             k2._run("leak", timeout=30)  # a fresh namespace after the reset
+        # after a run with notebooks the kernel resets itself as the run ends (kernel_scrub, not
+        # waited for); the next run then only sets the working folder
+        k2._run("leak = 42", timeout=30)
+        k2.notebooks = 1
     finally:
         k2.close()
+    k3 = kept.KeptKernel.adopt(registry, "python3", "fp-a")
+    assert k3 is not None and k3.doc["pid"] == k1.doc["pid"]
+    try:
+        k3._run("import sveval.pipeline.batch as b; assert b._SNAPSHOT.get('scrubbed') is True", timeout=30)
+        with pytest.raises(RuntimeError, match="NameError"):
+            k3._run("leak", timeout=30)  # scrubbed when k2's run ended
+        k3.reset(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path)
+        k3._run("import os, sveval.pipeline.batch as b; "
+                f"assert os.getcwd() == {str(tmp_path / 'sub')!r} and 'scrubbed' not in b._SNAPSHOT",
+                timeout=30)
+    finally:
+        k3.close()
 
 
 def test_a_lying_registry_entry_is_removed_and_kills_nothing(registry, tmp_path):

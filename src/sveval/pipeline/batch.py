@@ -189,9 +189,30 @@ def _pandas_keys() -> list[str]:
     return sorted(k for k in config._registered_options if k not in config._deprecated_options)
 
 
+def kernel_ready(cwd: str) -> None:
+    """Run inside a warm kernel before each notebook: :func:`kernel_reset`, or only the working
+    folder when :func:`kernel_scrub` has already reset the kernel since its last notebook."""
+    if _SNAPSHOT.pop("scrubbed", False):
+        os.chdir(cwd)
+        return
+    kernel_reset(cwd)
+
+
+def kernel_scrub() -> None:
+    """Run inside a kept kernel after its last notebook of a run (sent without waiting for it):
+    the reset of :func:`kernel_reset` done ahead, so that the next run's :func:`kernel_ready` has
+    only the working folder to set. Marked done only when the reset completed."""
+    _SNAPSHOT.pop("scrubbed", None)
+    try:
+        here = os.getcwd()
+    except OSError:  # the working folder was deleted
+        here = os.path.expanduser("~")
+    kernel_reset(here)
+    _SNAPSHOT["scrubbed"] = True
+
+
 def kernel_reset(cwd: str) -> None:
-    """Run inside a warm kernel before each notebook: back to the state after :func:`kernel_warm_up`
-    (see the module docstring)."""
+    """Back to the state after :func:`kernel_warm_up` (see the module docstring), in ``cwd``."""
     import gc
     import random
     import warnings
@@ -299,7 +320,7 @@ class WarmKernel:
         dead or does not answer within ``timeout`` seconds (then replace it)."""
         if not self.alive():
             raise RuntimeError("the warm kernel is not running")
-        self._run(f"import sveval.pipeline.batch as _svb; _svb.kernel_reset({str(cwd)!r})", timeout)
+        self._run(f"import sveval.pipeline.batch as _svb; _svb.kernel_ready({str(cwd)!r})", timeout)
 
     def _stop_client(self) -> None:
         if self.kc is not None:

@@ -337,8 +337,15 @@ class KeptKernel(batch.WarmKernel):
         return running(self.km.pid, self.km.start)
 
     def close(self) -> None:
-        """Leave the kernel running for the next run: touch its lock (the idle clock starts now) and
-        release it."""
+        """Leave the kernel running for the next run: ask it to reset itself now
+        (:func:`sveval.pipeline.batch.kernel_scrub`, without waiting: the next run then starts its
+        notebook at once), touch its lock (the idle clock starts now) and release it."""
+        if self.kc is not None and self.notebooks:
+            try:
+                self.kc.execute("import sveval.pipeline.batch as _svb; _svb.kernel_scrub(); del _svb",
+                                silent=True, store_history=False)
+            except Exception:  # noqa: BLE001 - the next run resets it in full instead
+                pass
         self._stop_client()
         if self.lock_fd is not None:
             _, lock, _ = self._files(self.registry, self.name)
