@@ -332,3 +332,26 @@ def test_full_disk_loses_nothing_and_the_next_run_repairs(tiny, tmp_path, monkey
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(reports)], timeout=30)
+
+
+def test_an_orphaned_kernel_does_not_recreate_a_cleaned_work_folder(tiny, tmp_path):
+    """A kernel whose run was killed may finish its cell after the next run removed the killed run's
+    work folder: saving its result then raises instead of creating the folder again (it would be
+    left behind)."""
+    from sveval.errors import SvevalError
+    from sveval.pipeline.api import prepare
+    from sveval.pipeline.executor import WORK_PREFIX
+    from sveval.pipeline.record import save
+
+    root = _copy(tiny, tmp_path / "p")
+    ctx = prepare(root / "parameters" / "evaluations" / f"{IDS[0]}.yaml", root=root)
+    import sveval
+
+    result = sveval.fit(ctx)
+    gone = root / "reports" / "evaluations" / f"{WORK_PREFIX}{IDS[0]}-999999-1"
+    with pytest.raises(SvevalError, match="has ended"):
+        save(ctx, result, gone / f"{IDS[0]}.json")
+    assert not gone.exists()
+    # an ordinary folder is still created for a caller of the Python API
+    record = save(ctx, result, tmp_path / "new" / "folder" / f"{IDS[0]}.json")
+    assert (tmp_path / "new" / "folder" / f"{IDS[0]}.json").is_file() and record.completed

@@ -76,9 +76,15 @@ class ProjectPaths:
         return self.root / "outputs"
 
 
-def write_json_atomic(path: Path, document: Any) -> None:
-    """Write JSON through a temporary file in the same folder and swap it in (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+#: prefix of the private work folders a run executes notebooks into (sveval.pipeline.executor)
+WORK_PREFIX = ".sveval-work-"
+
+
+def write_json_atomic(path: Path, document: Any, *, create_folder: bool = True) -> None:
+    """Write JSON through a temporary file in the same folder and swap it in (never half-written);
+    the folder is created unless ``create_folder`` is False (then a missing folder raises)."""
+    if create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n",

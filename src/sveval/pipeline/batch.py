@@ -44,6 +44,7 @@ from typing import Any
 from sveval.pipeline import executor
 
 ENGINE = "sveval-warm"
+SAVE_EVERY = 30.0  # seconds between papermill's intermediate writes of a running notebook
 RESET_TIMEOUT = 60  # seconds for a warm kernel to answer the reset before it is replaced
 WARM_IMPORTS = ("sveval", "sveval.report", "sveval.report.narrative", "sveval.report.plots",
                 "pandas", "numpy", "scipy.stats", "statsmodels.api", "matplotlib.pyplot", "seaborn")
@@ -465,7 +466,23 @@ def _register_engine() -> None:
                                  log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file)
             client = PapermillNotebookClient(nb_man, **final)
             client.kc = kc  # the warm kernel's client: nbclient neither starts nor stops anything
-            return client.execute()
+            # papermill writes the whole notebook as each cell starts and ends (32 writes of a
+            # notebook with its figures for the ITS report); the file is in a private work folder
+            # nobody reads before the end, so write at most every SAVE_EVERY seconds (progress of
+            # a long notebook) and once at the end (papermill's notebook_complete, failures too)
+            full_save = nb_man.save
+            last = [time.monotonic()]
+
+            def save(**kw):
+                if time.monotonic() - last[0] >= SAVE_EVERY:
+                    full_save(**kw)
+                    last[0] = time.monotonic()
+
+            nb_man.save = save
+            try:
+                return client.execute()
+            finally:
+                nb_man.save = full_save
 
     papermill_engines.register(ENGINE, WarmEngine)
 

@@ -39,9 +39,9 @@ from typing import Any
 
 import nbformat
 
-from sveval.paths import sha256_file, write_json_atomic
+# WORK_PREFIX: the private work folders inside an output folder (hidden from Quarto)
+from sveval.paths import WORK_PREFIX, sha256_file, write_json_atomic
 
-WORK_PREFIX = ".sveval-work-"  # private work folders inside an output folder (hidden from Quarto)
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 START_TIMEOUT = 60
 SOCKETS_PREFIX = "svk"  # <tmp>/svk<pid>-xxxx/k-<n>: a kernel's IPC sockets

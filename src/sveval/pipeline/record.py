@@ -23,8 +23,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sveval._version import __version__
-from sveval.errors import PublishError
-from sveval.paths import sha256_file, write_json_atomic
+from sveval.errors import PublishError, SvevalError
+from sveval.paths import WORK_PREFIX, sha256_file, write_json_atomic
 from sveval.pipeline.context import EvaluationContext
 from sveval.result import CheckName, Result, Status
 
@@ -348,9 +348,9 @@ def failure_record(ctx: EvaluationContext, error: str, *, notebook: str | None =
     }, f"evaluation '{ctx.spec.id}'")
 
 
-def write_record(path: Path | str, record: ResultRecord) -> None:
+def write_record(path: Path | str, record: ResultRecord, *, create_folder: bool = True) -> None:
     """Write a record atomically (a temporary file swapped in: never a half-written file)."""
-    write_json_atomic(Path(path), record.to_json())
+    write_json_atomic(Path(path), record.to_json(), create_folder=create_folder)
 
 
 def read_record(path: Path | str) -> ResultRecord:
@@ -384,7 +384,19 @@ def read_record(path: Path | str) -> ResultRecord:
 
 
 def save(ctx: EvaluationContext, result: Result, path: Path | str) -> ResultRecord:
-    """Build the record of a completed evaluation and write it; returns the record."""
+    """Build the record of a completed evaluation and write it; returns the record.
+
+    A notebook run by ``sveval run`` writes into the run's private work folder. When that folder is
+    gone, the run has ended (killed, and its successor cleaned up): the kernel is an orphan finishing
+    its cell, and must not create the folder again (it would be left behind), so this raises."""
+    path = Path(path)
+    in_work = path.parent.name.startswith(WORK_PREFIX)
     record = build_record(ctx, result)
-    write_record(path, record)
+    try:
+        write_record(path, record, create_folder=not in_work)
+    except FileNotFoundError:
+        if not in_work or path.parent.is_dir():
+            raise
+        raise SvevalError(f"{path.parent}: the run that started this notebook has ended; "
+                          "its result is not written") from None
     return record
