@@ -436,6 +436,14 @@ def satterthwaite_df(
         ll = -0.5 * ((n - k) * theta[0] + lw + 2 * np.sum(np.log(np.abs(np.diag(R)[:k]))) + rss / s2)
         return ll, s2 * np.sum(rinv**2, axis=1), beta
 
+    return satterthwaite_from_parts(parts, n, k, pacf, sigma2)
+
+
+def satterthwaite_from_parts(parts, n: int, k: int, pacf, sigma2: float):
+    """The Satterthwaite degrees of freedom and Kackar-Harville variance of :func:`satterthwaite_df`
+    from ``parts(theta) -> (REML log-likelihood, coefficient variances, coefficients)`` at the
+    AR parameters on the working scale (log variance, Fisher-z partial autocorrelations), by
+    central differences (shared with the lean refits of :mod:`sveval.designs.its_refit`)."""
     theta0 = np.r_[math.log(sigma2), np.arctanh(np.clip(pacf, -0.999, 0.999))]
     m = len(theta0)
     h = 1e-4

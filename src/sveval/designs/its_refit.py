@@ -64,6 +64,7 @@ from sveval.designs.its_models import (
     negbin_ml,
     newton_converged,
     pacf_to_ar,
+    satterthwaite_from_parts,
 )
 from sveval.errors import EstimationError
 
@@ -528,42 +529,7 @@ class _AR1Work:
         return _satterthwaite_from(parts, n, k, pacf, sigma2)
 
 
-def _satterthwaite_from(parts, n, k, pacf, sigma2):
-    """The body of :func:`~sveval.designs.its_models.satterthwaite_df` given its ``parts``."""
-    theta0 = np.r_[math.log(sigma2), np.arctanh(np.clip(pacf, -0.999, 0.999))]
-    m = len(theta0)
-    h = 1e-4
-    H = np.empty((m, m))
-    f0, V0, _ = parts(theta0)
-    G = np.empty((m, k))
-    D = np.zeros((m, k))
-    for a in range(m):
-        ea = np.zeros(m)
-        ea[a] = h
-        fp, Vp, bp = parts(theta0 + ea)
-        fm, Vm, bm = parts(theta0 - ea)
-        G[a] = (Vp - Vm) / (2 * h)
-        D[a] = (bp - bm) / (2 * h)
-        H[a, a] = (fp - 2 * f0 + fm) / h**2
-        for b in range(a):
-            eb = np.zeros(m)
-            eb[b] = h
-            H[a, b] = H[b, a] = (
-                parts(theta0 + ea + eb)[0] - parts(theta0 + ea - eb)[0]
-                - parts(theta0 - ea + eb)[0] + parts(theta0 - ea - eb)[0]
-            ) / (4 * h**2)
-    try:
-        A = np.linalg.inv(-H)
-    except np.linalg.LinAlgError:
-        return np.full(k, float(n - k)), np.zeros((k, k))
-    if not np.all(np.isfinite(A)) or np.any(np.diag(A) <= 0):
-        return np.full(k, float(n - k)), np.zeros((k, k))
-    extra = D.T @ A @ D
-    V1 = V0 + np.diag(extra)
-    q = np.einsum("aj,ab,bj->j", G, A, G)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(q > 0, 2 * V1**2 / q, n - k)
-    return np.clip(df, 1.0, n - k), extra
+_satterthwaite_from = satterthwaite_from_parts  # the main fit's own computation
 
 
 def _weighted(X: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
