@@ -679,3 +679,14 @@ def test_sensitivity_link_is_validated(tmp_path):
     with pytest.raises(SpecError, match="names the evaluation itself"):
         load_model(EvaluationSpec, folder / "focused-deterrence-violence-gls.yaml",
                    {**variant.model_dump(mode="json"), "sensitivity_of": variant.id})
+
+
+def test_the_fallback_says_why_quarto_was_not_used(reports, monkeypatch):
+    """--no-quarto and a missing Quarto are different reasons: the message names the right one."""
+    report = publish(reports, quarto=None)
+    assert "fallback renderer (Quarto not used (--no-quarto))" in report.message
+    assert any(w.startswith("Quarto not used (--no-quarto): ") for w in report.warnings)
+    monkeypatch.setenv("PATH", str(reports))  # no quarto on the PATH
+    report = publish(reports, quarto="auto")
+    assert report.renderer == "fallback" and "(Quarto is not installed)" in report.message
+    assert any(w.startswith("Quarto is not installed: ") for w in report.warnings)

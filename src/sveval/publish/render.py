@@ -266,7 +266,8 @@ def _copy_resources(project: Path, site: Path, dirs: Sequence[str]) -> None:
             shutil.copytree(src, site / d, dirs_exist_ok=True)
 
 
-def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any]) -> list[str]:
+def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any],
+                    why: str = "Quarto is not installed") -> list[str]:
     """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto."""
     template = env().get_template("fallback_page.html.j2")
     site = project / "_site"
@@ -325,7 +326,7 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(html, encoding="utf-8")
     warnings.append(
-        "Quarto is not installed: the site was rendered by sveval's fallback renderer; "
+        f"{why}: the site was rendered by sveval's fallback renderer; "
         "run `quarto render reports` for the Quarto site"
     )
     return warnings

@@ -563,11 +563,13 @@ class PublishReport:
     evaluations: int = 0
     failed: int = 0
     tables: list[str] = field(default_factory=list)
+    fallback_reason: str = ""
 
     @property
     def message(self) -> str:
         """One line for the command line."""
-        what = "Quarto" if self.renderer == "quarto" else "sveval's fallback renderer (Quarto not installed)"
+        what = ("Quarto" if self.renderer == "quarto" else
+                f"sveval's fallback renderer ({self.fallback_reason or 'Quarto is not installed'})")
         failed = f", {self.failed} failed" if self.failed else ""
         return (f"site written to {self.site_dir / 'index.html'}: {len(self.pages)} pages, "
                 f"{self.evaluations} evaluation(s){failed}; rendered by {what}")
@@ -746,8 +748,9 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
     quarto_bin = _resolve_quarto(quarto)
     state = reports_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
+    why = "Quarto not used (--no-quarto)" if quarto is None else "Quarto is not installed"
     with project_lock(reports_dir, "sveval publish"):
-        return _publish_locked(reports_dir, state, catalog, quarto_bin)
+        return _publish_locked(reports_dir, state, catalog, quarto_bin, why)
 
 
 def _clean_staging(state: Path) -> None:
@@ -758,7 +761,8 @@ def _clean_staging(state: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: str | None) -> PublishReport:
+def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: str | None,
+                    why: str = "Quarto is not installed") -> PublishReport:
     from sveval.publish.render import render_fallback, render_quarto
 
     _clean_staging(state)
@@ -770,7 +774,8 @@ def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: st
             render_warnings = render_quarto(stage, quarto_bin)
         else:
             renderer = "fallback"
-            render_warnings = render_fallback(stage, pages, quarto_config(_site_title(catalog), pages, content))
+            render_warnings = render_fallback(stage, pages, quarto_config(_site_title(catalog), pages, content),
+                                              why=why)
         missing = [p.output for p in pages if not (stage / "_site" / p.output).exists()]
         if missing:
             raise PublishError(f"the {renderer} render did not produce {missing}; the site was left unchanged")
@@ -797,6 +802,7 @@ def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: st
         evaluations=len(content.evaluations),
         failed=len(content.failed),
         tables=tables,
+        fallback_reason=why if renderer == "fallback" else "",
     )
 
 
