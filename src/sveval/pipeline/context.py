@@ -268,14 +268,23 @@ def prepare_spec(
     gran = measure_granularity(long, spec.measure)
     if gran != "month":
         start, end, iv_start, notes = _periods_of(spec, spec_path, intervention, measure, have, gran)
-        check_evaluation_series(long, measure, spec.areas, comparison, start, end, iv_start,
-                                path=files[0] if spec.data.source == "csv" and files else spec_path)
-        return EvaluationContext(
-            spec=spec, spec_path=spec_path, paths=paths, catalog=catalog, measure=measure,
-            intervention=intervention, treated=list(spec.areas), comparison=comparison,
-            start=start, end=end, intervention_start=iv_start, long=long, data_files=files,
-            data_dir=data_dir, granularity=gran, period_notes=notes,
-        )
+    else:
+        start, end, iv_start = _monthly_periods(spec, spec_path, intervention, measure, have)
+        notes = []
+    check_evaluation_series(long, measure, spec.areas, comparison, start, end, iv_start,
+                            path=files[0] if spec.data.source == "csv" and files else spec_path)
+    return EvaluationContext(
+        spec=spec, spec_path=spec_path, paths=paths, catalog=catalog, measure=measure,
+        intervention=intervention, treated=list(spec.areas), comparison=comparison,
+        start=start, end=end, intervention_start=iv_start, long=long, data_files=files,
+        data_dir=data_dir, granularity=gran, period_notes=notes,
+    )
+
+
+def _monthly_periods(spec: EvaluationSpec, spec_path: Path, intervention: InterventionSpec,
+                     measure: MeasureSpec, have: pd.DataFrame) -> tuple[str, str, str]:
+    """Window and intervention start of a monthly measure, checked against its data (every problem
+    at once) and the design's options that need counts."""
     given = [(k, v) for k, v in (("period.start", spec.period.start), ("period.end", spec.period.end),
                                  ("intervention_start", spec.intervention_start))
              if v is not None and granularity_of(v) != "month"]
@@ -320,11 +329,4 @@ def prepare_spec(
                              f"measure '{spec.measure}' is continuous (use auto or wald)"))
     if problems:
         raise SpecError(spec_path, problems)
-    check_evaluation_series(long, measure, spec.areas, comparison, start, end, iv_start,
-                            path=files[0] if spec.data.source == "csv" and files else spec_path)
-    return EvaluationContext(
-        spec=spec, spec_path=spec_path, paths=paths, catalog=catalog, measure=measure,
-        intervention=intervention, treated=list(spec.areas), comparison=comparison,
-        start=start, end=end, intervention_start=iv_start, long=long, data_files=files,
-        data_dir=data_dir,
-    )
+    return start, end, iv_start
