@@ -50,3 +50,21 @@ def make_project(dest: Path, example_data: Path) -> Path:
 def project(tmp_path, example_data) -> Path:
     """A fresh, writable project folder for one test."""
     return make_project(tmp_path / "project", example_data)
+
+
+HES = "aggregates/hes_sharp_object_admissions.csv"  # the example's hospital admissions table
+
+
+def small_counts_copy(example: Path, dest: Path) -> Path:
+    """A copy of the example whose hospital admissions are binomially thinned (p = 0.3, seed 11):
+    many small counts, several rounds of the disclosure audit."""
+    import numpy as np
+    import pandas as pd
+
+    shutil.copytree(example, dest, symlinks=True)
+    hes = pd.read_csv(dest / HES)
+    rng = np.random.default_rng(11)
+    hes["admissions"] = rng.binomial(hes["admissions"].to_numpy(), 0.3)
+    (dest / HES).unlink()
+    hes.to_csv(dest / HES, index=False)
+    return dest

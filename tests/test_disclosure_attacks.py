@@ -9,37 +9,23 @@ record-level attack is shown to succeed on the uncontrolled result (so the test 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_project
+from conftest import make_project, small_counts_copy
 
 from sveval.pipeline.api import build_record, fit, prepare
 from sveval.pipeline.disclosure import load_rules, scan_published
 from sveval.pipeline.tracking import track
 
 EVAL = "focused-deterrence-admissions-cits"
-HES = "aggregates/hes_sharp_object_admissions.csv"
-
-
-def _small_counts(example: Path, dest: Path) -> Path:
-    """A copy of the example whose hospital admissions are binomially thinned (p = 0.3)."""
-    shutil.copytree(example, dest, symlinks=True)
-    hes = pd.read_csv(dest / HES)
-    rng = np.random.default_rng(11)
-    hes["admissions"] = rng.binomial(hes["admissions"].to_numpy(), 0.3)
-    (dest / HES).unlink()
-    hes.to_csv(dest / HES, index=False)
-    return dest
 
 
 @pytest.fixture(scope="module", params=["example", "small_counts"])
 def project(request, tmp_path_factory, example_data):
     tmp = tmp_path_factory.mktemp(request.param)
-    data = example_data if request.param == "example" else _small_counts(example_data, tmp / "data-small")
+    data = example_data if request.param == "example" else small_counts_copy(example_data, tmp / "data-small")
     return make_project(tmp / "project", data)
 
 

@@ -18,22 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import small_counts_copy
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "disclosure"
-HES = "aggregates/hes_sharp_object_admissions.csv"
 MEASURES = ["knife_admissions", "knife_admissions_u25"]
-
-
-def _small_counts(example: Path, dest: Path) -> Path:
-    """A copy of the example whose hospital admissions are binomially thinned (p = 0.3), as in
-    tests/test_disclosure_tables.py: many small counts, several audit rounds."""
-    shutil.copytree(example, dest, symlinks=True)
-    hes = pd.read_csv(dest / HES)
-    rng = np.random.default_rng(11)
-    hes["admissions"] = rng.binomial(hes["admissions"].to_numpy(), 0.3)
-    (dest / HES).unlink()
-    hes.to_csv(dest / HES, index=False)
-    return dest
 
 
 def _project(dest: Path, data: Path) -> Path:
@@ -79,7 +67,7 @@ VARIANTS = ("example", "small_counts")
 @pytest.fixture(scope="module", params=VARIANTS)
 def inputs(request, tmp_path_factory, example_data):
     tmp = tmp_path_factory.mktemp(f"plan-{request.param}")
-    data = example_data if request.param == "example" else _small_counts(example_data, tmp / "small")
+    data = example_data if request.param == "example" else small_counts_copy(example_data, tmp / "small")
     root = _project(tmp / "project", data)
     return request.param, root, plan_inputs(root)
 
@@ -358,7 +346,7 @@ if __name__ == "__main__":  # regenerate the references
     REFERENCE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         for variant in VARIANTS:
-            data = src if variant == "example" else _small_counts(src, Path(d) / "small")
+            data = src if variant == "example" else small_counts_copy(src, Path(d) / "small")
             root = _project(Path(d) / f"project-{variant}", data)
             doc = plan_doc(fresh_plan(*plan_inputs(root)))
             (REFERENCE / f"plan_{variant}.json").write_text(json.dumps(doc, indent=0) + "\n",

@@ -28,7 +28,6 @@ every constraint (so the model says what the code publishes).
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_project
+from conftest import make_project, small_counts_copy
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
@@ -46,7 +45,6 @@ from sveval.pipeline.tracking import track
 from sveval.publish.returns import build_returns
 from sveval.spec import add_months
 
-HES = "aggregates/hes_sharp_object_admissions.csv"
 MEASURES = ["knife_admissions", "knife_admissions_u25"]
 YEAR = "2025/26"
 
@@ -275,15 +273,6 @@ class Reader:
 # ------------------------------------------------------------------------------------------------
 # Datasets and publications
 # ------------------------------------------------------------------------------------------------
-def _small_counts(example: Path, dest: Path) -> Path:
-    """A copy of the example whose hospital admissions are binomially thinned (p = 0.3)."""
-    shutil.copytree(example, dest, symlinks=True)
-    hes = pd.read_csv(dest / HES)
-    rng = np.random.default_rng(11)
-    hes["admissions"] = rng.binomial(hes["admissions"].to_numpy(), 0.3)
-    (dest / HES).unlink()
-    hes.to_csv(dest / HES, index=False)
-    return dest
 
 
 def _project(tmp: Path, data: Path) -> Path:
@@ -374,7 +363,7 @@ def test_attacker_pins_cells_when_exact_totals_are_published(example_project, tm
 def attacked(request, tmp_path_factory, example_data, example_project):
     tmp = tmp_path_factory.mktemp(f"tables-{request.param}")
     root = example_project if request.param == "example" else _project(
-        tmp, _small_counts(example_data, tmp / "data-small"))
+        tmp, small_counts_copy(example_data, tmp / "data-small"))
     reader, files = publish_all(root, tmp / "out")
     return reader, files, reader.attack.run()
 
