@@ -253,6 +253,34 @@ def test_a_waiting_process_times_out_with_a_clear_message(tmp_path):
     assert f"process {os.getpid()} (`sveval run`" in proc.stderr and "after waiting" in proc.stderr
 
 
+def test_steps_nested_in_one_holder_run_side_by_side(tmp_path):
+    # `sveval pipeline` holds the lock and runs tracking on a thread alongside the evaluations:
+    # both enter the lock again (re-entrant), and neither may wait for the other
+    import threading
+
+    reports = tmp_path / "reports"
+    inside = threading.Barrier(2, timeout=20)
+    seen = []
+
+    def step(name):
+        with project_lock(reports, name):
+            inside.wait()  # raises BrokenBarrierError if the other step cannot get in meanwhile
+            seen.append(name)
+
+    with project_lock(reports, "sveval pipeline"):
+        t = threading.Thread(target=step, args=("track",))
+        t.start()
+        step("run")
+        t.join()
+        assert sorted(seen) == ["run", "track"]
+        assert read_holder(reports / ".sveval" / "lock")["command"] == "sveval pipeline"
+    # released once the outer holder leaves: another process can take it at once
+    proc = subprocess.run([sys.executable, "-c", "from pathlib import Path; from sveval.pipeline.lock "
+                           f"import project_lock\nwith project_lock(Path({str(reports)!r}), 'x'): pass"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_corrupted_outputs_and_manifest_are_repaired(tiny, tmp_path):
     root = _copy(tiny, tmp_path / "p")
     res = root / "reports" / "evaluations"

@@ -114,14 +114,18 @@ def project_lock(reports_dir: Path, command: str | None = None, *, wait: float =
     path = lock_path(reports_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = str(path.parent.resolve() / LOCK_NAME)
-    with _guard:
-        if _held.get(key):
+    with _guard:  # held only to count: threads nested in one holder run side by side
+        nested = bool(_held.get(key))
+        if nested:
             _held[key] += 1
-            try:
-                yield path
-            finally:
-                _held[key] -= 1
-            return
+    if nested:
+        try:
+            yield path
+        finally:
+            with _guard:
+                if key in _held:
+                    _held[key] -= 1
+        return
     deadline = time.monotonic() + max(0.0, wait)
     t0 = time.monotonic()
     while True:
