@@ -15,6 +15,7 @@ from sveval.data import example as ex
 from sveval.data.ingest import load_example_long
 
 PARAMS = Path(__file__).resolve().parents[1] / "parameters"
+REFERENCE_DIGESTS = Path(__file__).resolve().parent / "reference" / "example" / "digests.json"
 P = ["E06000047", "E06000005"]
 CLEVELAND = ["E06000001", "E06000002", "E06000004"]
 
@@ -46,7 +47,13 @@ def test_deterministic_byte_identical(example_dir, tmp_path):
     a, b = _hash_tree(example_dir), _hash_tree(again)
     assert a.keys() == b.keys() and len(a) > 1000
     assert a == b
-
+    # byte-identical to the output of the generator before it was sped up (gzip bytes and manifest
+    # included): the digests were written by tests/reference/example/make_digests.py from that commit
+    ref = json.loads(REFERENCE_DIGESTS.read_text(encoding="utf-8"))
+    assert ref["generator_version"] == ex.GENERATOR_VERSION and ref["seed"] == ex.DEFAULT_SEED
+    assert sorted(b) == sorted(ref["files"])
+    changed = sorted(k for k, v in ref["files"].items() if b[k] != v)
+    assert not changed, f"{len(changed)} files differ from the reference, e.g. {changed[:5]}"
 
 
 def test_seed_changes_the_draws():
