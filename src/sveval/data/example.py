@@ -40,6 +40,7 @@ per town-centre LSOA so the staggered ``nte_safe_streets`` cohorts act on their 
 from __future__ import annotations
 
 import calendar
+import functools
 import gzip
 import hashlib
 import io
@@ -48,6 +49,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -398,6 +400,7 @@ def _ar1(rng: np.random.Generator, shape: tuple[int, ...], n: int, phi: float, s
     return out
 
 
+@functools.cache
 def _fy(period: str) -> str:
     y, m = int(period[:4]), int(period[5:])
     s = y if m >= 4 else y - 1
@@ -705,9 +708,9 @@ class _Builder:
         # partnership NTE records, per LSOA
         li, cj, tj = np.nonzero(self.nte_counts)
         reps2 = self.nte_counts[li, cj, tj]
-        nte_rows = self.nte_lsoa.iloc[np.repeat(li, reps2)]
-        lsoa_pos = pd.Index(self.lsoa["lsoa_code"]).get_indexer(nte_rows["lsoa_code"])
-        a2 = np.array([AREA_INDEX[c] for c in nte_rows["area_code"]], dtype=np.int64)
+        rows_of = np.repeat(li, reps2)
+        lsoa_pos = pd.Index(self.lsoa["lsoa_code"]).get_indexer(self.nte_lsoa["lsoa_code"])[rows_of]
+        a2 = np.array([AREA_INDEX[c] for c in self.nte_lsoa["area_code"]], dtype=np.int64)[rows_of]
         df = pd.DataFrame({
             "a": np.concatenate([a_r, a2]),
             "c": np.concatenate([c_r, self.nte_cells[np.repeat(cj, reps2)]]),
@@ -718,17 +721,21 @@ class _Builder:
         return self._attributes(df, rng)
 
     def _attributes(self, df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+        """Dates, times and victims of the records (vectorised: per-cell values indexed by the cell)."""
         n = len(df)
         cells = self.cells
         c = df["c"].to_numpy()
+        t = df["t"].to_numpy()
         nte = np.array([x.nte for x in cells])[c]
         da = np.array([x.da for x in cells])[c]
         knife = np.array([x.knife for x in cells])[c]
-        stream = np.array([x.stream for x in cells])[c]
-        grp = np.array([x.offence.group for x in cells])[c]
-        band = np.array([x.band or "" for x in cells])[c]
-        month_start = np.array([np.datetime64(p, "D") for p in self.periods])[df["t"].to_numpy()]
-        ndays = np.array([calendar.monthrange(int(p[:4]), int(p[5:]))[1] for p in self.periods])[df["t"].to_numpy()]
+        streams = list(STREAMS)
+        stream = pd.Categorical.from_codes(np.array([streams.index(x.stream) for x in cells])[c],
+                                           categories=pd.Index(streams, dtype=object))
+        c_band = np.array([x.band or "" for x in cells])
+        c_grp = np.array([x.offence.group for x in cells])
+        month_start = np.array([np.datetime64(p, "D") for p in self.periods])[t]
+        ndays = np.array([calendar.monthrange(int(p[:4]), int(p[5:]))[1] for p in self.periods])[t]
         # committed date/time: NTE on a Friday or Saturday night, others any day with an evening skew
         day = np.floor(rng.random(n) * ndays).astype(int)
         hour_pool = np.array([0, 1, 2, 3, 9, 11, 13, 15, 16, 17, 18, 19, 20, 21, 22, 23])
@@ -739,12 +746,17 @@ class _Builder:
             ms = month_start[idx]
             nd = ndays[idx]
             dow0 = (ms.astype("datetime64[D]").view("int64") - 4) % 7  # 0 = Monday
-            # candidate Fri(4)/Sat(5) nights whose next day is still in the month
-            picks = np.empty(len(idx), dtype=int)
+            # candidate Fri(4)/Sat(5) nights whose next day is still in the month, in day order, for
+            # every weekday of the 1st x month length: picks[j] = cand[int(u[j] * len(cand))]
+            cand = np.zeros((7, 32, 32), dtype=int)
+            n_cand = np.zeros((7, 32), dtype=int)
+            for w in range(7):
+                for length in range(28, 32):
+                    ds = [d for d in range(length - 1) if (w + d) % 7 in (4, 5)]
+                    cand[w, length, :len(ds)] = ds
+                    n_cand[w, length] = len(ds)
             u = rng.random(len(idx))
-            for j in range(len(idx)):
-                cand = [d for d in range(nd[j] - 1) if (dow0[j] + d) % 7 in (4, 5)]
-                picks[j] = cand[int(u[j] * len(cand))]
+            picks = cand[dow0, nd, (u * n_cand[dow0, nd]).astype(int)]
             late = rng.random(len(idx)) < 0.55
             h = np.where(late, rng.integers(0, 5, len(idx)), rng.integers(20, 24, len(idx)))
             day[idx] = picks + late.astype(int)
@@ -755,22 +767,25 @@ class _Builder:
         rec_day = np.minimum(day + lag, ndays - 1)
         recorded = month_start + rec_day.astype("timedelta64[D]")
         # victims
-        lo = np.array([BAND_RANGE[b][0] if b else 0 for b in band])
-        hi = np.array([BAND_RANGE[b][1] if b else 0 for b in band])
-        young = (band == "0-17") & ~np.isin(grp, [VAP])
+        lo = np.array([BAND_RANGE[b][0] if b else 0 for b in c_band])[c]
+        hi = np.array([BAND_RANGE[b][1] if b else 0 for b in c_band])[c]
+        young = ((c_band == "0-17") & ~np.isin(c_grp, [VAP]))[c]
         lo = np.where(young, 8, lo)
         age = np.floor(lo + rng.random(n) * (hi - lo + 1)).astype(int)
-        older = band == "36+"
+        older = (c_band == "36+")[c]
         age = np.where(older, 36 + np.minimum(rng.exponential(12, n), 54).astype(int), age)
-        p_male = np.where(da, 0.25, np.where(grp == SEX, 0.08, 0.68))
-        sex = np.where(rng.random(n) < p_male, "M", "F")
-        p_alc = np.where(nte, 0.75, np.where(da, 0.40, np.where(grp == WEAP, 0.05, 0.25)))
+        p_male = np.where(da, 0.25, np.where((c_grp == SEX)[c], 0.08, 0.68))
+        male = rng.random(n) < p_male
+        p_alc = np.where(nte, 0.75, np.where(da, 0.40, np.where((c_grp == WEAP)[c], 0.05, 0.25)))
         alcohol = rng.random(n) < p_alc
+        no_victim = (c_band == "")[c]
         out = pd.DataFrame({
-            "a": df["a"].to_numpy(), "t": df["t"].to_numpy(), "l": df["l"].to_numpy(), "c": c,
+            "a": df["a"].to_numpy(), "t": t, "l": df["l"].to_numpy(), "c": c,
             "recorded_date": recorded, "committed_date": committed, "hour": hour, "minute": minute,
             "knife": knife, "da": da, "alcohol": alcohol, "nte": nte, "stream": stream,
-            "victim_age": np.where(band == "", -1, age), "victim_sex": np.where(band == "", "", sex),
+            "victim_age": np.where(no_victim, -1, age),
+            "victim_sex": pd.Categorical.from_codes(np.where(no_victim, 0, np.where(male, 2, 1)),
+                                                    categories=pd.Index(["", "F", "M"], dtype=object)),
         })
         return out
 
@@ -816,89 +831,149 @@ def _write(path: Path, data: bytes | str) -> None:
     path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
-def _write_groups(df: pd.DataFrame, keys: np.ndarray, path_of, tmp_dir: Path) -> int:
-    """Write ``df`` as one gzip CSV per value of ``keys`` (rows already in output order, keys sorted).
+def _render_csv(df: pd.DataFrame, tmp_dir: Path) -> bytes:
+    """The rows of ``df`` as CSV text without a header, rendered by DuckDB (one thread, rows in order).
 
-    The CSV text is rendered by DuckDB (fast, single thread, insertion order kept), then split into
-    the groups and gzip-compressed deterministically.
+    Categorical columns are rendered as their labels, missing values as empty fields.
     """
     import duckdb
 
-    tmp = tmp_dir / "_render.csv"
-    con = duckdb.connect()
+    fd, name = tempfile.mkstemp(prefix="_render-", suffix=".csv", dir=tmp_dir)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        con.execute("SET threads = 1")
-        con.execute("SET preserve_insertion_order = true")
-        con.register("frame", df)
-        con.execute(f"COPY frame TO '{tmp.as_posix()}' (FORMAT csv, HEADER false)")
+        con = duckdb.connect()
+        try:
+            con.execute("SET threads = 1")
+            con.execute("SET preserve_insertion_order = true")
+            con.register("frame", df)
+            con.execute(f"COPY frame TO '{tmp.as_posix()}' (FORMAT csv, HEADER false)")
+        finally:
+            con.close()
+        return tmp.read_bytes()
     finally:
-        con.close()
-    lines = tmp.read_bytes().split(b"\n")
-    tmp.unlink()
-    if len(lines) - 1 != len(df):
+        tmp.unlink(missing_ok=True)
+
+
+def _gz_write(path: Path, header: bytes, body: memoryview) -> None:
+    _write(path, _gz(header + body))
+
+
+def _write_groups(df: pd.DataFrame, keys: np.ndarray, path_of, tmp_dir: Path,
+                  pool: ThreadPoolExecutor | None = None) -> list[Future]:
+    """Write ``df`` as one gzip CSV per value of ``keys`` (rows already in output order, keys sorted).
+
+    The CSV text is rendered by DuckDB (fast, single thread, insertion order kept), then cut into
+    the groups at its line ends and gzip-compressed deterministically. With a ``pool``, the groups
+    are compressed and written by its threads (zlib and file writes release the GIL) and the
+    futures of those writes are returned (the caller waits for them); without, they are written
+    before returning (no futures).
+    """
+    text = _render_csv(df, tmp_dir)
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("\n")) + 1  # one past each line
+    if len(ends) != len(df) or (len(text) and ends[-1] != len(text)):
         raise RuntimeError("rendered CSV does not have one line per row")  # pragma: no cover
     header = (",".join(df.columns) + "\n").encode()
     change = np.flatnonzero(keys[1:] != keys[:-1]) + 1
     bounds = np.concatenate([[0], change, [len(df)]])
+    view = memoryview(text)
+    futures = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        body = b"\n".join(lines[lo:hi]) + b"\n"
-        _write(path_of(keys[lo]), _gz(header + body))
-    return len(bounds) - 1
+        start = int(ends[lo - 1]) if lo else 0
+        args = (path_of(keys[lo]), header, view[start:int(ends[hi - 1])])
+        if pool is None:
+            _gz_write(*args)
+        else:
+            futures.append(pool.submit(_gz_write, *args))
+    return futures
+
+
+def _n_groups(keys: np.ndarray) -> int:
+    return int(np.count_nonzero(keys[1:] != keys[:-1])) + 1 if len(keys) else 0
 
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _categorical(codes: np.ndarray, labels) -> pd.Categorical:
+    """Labels by integer code (-1: missing) without materialising a string per row."""
+    return pd.Categorical.from_codes(codes, categories=pd.Index(list(labels), dtype=object))
+
+
 def _police_uk_and_extract(b: _Builder, rec: pd.DataFrame, out: Path, seed: int) -> dict[str, int]:
-    """Write the force extract (partnership) and the police.uk street-level files (every area)."""
+    """Write the force extract (partnership) and the police.uk street-level files (every area).
+
+    String columns are built as categoricals (codes into small label tables), DuckDB renders them;
+    the police.uk files are rendered on a worker thread while the force extract is assembled, and
+    every file is compressed and written on the worker threads.
+    """
+    with ThreadPoolExecutor(max_workers=_WRITE_THREADS) as pool:
+        counts, pending = _police_uk_and_extract_on(pool, b, rec, out, seed)
+        while pending:  # a render's futures, then the writes it queued
+            f = pending.pop(0)
+            r = f.result()
+            if isinstance(r, list):
+                pending.extend(r)
+    return counts
+
+
+#: threads that render, compress and write the gzip CSV files (the output does not depend on it)
+_WRITE_THREADS = 2
+
+
+def _police_uk_and_extract_on(pool: ThreadPoolExecutor, b: _Builder, rec: pd.DataFrame, out: Path,
+                              seed: int) -> tuple[dict[str, int], list[Future]]:
     rng = _rng(seed, "record-text")
     n = len(rec)
     lsoa = b.lsoa
     li = rec["l"].to_numpy()
-    area_code = lsoa["area_code"].to_numpy()[li]
-    is_p = np.isin(area_code, PARTNERSHIP)
+    c = rec["c"].to_numpy()
+    t = rec["t"].to_numpy()
+    is_p = lsoa["area_code"].isin(PARTNERSHIP).to_numpy()[li]
     cells = b.cells
-    codes = np.array([c.offence.code for c in cells])[rec["c"].to_numpy()]
-    desc = np.array([c.offence.description for c in cells])[rec["c"].to_numpy()]
-    group = np.array([c.offence.group for c in cells])[rec["c"].to_numpy()]
-    ptype = np.array([c.police_uk_type for c in cells])[rec["c"].to_numpy()]
-    month = np.array(b.periods)[rec["t"].to_numpy()]
-    forces = np.array([a.force for a in AREAS])[rec["a"].to_numpy()]
-    ids = rng.bytes(32 * n).hex()
-    crime_id = np.array([ids[64 * i: 64 * (i + 1)] for i in range(n)])
+    lsoa_codes, lsoa_names = lsoa["lsoa_code"].to_numpy(), lsoa["lsoa_name"].to_numpy()
+    force_slugs = sorted(FORCES)
+    # force of each record as its rank among the slugs: sorts like the slug itself
+    force_rank = np.array([force_slugs.index(a.force) for a in AREAS])[rec["a"].to_numpy()]
+    crime_id = rng.bytes(32 * n).hex(" ", 32).split(" ") if n else []
     # police.uk snapped locations: one of eight anonymous map points per LSOA
     snap = rng.integers(0, 8, n)
     lat_c, lon_c = lsoa["lat"].to_numpy()[li], lsoa["lon"].to_numpy()[li]
     ang = snap * (np.pi / 4)
     s_lat = np.round(lat_c + 0.003 * np.sin(ang), 6)
     s_lon = np.round(lon_c + 0.005 * np.cos(ang), 6)
-    street = np.array(_STREETS)[(li * 7 + snap) % len(_STREETS)]
+    street = (li * 7 + snap) % len(_STREETS)
     outcome_p = np.array([p for _, p in _OUTCOMES])
-    outcome = np.array([o for o, _ in _OUTCOMES])[rng.choice(len(_OUTCOMES), n, p=outcome_p / outcome_p.sum())]
+    outcome = rng.choice(len(_OUTCOMES), n, p=outcome_p / outcome_p.sum())
+    # rows by month, then force (slug order), then record order
+    order = np.lexsort((np.arange(n), force_rank, t))
+    puk_types = sorted({x.police_uk_type for x in cells})
+    force_names = [FORCES[f] for f in force_slugs]
     puk = pd.DataFrame({
-        "Crime ID": crime_id,
-        "Month": month,
-        "Reported by": np.array([FORCES[f] for f in forces]),
-        "Falls within": np.array([FORCES[f] for f in forces]),
-        "Longitude": s_lon,
-        "Latitude": s_lat,
-        "Location": np.char.add("On or near ", street),
-        "LSOA code": lsoa["lsoa_code"].to_numpy()[li],
-        "LSOA name": lsoa["lsoa_name"].to_numpy()[li],
-        "Crime type": ptype,
-        "Last outcome category": outcome,
-        "Context": None,
+        "Crime ID": pd.Series(crime_id, dtype=object).to_numpy()[order] if n else np.array([], object),
+        "Month": _categorical(t[order], b.periods),
+        "Reported by": _categorical(force_rank[order], force_names),
+        "Falls within": _categorical(force_rank[order], force_names),
+        "Longitude": s_lon[order],
+        "Latitude": s_lat[order],
+        "Location": _categorical(street[order], [f"On or near {x}" for x in _STREETS]),
+        "LSOA code": _categorical(li[order], lsoa_codes),
+        "LSOA name": _categorical(li[order], lsoa_names),
+        "Crime type": _categorical(np.array([puk_types.index(x.police_uk_type) for x in cells])[c[order]],
+                                   puk_types),
+        "Last outcome category": _categorical(outcome[order], [o for o, _ in _OUTCOMES]),
+        "Context": _categorical(np.full(n, -1), [""]),
     })
-    order = np.lexsort((np.arange(n), forces, month))
-    puk = puk.iloc[order].reset_index(drop=True)
-    keys = np.char.add(np.char.add(month[order].astype(str), "|"), forces[order].astype(str))
+    keys = t[order] * len(force_slugs) + force_rank[order]
 
-    def puk_path(key: str) -> Path:
-        m, f = key.split("|")
+    def puk_path(key: int) -> Path:
+        m, f = b.periods[key // len(force_slugs)], force_slugs[key % len(force_slugs)]
         return out / "police_uk" / m / f"{m}-{f}-street.csv.gz"
 
-    counts = {"police_uk_rows": n, "police_uk_files": _write_groups(puk, keys, puk_path, out)}
+    # rendered and cut on a worker thread while the force extract is assembled here
+    pending = [pool.submit(_write_groups, puk, keys, puk_path, out, pool)]
+    counts = {"police_uk_rows": n, "police_uk_files": _n_groups(keys)}
     # force extract of the partnership (record level, with planted personal fields)
     p = np.flatnonzero(is_p)
     chrono = np.lexsort((rec["minute"].to_numpy()[p], rec["hour"].to_numpy()[p],
@@ -907,50 +982,57 @@ def _police_uk_and_extract(b: _Builder, rec: pd.DataFrame, out: Path, seed: int)
     pr = rec.iloc[p]
     age = pr["victim_age"].to_numpy()
     has_victim = age >= 0
-    first = np.array(_FIRST)[rng.integers(0, len(_FIRST), len(p))]
-    last = np.array(_LAST)[rng.integers(0, len(_LAST), len(p))]
-    vname = np.where(has_victim, np.char.add(np.char.add(first, " "), last).astype(object), None)
-    ofirst = np.array(_FIRST)[rng.integers(0, len(_FIRST), len(p))]
-    olast = np.array(_LAST)[rng.integers(0, len(_LAST), len(p))]
-    oname = np.char.add(np.char.add(ofirst, " "), olast)
+    n_first, n_last = len(_FIRST), len(_LAST)
+    first = rng.integers(0, n_first, len(p))
+    last = rng.integers(0, n_last, len(p))
+    names = [f"{f} {s}" for f in _FIRST for s in _LAST]  # code first * n_last + last
+    vname = np.where(has_victim, first * n_last + last, -1)
+    oname = rng.integers(0, n_first, len(p)) * n_last + rng.integers(0, n_last, len(p))
     rec_d = pd.to_datetime(pr["recorded_date"].to_numpy())
     # crime references: per recorded year, in record order
     year = rec_d.year.to_numpy()
     seq = pd.Series(np.arange(len(p))).groupby(year).cumcount().to_numpy() + 1
-    ref = np.array([f"DC/{y}/{q:07d}" for y, q in zip(year, seq, strict=True)])
+    ref = [f"DC/{y}/{q:07d}" for y, q in zip(year.tolist(), seq.tolist(), strict=True)]
     dob = rec_d - pd.to_timedelta(np.where(has_victim, age, 0) * 365.25 + rng.integers(1, 360, len(p)), unit="D")
     committed = (pd.to_datetime(pr["committed_date"].to_numpy())
                  + pd.to_timedelta(pr["hour"].to_numpy(), unit="h") + pd.to_timedelta(pr["minute"].to_numpy(), unit="m"))
-    yn = np.array(["N", "Y"])
+    yn = ["N", "Y"]
     lat_exact = np.round(lat_c[p] + rng.normal(0, 0.004, len(p)), 6)
     lon_exact = np.round(lon_c[p] + rng.normal(0, 0.006, len(p)), 6)
+    cp = c[p]
+    off = np.array([OFFENCES.index(x.offence) for x in cells])
+    groups = sorted({o.group for o in OFFENCES})
+    grp = np.array([groups.index(x.offence.group) for x in cells])
+    lsoa_area = np.array([AREA_INDEX[x] for x in lsoa["area_code"]])
     ext = pd.DataFrame({
-        "crime_ref": ref,
-        "ho_offence_code": codes[p],
-        "offence_description": desc[p],
-        "offence_group": group[p],
-        "recorded_date": rec_d.strftime("%Y-%m-%d"),
-        "committed_datetime": committed.strftime("%Y-%m-%d %H:%M"),
-        "area_code": area_code[p],
-        "lsoa_code": lsoa["lsoa_code"].to_numpy()[li[p]],
-        "lsoa_name": lsoa["lsoa_name"].to_numpy()[li[p]],
-        "knife_flag": yn[pr["knife"].to_numpy().astype(int)],
-        "da_flag": yn[pr["da"].to_numpy().astype(int)],
-        "alcohol_flag": yn[pr["alcohol"].to_numpy().astype(int)],
-        "nte_zone": yn[pr["nte"].to_numpy().astype(int)],
+        "crime_ref": pd.Series(ref, dtype=object).to_numpy(),
+        "ho_offence_code": _categorical(off[cp], [o.code for o in OFFENCES]),
+        "offence_description": _categorical(off[cp], [o.description for o in OFFENCES]),
+        "offence_group": _categorical(grp[cp], groups),
+        "recorded_date": np.asarray(rec_d.strftime("%Y-%m-%d"), dtype=object),
+        "committed_datetime": np.asarray(committed.strftime("%Y-%m-%d %H:%M"), dtype=object),
+        "area_code": _categorical(lsoa_area[li[p]], [a.code for a in AREAS]),
+        "lsoa_code": _categorical(li[p], lsoa_codes),
+        "lsoa_name": _categorical(li[p], lsoa_names),
+        "knife_flag": _categorical(pr["knife"].to_numpy().astype(int), yn),
+        "da_flag": _categorical(pr["da"].to_numpy().astype(int), yn),
+        "alcohol_flag": _categorical(pr["alcohol"].to_numpy().astype(int), yn),
+        "nte_zone": _categorical(pr["nte"].to_numpy().astype(int), yn),
         "victim_age": pd.array(np.where(has_victim, age, 0), dtype="Int64"),
-        "victim_sex": np.where(has_victim, pr["victim_sex"].to_numpy().astype(object), None),
-        "victim_name": vname,
+        "victim_sex": _categorical(np.where(has_victim, pr["victim_sex"].cat.codes.to_numpy(), -1),
+                                   pr["victim_sex"].cat.categories),
+        "victim_name": _categorical(vname, names),
         "victim_dob": np.where(has_victim, np.asarray(dob.strftime("%Y-%m-%d"), dtype=object), None),
-        "offender_name": oname,
+        "offender_name": _categorical(oname, names),
         "latitude": lat_exact,
         "longitude": lon_exact,
     })
     ext.loc[~has_victim, "victim_age"] = pd.NA
-    fy = np.array([_fy(x) for x in month[p]])
-    _write_groups(ext, fy, lambda f: out / "force_extract" / f"durham_extract_FY{f.replace('/', '-')}.csv.gz", out)
+    fy = np.array([_fy(x) for x in b.periods])[t[p]]
+    pending += _write_groups(
+        ext, fy, lambda f: out / "force_extract" / f"durham_extract_FY{f.replace('/', '-')}.csv.gz", out, pool)
     counts["force_extract_rows"] = len(ext)
-    return counts
+    return counts, pending
 
 
 def _truth(b: _Builder, seed: int) -> dict[str, Any]:
