@@ -27,7 +27,6 @@ import nbformat
 import pandas as pd
 import yaml
 
-from sveval.designs.spc import latest_variation
 from sveval.errors import PublishError
 from sveval.publish.records import EvaluationRecord, SiteContent, short_verdict, verdict_text
 from sveval.publish.text import env, front_matter, md_escape, md_link, tidy
@@ -240,15 +239,26 @@ def forest_alt(rows: Sequence[Any]) -> str:
     return " ".join(parts)
 
 
-def write_forest(ov: Overview, stage: Path) -> tuple[str, str] | None:
-    """Draw the forest plot into ``stage/figures/forest.svg``; returns (path, alt) or None."""
+def draw_figure(figures: Any, figure: str, path: Path, *args: Any, **kwargs: Any) -> Path:
+    """Draw ``figure`` (a name in :data:`sveval.report.plots.overview.FIGURES`) to the SVG ``path``:
+    here and now when ``figures`` is None, else handed to ``figures`` (a
+    :class:`sveval.publish.workers.Helper`, which draws it in its worker; wait for it with
+    ``figures.wait()`` before reading the file). Returns ``path``."""
+    if figures is None:
+        from sveval.report.plots.overview import draw_svg
+
+        return draw_svg(figure, path, *args, **kwargs)
+    figures.submit("sveval.report.plots.overview:draw_svg", figure, Path(path), *args, **kwargs)
+    return Path(path)
+
+
+def write_forest(ov: Overview, stage: Path, figures: Any = None) -> tuple[str, str] | None:
+    """Draw the forest plot into ``stage/figures/forest.svg`` (see :func:`draw_figure` for
+    ``figures``); returns (path, alt) or None."""
     rows = forest_rows(ov)
     if not rows:
         return None
-    from sveval.report.plots.overview import forest_plot, save_svg
-
-    fig, _ = forest_plot(rows)
-    save_svg(fig, stage / FIGURES_DIR / "forest.svg")
+    draw_figure(figures, "forest_plot", stage / FIGURES_DIR / "forest.svg", rows)
     return f"{FIGURES_DIR}/forest.svg", forest_alt(rows)
 
 
@@ -328,8 +338,8 @@ def _variants_table(main: EvaluationRecord, variants: Sequence[EvaluationRecord]
 
 def index_page(content: SiteContent, site_title: str, catalog: Any, gate: Gate, stage: Path,
                *, description: str, downloads: Mapping[str, str], returns: Sequence[tuple[str, str]],
-               measures_page: str | None) -> str:
-    """Markdown of the home page (see the module docstring)."""
+               measures_page: str | None, figures: Any = None) -> str:
+    """Markdown of the home page (see the module docstring); ``figures`` as for :func:`draw_figure`."""
     ov = overview(content, catalog)
     partnership = getattr(catalog, "partnership", None)
     who = f"the {partnership} partnership" if partnership else "the partnership"
@@ -343,7 +353,7 @@ def index_page(content: SiteContent, site_title: str, catalog: Any, gate: Gate, 
         "is protected under [Data and disclosure](data.qmd); every evaluation, sortable and "
         "filterable, under [All evaluations](evaluations.qmd)."
     )
-    forest = write_forest(ov, stage)
+    forest = write_forest(ov, stage, figures)
     priorities = []
     for p, name in ov.priorities.items():
         recs = [r for r in ov.mains if ov.priority(r) == p and not r.failed]
@@ -741,11 +751,13 @@ def _signals(chart: pd.DataFrame) -> str:
     return ("In the last 12 points: " + ", ".join(found) + ".") if found else "No special-cause signal in the last 12 points."
 
 
-def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> tuple[str, str] | None:
+def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
+                  figures: Any = None) -> tuple[str, str] | None:
     """``(source, markdown)`` of the Home Office measures page, or None without tracking output.
 
     Reads the controlled tracking tables in ``reports/tracking/`` (``<id>_monthly.csv``,
     ``<id>_spc.csv``, ``<id>.json``, written by :meth:`sveval.pipeline.tracking.TrackingResult.save`).
+    Its figures are drawn as :func:`draw_figure` says for ``figures``.
     """
     tdir = Path(reports_dir) / "tracking"
     summaries = sorted(tdir.glob("*.json")) if tdir.is_dir() else []
@@ -774,8 +786,7 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
                 splits.setdefault(m.parent, []).append(m.id)
     else:
         splits = {k: [f"{k}_u25"] for k in ho}
-    from sveval.report.plots.overview import save_svg
-    from sveval.report.plots.tracking import rolling_rates, spc_chart
+    from sveval.designs.spc import latest_variation
 
     sections = []
     annual = pd.DataFrame(((doc.get("tables") or {}).get("annual")) or [])
@@ -790,8 +801,8 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
             per = int(m["rate_per"].iloc[0])
             per_text = "per million people" if per == 1_000_000 else f"per {per:,} people"
             since = m[m["period"] >= start] if start else m
-            fig, _ = rolling_rates(since, mid, title=None)
-            rr_path = save_svg(fig, stage / FIGURES_DIR / f"measure-{mid}-rolling.svg")
+            rr_path = draw_figure(figures, "rolling_rates", stage / FIGURES_DIR / f"measure-{mid}-rolling.svg",
+                                  since, mid, title=None)
             areas = ", ".join(sorted(since["area_name"].dropna().unique()))
             since = since.assign(rolling_12m_rate=pd.to_numeric(since["rolling_12m_rate"], errors="coerce"))
             last = since.dropna(subset=["rolling_12m_rate"])
@@ -822,8 +833,9 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path) -> t
                                             {c: ("label" if c == "Year" else "estimate") for c in frame.columns})
             if spc is not None and (spc["measure"] == mid).any():
                 ch = spc[spc["measure"] == mid].reset_index(drop=True)
-                fig, _ = spc_chart(ch, title=None, ylabel="Count" + (" a quarter" if ch["aggregation"].iloc[0] == "quarter" else " a month"))
-                spc_path_out = save_svg(fig, stage / FIGURES_DIR / f"measure-{mid}-spc.svg")
+                spc_path_out = draw_figure(
+                    figures, "spc_chart", stage / FIGURES_DIR / f"measure-{mid}-spc.svg", ch, title=None,
+                    ylabel="Count" + (" a quarter" if ch["aggregation"].iloc[0] == "quarter" else " a month"))
                 base_mask = m["area_type"].eq("partnership") & m["period"].between(start or "", _fy_end(baseline))
                 base_counts = pd.to_numeric(m.loc[base_mask, "count"], errors="coerce")
                 target = float(base_counts.mean()) * (3 if ch["aggregation"].iloc[0] == "quarter" else 1) \

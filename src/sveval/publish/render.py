@@ -203,6 +203,48 @@ def notebook_to_html(nb: nbformat.NotebookNode) -> str:
     return body
 
 
+def notebook_file_html(path: str | Path) -> str:
+    """:func:`notebook_to_html` of the notebook file ``path`` (a job a worker process can run)."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{path}: cannot be read for rendering ({exc})") from exc
+    return notebook_to_html(nb)
+
+
+def _page_body(project: Path, page: Any) -> str:
+    """The HTML body of a generated Markdown page (its listing, if any, as a table)."""
+    fm, text = split_front_matter((project / page.source).read_text(encoding="utf-8"))
+    listing = fm.get("listing") if isinstance(fm.get("listing"), dict) else None
+    placeholder = "SVEVAL-LISTING-PLACEHOLDER"
+    if listing:
+        text = _LISTING_DIV.sub(placeholder, text)
+    body = markdown_to_html(text)
+    if listing:
+        body = body.replace(f"<p>{placeholder}</p>", placeholder).replace(
+            placeholder, listing_html(project, listing))
+    return body
+
+
+def _page_bodies(project: Path, pages: Sequence[Any], helper: Any) -> dict[str, str]:
+    """HTML bodies of ``pages``, by source. With a parallel ``helper`` every notebook is queued for
+    its worker first; this process renders the Markdown pages, then takes notebooks from the back
+    of the queue (cancelling each job it takes) until it meets one the worker has started: the two
+    share the notebooks and neither waits while any are left."""
+    notebooks = [p.source for p in pages if p.kind == "notebook"]
+    jobs = ({src: helper.submit("sveval.publish.render:notebook_file_html", project / src) for src in notebooks}
+            if helper is not None and helper.parallel else {})
+    bodies = {p.source: _page_body(project, p) for p in pages if p.kind != "notebook"}
+    for src in (reversed(notebooks) if jobs else notebooks):
+        if src in jobs and not jobs[src].cancel():
+            break
+        bodies[src] = notebook_file_html(project / src)
+    for src in notebooks:
+        if src not in bodies:
+            bodies[src] = jobs[src].result()
+    return bodies
+
+
 # ------------------------------------------------------------------------------------------------
 # Fallback: the site
 # ------------------------------------------------------------------------------------------------
@@ -267,8 +309,13 @@ def _copy_resources(project: Path, site: Path, dirs: Sequence[str]) -> None:
 
 
 def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any],
-                    why: str = "Quarto is not installed") -> list[str]:
-    """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto."""
+                    why: str = "Quarto is not installed", helper: Any = None) -> list[str]:
+    """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto.
+
+    ``helper`` (a :class:`sveval.publish.workers.Helper`, optional) renders notebooks alongside
+    this process; any figures it is still drawing for the project are waited for before the
+    project's ``figures`` are copied. The files written are the same with or without it.
+    """
     template = env().get_template("fallback_page.html.j2")
     site = project / "_site"
     if site.exists():
@@ -281,30 +328,16 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
     for extra in css:
         if extra != "styles.css" and (project / extra).exists():
             shutil.copy2(project / extra, site / extra)
-    _copy_resources(project, site, ["figures", "downloads"])
     (site / "sveval-fallback.css").write_text(template_text("fallback.css"), encoding="utf-8")
     website = config["website"]
     warnings: list[str] = []
+    bodies = _page_bodies(project, pages, helper)
+    if helper is not None:
+        helper.wait()  # the figures, before they are copied
+    _copy_resources(project, site, ["figures", "downloads"])
     for page in pages:
-        src = project / page.source
-        if page.kind == "notebook":
-            try:
-                nb = nbformat.read(src, as_version=4)
-            except (OSError, ValueError) as exc:
-                raise PublishError(f"{src}: cannot be read for rendering ({exc})") from exc
-            body = notebook_to_html(nb)
-            kind = "notebook"
-        else:
-            fm, text = split_front_matter(src.read_text(encoding="utf-8"))
-            listing = fm.get("listing") if isinstance(fm.get("listing"), dict) else None
-            placeholder = "SVEVAL-LISTING-PLACEHOLDER"
-            if listing:
-                text = _LISTING_DIV.sub(placeholder, text)
-            body = markdown_to_html(text)
-            if listing:
-                body = body.replace(f"<p>{placeholder}</p>", placeholder).replace(
-                    placeholder, listing_html(project, listing))
-            kind = "page"
+        body = bodies[page.source]
+        kind = "notebook" if page.kind == "notebook" else "page"
         depth = len(Path(page.source).parts) - 1
         prefix = "../" * depth
         html = template.render(

@@ -607,10 +607,13 @@ def _resolve_quarto(quarto: str | None) -> str | None:
     return found
 
 
-def build_project(reports_dir: Path, stage: Path, catalog: Any = None) -> tuple[list[Page], SiteContent, list[str]]:
+def build_project(reports_dir: Path, stage: Path, catalog: Any = None,
+                  figures: Any = None) -> tuple[list[Page], SiteContent, list[str]]:
     """Write the Quarto project sources for ``reports_dir`` into the folder ``stage``.
 
     Returns the pages, the content they were built from, and the names of the published tables.
+    ``figures`` (a :class:`sveval.publish.workers.Helper`) draws the SVG figures in its worker:
+    call its ``wait()`` before reading ``stage/figures``; without it they are drawn here.
     """
     evaluations_dir = reports_dir / "evaluations"
     if not evaluations_dir.is_dir():
@@ -637,10 +640,10 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None) -> tuple[
     )
     downloads = overview_pages.write_downloads(content, stage, gate)
     returns = overview_pages.copy_latest_returns(reports_dir.parent / "outputs", stage)
-    measures = overview_pages.measures_page(reports_dir, catalog, gate, stage)
+    measures = overview_pages.measures_page(reports_dir, catalog, gate, stage, figures)
     texts = {"index.qmd": overview_pages.index_page(
         content, title, catalog, gate, stage, description=pages[0].description, downloads=downloads,
-        returns=returns, measures_page=measures[0] if measures else None)}
+        returns=returns, measures_page=measures[0] if measures else None, figures=figures)}
     listing_qmd, listing_yml = overview_pages.listing_page(content, catalog)
     texts["evaluations.qmd"] = listing_qmd
     (stage / "evaluations.yml").write_text(listing_yml, encoding="utf-8")
@@ -720,7 +723,8 @@ def _swap_in(stage: Path, reports_dir: Path, sources: Sequence[str]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "auto") -> PublishReport:
+def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "auto",
+            parallel: bool | None = None) -> PublishReport:
     """Write ``reports_dir`` as a Quarto website project and render it to ``reports_dir/_site``.
 
     Parameters
@@ -731,6 +735,9 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
         partnership's name (optional; the JSON alone is enough)
     quarto : ``"auto"`` uses Quarto when it is on the PATH and the fallback renderer otherwise;
         ``None`` forces the fallback; a path or command name forces that Quarto
+    parallel : draw the figures and render notebooks partly in a second process
+        (:mod:`sveval.publish.workers`); ``None`` does when this machine has a second core. The
+        files written are the same either way.
 
     Returns
     -------
@@ -750,7 +757,7 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
     state.mkdir(parents=True, exist_ok=True)
     why = "Quarto not used (--no-quarto)" if quarto is None else "Quarto is not installed"
     with project_lock(reports_dir, "sveval publish"):
-        return _publish_locked(reports_dir, state, catalog, quarto_bin, why)
+        return _publish_locked(reports_dir, state, catalog, quarto_bin, why, parallel)
 
 
 def _clean_staging(state: Path) -> None:
@@ -762,20 +769,24 @@ def _clean_staging(state: Path) -> None:
 
 
 def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: str | None,
-                    why: str = "Quarto is not installed") -> PublishReport:
+                    why: str = "Quarto is not installed", parallel: bool | None = None) -> PublishReport:
+    from sveval.publish.workers import Helper
+
+    helper = Helper(parallel)  # started first: the worker imports while this process does
     from sveval.publish.render import render_fallback, render_quarto
 
     _clean_staging(state)
     stage = Path(tempfile.mkdtemp(prefix="publish-", dir=state))
     try:
-        pages, content, tables = build_project(reports_dir, stage, catalog)
+        pages, content, tables = build_project(reports_dir, stage, catalog, helper)
         if quarto_bin is not None:
             renderer: Literal["quarto", "fallback"] = "quarto"
+            helper.wait()  # the figures
             render_warnings = render_quarto(stage, quarto_bin)
         else:
             renderer = "fallback"
             render_warnings = render_fallback(stage, pages, quarto_config(_site_title(catalog), pages, content),
-                                              why=why)
+                                              why=why, helper=helper)
         missing = [p.output for p in pages if not (stage / "_site" / p.output).exists()]
         if missing:
             raise PublishError(f"the {renderer} render did not produce {missing}; the site was left unchanged")
@@ -792,6 +803,7 @@ def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: st
                 )
         _swap_in(stage, reports_dir, _project_files(stage))
     finally:
+        helper.close()  # before the staging folder goes: a failed publish may leave a job running
         shutil.rmtree(stage, ignore_errors=True)
     return PublishReport(
         reports_dir=reports_dir,

@@ -118,3 +118,22 @@ def save_svg(fig, path: Path) -> Path:
         fig.savefig(path, format="svg", metadata={"Date": None}, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+#: the figures :func:`draw_svg` draws, by name: ``(module, function)``, each returning ``(fig, axes)``
+FIGURES = {
+    "forest_plot": ("sveval.report.plots.overview", "forest_plot"),
+    "rolling_rates": ("sveval.report.plots.tracking", "rolling_rates"),
+    "spc_chart": ("sveval.report.plots.tracking", "spc_chart"),
+}
+
+
+def draw_svg(figure: str, path: Path, *args, **kwargs) -> Path:
+    """Draw the figure named ``figure`` (a key of :data:`FIGURES`) with ``args`` and ``kwargs`` and
+    :func:`save_svg` it to ``path``: one call, with picklable arguments, that a worker process can
+    run (see :mod:`sveval.publish.workers`)."""
+    import importlib
+
+    module, name = FIGURES[figure]
+    fig, _ = getattr(importlib.import_module(module), name)(*args, **kwargs)
+    return save_svg(fig, path)
