@@ -717,7 +717,10 @@ class _Builder:
             "t": np.concatenate([t_r, np.repeat(tj, reps2)]),
             "l": np.concatenate([lsoa_idx, lsoa_pos]),
         })
-        df = df.sort_values(["a", "t", "c", "l"], kind="stable").reset_index(drop=True)
+        # by area, month, cell, LSOA (a stable sort of one combined integer key: ties keep their order)
+        key = ((df["a"].to_numpy() * T + df["t"].to_numpy()) * C + df["c"].to_numpy()) * len(self.lsoa) \
+            + df["l"].to_numpy()
+        df = df.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
         return self._attributes(df, rng)
 
     def _attributes(self, df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
@@ -901,6 +904,17 @@ def _categorical(codes: np.ndarray, labels) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(list(labels), dtype=object))
 
 
+def _day_labels(when: np.ndarray, keep: np.ndarray | None = None) -> pd.Categorical:
+    """``YYYY-MM-DD`` of each datetime (its day), missing where ``keep`` is False, as a categorical."""
+    day = when.astype("datetime64[D]").view("int64")
+    if not len(day):
+        return _categorical(np.zeros(0, dtype=int), [])
+    lo = int(day.min())
+    labels = np.datetime_as_string(np.arange(lo, int(day.max()) + 1).astype("datetime64[D]"), unit="D")
+    codes = day - lo
+    return _categorical(codes if keep is None else np.where(keep, codes, -1), labels)
+
+
 def _police_uk_and_extract(b: _Builder, rec: pd.DataFrame, out: Path, seed: int) -> dict[str, int]:
     """Write the force extract (partnership) and the police.uk street-level files (every area).
 
@@ -947,11 +961,11 @@ def _police_uk_and_extract_on(pool: ThreadPoolExecutor, b: _Builder, rec: pd.Dat
     outcome_p = np.array([p for _, p in _OUTCOMES])
     outcome = rng.choice(len(_OUTCOMES), n, p=outcome_p / outcome_p.sum())
     # rows by month, then force (slug order), then record order
-    order = np.lexsort((np.arange(n), force_rank, t))
+    order = np.argsort(t * len(force_slugs) + force_rank, kind="stable")
     puk_types = sorted({x.police_uk_type for x in cells})
     force_names = [FORCES[f] for f in force_slugs]
     puk = pd.DataFrame({
-        "Crime ID": pd.Series(crime_id, dtype=object).to_numpy()[order] if n else np.array([], object),
+        "Crime ID": pd.Series(np.array(crime_id, dtype=object)[order], dtype=object),
         "Month": _categorical(t[order], b.periods),
         "Reported by": _categorical(force_rank[order], force_names),
         "Falls within": _categorical(force_rank[order], force_names),
@@ -992,7 +1006,7 @@ def _police_uk_and_extract_on(pool: ThreadPoolExecutor, b: _Builder, rec: pd.Dat
     # crime references: per recorded year, in record order
     year = rec_d.year.to_numpy()
     seq = pd.Series(np.arange(len(p))).groupby(year).cumcount().to_numpy() + 1
-    ref = [f"DC/{y}/{q:07d}" for y, q in zip(year.tolist(), seq.tolist(), strict=True)]
+    ref = np.char.add(np.char.add("DC/", year.astype(str)), np.char.add("/", np.char.zfill(seq.astype(str), 7)))
     dob = rec_d - pd.to_timedelta(np.where(has_victim, age, 0) * 365.25 + rng.integers(1, 360, len(p)), unit="D")
     committed = (pd.to_datetime(pr["committed_date"].to_numpy())
                  + pd.to_timedelta(pr["hour"].to_numpy(), unit="h") + pd.to_timedelta(pr["minute"].to_numpy(), unit="m"))
@@ -1005,12 +1019,13 @@ def _police_uk_and_extract_on(pool: ThreadPoolExecutor, b: _Builder, rec: pd.Dat
     grp = np.array([groups.index(x.offence.group) for x in cells])
     lsoa_area = np.array([AREA_INDEX[x] for x in lsoa["area_code"]])
     ext = pd.DataFrame({
-        "crime_ref": pd.Series(ref, dtype=object).to_numpy(),
+        "crime_ref": pd.Series(ref.astype(object), dtype=object),
         "ho_offence_code": _categorical(off[cp], [o.code for o in OFFENCES]),
         "offence_description": _categorical(off[cp], [o.description for o in OFFENCES]),
         "offence_group": _categorical(grp[cp], groups),
-        "recorded_date": np.asarray(rec_d.strftime("%Y-%m-%d"), dtype=object),
-        "committed_datetime": np.asarray(committed.strftime("%Y-%m-%d %H:%M"), dtype=object),
+        "recorded_date": _day_labels(rec_d.to_numpy()),
+        "committed_datetime": pd.Series(np.char.replace(np.datetime_as_string(committed.to_numpy(), unit="m"),
+                                                        "T", " ").astype(object), dtype=object),
         "area_code": _categorical(lsoa_area[li[p]], [a.code for a in AREAS]),
         "lsoa_code": _categorical(li[p], lsoa_codes),
         "lsoa_name": _categorical(li[p], lsoa_names),
@@ -1022,7 +1037,7 @@ def _police_uk_and_extract_on(pool: ThreadPoolExecutor, b: _Builder, rec: pd.Dat
         "victim_sex": _categorical(np.where(has_victim, pr["victim_sex"].cat.codes.to_numpy(), -1),
                                    pr["victim_sex"].cat.categories),
         "victim_name": _categorical(vname, names),
-        "victim_dob": np.where(has_victim, np.asarray(dob.strftime("%Y-%m-%d"), dtype=object), None),
+        "victim_dob": _day_labels(dob.to_numpy(), has_victim),
         "offender_name": _categorical(oname, names),
         "latitude": lat_exact,
         "longitude": lon_exact,
