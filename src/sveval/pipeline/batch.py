@@ -47,7 +47,9 @@ ENGINE = "sveval-warm"
 SAVE_EVERY = 30.0  # seconds between papermill's intermediate writes of a running notebook
 RESET_TIMEOUT = 60  # seconds for a warm kernel to answer the reset before it is replaced
 WARM_IMPORTS = ("sveval", "sveval.report", "sveval.report.narrative", "sveval.report.plots",
-                "pandas", "numpy", "scipy.stats", "statsmodels.api", "matplotlib.pyplot", "seaborn")
+                "pandas", "numpy", "scipy.stats", "statsmodels.genmod.generalized_linear_model",
+                "statsmodels.regression.linear_model", "statsmodels.tsa.stattools", "matplotlib.pyplot",
+                "seaborn")
 
 # one BLAS thread per kernel (unless set otherwise): the workers already use every core, and BLAS
 # threads on top of them stall each other (a default ITS fit: 1.2 s with one thread, about 20 s
@@ -287,6 +289,7 @@ class WarmKernel:
             {"config": options["config"]} if "config" in options else {}))
         self.kc = None
         self.notebooks = 0
+        self.pristine = False  # as a fresh kernel after the imports: no reset needed
         try:
             _sync(self.km.start_kernel(env={**ONE_BLAS_THREAD, **os.environ}))
             self.kc = self.km.client()
@@ -295,6 +298,7 @@ class WarmKernel:
             self.kc.allow_stdin = False
             self._run("import sveval.pipeline.batch as _svb; "
                       f"_svb.kernel_warm_up({tuple(modules)!r}); del _svb", timeout=max(start_timeout, 120))
+            self.pristine = True  # the warm-up ran silently and left no name, output or history
         except BaseException:
             self.close()
             raise
@@ -321,7 +325,11 @@ class WarmKernel:
         dead or does not answer within ``timeout`` seconds (then replace it)."""
         if not self.alive():
             raise RuntimeError("the warm kernel is not running")
-        self._run(f"import sveval.pipeline.batch as _svb; _svb.kernel_ready({str(cwd)!r})", timeout)
+        if self.pristine:  # only warmed up since it started: already in a fresh kernel's state
+            self._run(f"__import__('os').chdir({str(cwd)!r})", timeout)
+        else:
+            self._run(f"import sveval.pipeline.batch as _svb; _svb.kernel_ready({str(cwd)!r})", timeout)
+        self.pristine = False  # handed out for a notebook
 
     def _stop_client(self) -> None:
         if self.kc is not None:
@@ -394,6 +402,16 @@ class KernelPool:
                 raise
         return warm
 
+    def start_here(self, kernel: str, cwd: Path | str) -> None:
+        """Start this thread's warm kernel if it has none, without handing it out (a kernel only
+        warmed up needs no reset before its first notebook)."""
+        with self._lock:
+            if threading.get_ident() in self._kernels:
+                return
+        warm = self.starter(kernel, cwd)
+        self.started += 1
+        self.release(warm, started=True)
+
     def release(self, warm: WarmKernel, *, broken: bool = False, started: bool = False) -> None:
         """Give back this thread's kernel after a notebook (``started``: after starting it only)."""
         warm.notebooks += 0 if started else 1
@@ -425,23 +443,53 @@ class KernelPool:
         self.close()
 
 
-def prestart(pool: KernelPool, threads: Any, n: int, cwd: Path | str) -> list[Any]:
+def prestart(pool: KernelPool, threads: Any, n: int, cwd: Path | str, *, together: bool = True) -> list[Any]:
     """Start one warm kernel in each of ``n`` threads of the thread pool ``threads`` (the threads
     that will run the notebooks: a kernel's client stays on its thread's event loop), in the
-    background; returns the futures. A kernel that fails to start is started again when needed."""
-    barrier = threading.Barrier(n)
+    background; returns the futures. A kernel that fails to start is started again when needed.
+    ``together=False`` for threads that may be busy with other work (:class:`Workers`): the start
+    tasks then do not wait for one another, and a busy thread starts its kernel when it needs one."""
+    barrier = threading.Barrier(n) if together else None
 
     def start() -> None:
         try:
-            barrier.wait(timeout=60)  # n tasks held together: n different threads
+            if barrier is not None:
+                barrier.wait(timeout=60)  # n tasks held together: n different threads
         except threading.BrokenBarrierError:
             pass
         try:
-            pool.release(pool.acquire(pool.kernel, cwd), started=True)
+            pool.start_here(pool.kernel, cwd)
         except Exception:  # noqa: BLE001 - the notebook's own acquire tries again
             pass
 
     return [threads.submit(start) for _ in range(n)]
+
+
+class Workers:
+    """Worker threads, each with its warm kernel, shared by the steps of one command: ``sveval
+    pipeline`` runs the outcome-tracking notebook on one of them, ahead of the evaluations (it is
+    the longest notebook), so it needs no kernel of its own. ``threads`` and ``pool`` are handed to
+    :func:`sveval.pipeline.runner.run` (``workers_shared=``) and the tracking run (``pool=``); nothing starts
+    until a step submits work. Use as a context manager: the threads are joined and the kernels
+    shut down at the end."""
+
+    def __init__(self, n: int, kernel: str = "python3"):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.n = max(1, int(n))
+        self.kernel = kernel
+        self.threads = ThreadPoolExecutor(max_workers=self.n, thread_name_prefix="sveval-worker")
+        self.pool = KernelPool(kernel)
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=True)
+        self.pool.close()
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _register_engine() -> None:

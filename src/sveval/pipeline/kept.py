@@ -225,6 +225,7 @@ class KeptKernel(batch.WarmKernel):
         self.kc = kc
         self.sockets = None
         self.notebooks = 0
+        self.pristine = False  # adopted: reset by kernel_ready (cheap when it scrubbed itself)
 
     # -- files of an entry ---------------------------------------------------------------------------
     @staticmethod
@@ -272,6 +273,7 @@ class KeptKernel(batch.WarmKernel):
             self._run("import sveval.pipeline.kept as _svk; "
                       f"_svk.kernel_watch({str(lock)!r}, {[str(entry), str(conn), str(lock)]!r}, "
                       f"{[str(sockets)]!r}, {float(idle)!r}); del _svk", timeout=30)
+            self.pristine = True  # warmed up and watched, silently: no reset before its first notebook
             tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
             os.chmod(tmp, 0o600)
