@@ -1,5 +1,6 @@
-"""``sveval pipeline``: outcome tracking runs alongside the evaluations; the returns and the site wait
-for both; a failing step on the tracking thread is reported and fails the pipeline, never lost."""
+"""``sveval pipeline``: outcome tracking runs alongside the evaluations, on one of their worker threads
+and its warm kernel; the returns and the site wait for both; a failing step on the tracking thread is
+reported and fails the pipeline, never lost."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def _fake_steps(monkeypatch, events, track):
-    def run(ns):
+    def run(ns, workers=None):
         events.append(("run-start", threading.current_thread().name, time.monotonic()))
+        events.append(("run-workers", workers, 0.0))
         time.sleep(1.0)
         events.append(("run-end", threading.current_thread().name, time.monotonic()))
         return 0
@@ -40,8 +42,9 @@ def test_tracking_runs_alongside_the_evaluations_and_returns_wait(tmp_path, exam
     root = _tiny_project(tmp_path / "tiny", example_data)
     events: list[tuple[str, str, float]] = []
 
-    def track(ns):
+    def track(ns, pool=None):
         events.append(("track-start", threading.current_thread().name, time.monotonic()))
+        events.append(("track-pool", pool, 0.0))
         time.sleep(1.5)
         events.append(("track-end", threading.current_thread().name, time.monotonic()))
         return 0
@@ -50,7 +53,9 @@ def test_tracking_runs_alongside_the_evaluations_and_returns_wait(tmp_path, exam
     assert cli.main(["--root", str(root), "pipeline", "--no-quarto"]) == 0
     t = {name: when for name, _, when in events}
     threads = {name: th for name, th, _ in events}
-    assert threads["track-start"] == "sveval-track" and threads["run-start"] != "sveval-track"
+    # tracking runs on one of the evaluations' worker threads, with their warm kernels
+    assert threads["track-start"].startswith("sveval-worker") and threads["run-start"] == "MainThread"
+    assert threads["track-pool"] is not None and threads["track-pool"] is threads["run-workers"].pool
     assert t["track-start"] < t["run-end"] and t["run-start"] < t["track-end"]  # overlapping
     assert t["returns"] >= max(t["run-end"], t["track-end"]) and t["publish"] >= t["returns"]
     out = capsys.readouterr().out
@@ -63,14 +68,14 @@ def test_a_failing_tracking_step_fails_the_pipeline_and_the_rest_still_runs(tmp_
     root = _tiny_project(tmp_path / "tiny", example_data)
     events: list[tuple[str, str, float]] = []
 
-    def track(ns):
+    def track(ns, pool=None):
         if failure == "error":
             return cli.EXIT_FAILED
         raise RuntimeError("tracking blew up")
 
     _fake_steps(monkeypatch, events, track)
     assert cli.main(["--root", str(root), "pipeline", "--no-quarto"]) == cli.EXIT_FAILED
-    assert [e[0] for e in events] == ["run-start", "run-end", "returns", "publish"]
+    assert [e[0] for e in events] == ["run-start", "run-workers", "run-end", "returns", "publish"]
     captured = capsys.readouterr()
     assert "FAILED outcome tracking (alongside the evaluations)" in captured.out
     if failure == "crash":

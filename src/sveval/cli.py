@@ -29,6 +29,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sveval.errors import SpecError, SvevalError
 from sveval.paths import ProjectPaths
@@ -77,7 +78,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if errors else EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, workers: Any = None) -> int:
     from sveval.pipeline.runner import run
 
     paths = _paths(args)
@@ -91,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going,
                  wait=getattr(args, "wait", 0.0), fresh_kernels=getattr(args, "fresh_kernels", False),
                  scheduler=scheduler if executor == "dask" else None,
-                 keep_kernels=getattr(args, "keep_kernels", None))
+                 keep_kernels=getattr(args, "keep_kernels", None), workers_shared=workers)
     counts = report.counts()
     print("summary: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     if any(o.status == "invalid" for o in report.outcomes):
@@ -116,7 +117,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_track(args: argparse.Namespace) -> int:
+def cmd_track(args: argparse.Namespace, pool: Any = None) -> int:
     from sveval.pipeline.tracking import run_tracking
 
     paths = _paths(args)
@@ -126,7 +127,7 @@ def cmd_track(args: argparse.Namespace) -> int:
         if not specs:
             raise SvevalError(f"no tracking parameter files in {paths.tracking_specs}")
     ok = run_tracking(specs, root=paths.root, force=getattr(args, "force", False),
-                      wait=getattr(args, "wait", 0.0))
+                      wait=getattr(args, "wait", 0.0), pool=pool)
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -224,19 +225,20 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     with project_lock(paths.reports, "sveval pipeline", wait=ns.wait):  # one lock for every step
         step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
-        # outcome tracking does not read the evaluations: it runs alongside them (its kernel start
-        # and its work fill the cores the batch leaves idle); the returns read both
-        tracking = None
-        if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
-            tracking = threading.Thread(target=step, args=("outcome tracking (alongside the evaluations)",
-                                                           lambda: cmd_track(ns)),
-                                        kwargs={"background": True}, name="sveval-track")
-            tracking.start()
-        try:
-            step("evaluations", lambda: cmd_run(ns))
-        finally:
-            if tracking is not None:
-                tracking.join()
+        from sveval.pipeline import batch
+
+        # outcome tracking does not read the evaluations: it runs alongside them, first on one of
+        # their worker threads and its warm kernel (no kernel of its own); the returns read both
+        with batch.Workers(batch.worker_count(None, 1 + len(list(paths.evaluation_specs.glob("*.y*ml"))))) as workers:
+            tracking = None
+            if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
+                tracking = workers.threads.submit(step, "outcome tracking (alongside the evaluations)",
+                                                  lambda: cmd_track(ns, pool=workers.pool), background=True)
+            try:
+                step("evaluations", lambda: cmd_run(ns, workers=workers))
+            finally:
+                if tracking is not None:
+                    tracking.result()
         step("Home Office returns", lambda: cmd_returns(ns))
         step("publish site", lambda: cmd_publish(ns))
     print("\n".join(f"{'ok    ' if rc == 0 else 'FAILED'} {name} ({sec:.1f} s)" for name, rc, sec in steps))

@@ -45,12 +45,10 @@ from typing import Any
 import nbformat
 
 from sveval._version import __version__
-from sveval.catalog import Catalog
 from sveval.errors import PublishError, SvevalError
 from sveval.paths import ProjectPaths
 from sveval.pipeline import batch, executor, kept
 from sveval.pipeline.lock import project_lock
-from sveval.pipeline.record import failure_record, read_record, write_record
 
 STATE_DIR = ".sveval"  # hidden from Quarto: reports/.sveval/{manifest.json, last-good/, lock}
 LAST_GOOD = "last-good"
@@ -95,6 +93,7 @@ def discover_specs(paths: ProjectPaths) -> list[Path]:
 
 def validate_all(spec_paths: list[Path], paths: ProjectPaths) -> tuple[dict[Path, Any], dict[Path, str]]:
     """Fully validate every spec; return (contexts by path, error messages by path)."""
+    from sveval.catalog import Catalog
     from sveval.data.load import shared_loads
     from sveval.pipeline.api import prepare  # here: the designs' imports are not needed before
 
@@ -155,6 +154,9 @@ def _inputs(ctx: Any, notebook: Path, paths: ProjectPaths) -> dict[str, Any]:
 
 def _valid_pair(out_dir: Path, eid: str) -> bool:
     """``<id>.json`` is a readable completed record and ``<id>.ipynb`` a readable notebook."""
+    from sveval.pipeline.record import read_record  # here: it imports pandas, which a run of
+    # evaluations only needs after its kernels are launched
+
     try:
         if not read_record(out_dir / f"{eid}.json").completed:
             return False
@@ -176,6 +178,8 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 def _keep_last_good(out_dir: Path, eid: str) -> dict[str, Any] | None:
     """Copy the pair in place to ``.sveval/last-good/`` when it is a completed result; return where
     the last good result is (None when there has never been one)."""
+    from sveval.pipeline.record import read_record
+
     keep = out_dir.parent / STATE_DIR / LAST_GOOD
     if _valid_pair(out_dir, eid):
         keep.mkdir(parents=True, exist_ok=True)
@@ -246,6 +250,8 @@ def _discard_early(early: _Early | None) -> None:
 def _execute(ctx: Any, notebook: Path, out_dir: Path, kernel: str, retries: int, timeout: int,
              execute: Callable[..., executor.Execution] = executor.execute, pool: Any = None,
              early: _Early | None = None) -> RunOutcome:
+    from sveval.pipeline.record import failure_record, read_record, write_record
+
     eid = ctx.spec.id
     t0 = time.perf_counter()
     final_nb = out_dir / f"{eid}.ipynb"
@@ -316,6 +322,7 @@ def run(
     scheduler: str | None = None,
     progress: bool | None = None,
     keep_kernels: float | None = None,
+    workers_shared: batch.Workers | None = None,
 ) -> RunReport:
     """Validate and execute evaluations; see the module docstring.
 
@@ -336,19 +343,23 @@ def run(
     keep_kernels : seconds to keep this run's warm kernels after it ends, for the next run in the
         project to adopt (:mod:`sveval.pipeline.kept`); None: ``$SVEVAL_KEEP_KERNELS``, unset or
         0: off (the kernels are shut down at the end)
+    workers_shared : worker threads and warm kernels shared with other steps of the same command
+        (:class:`sveval.pipeline.batch.Workers`; ``sveval pipeline``), used instead of this run's
+        own (``workers`` and ``keep_kernels`` then do not apply)
     """
     paths = ProjectPaths(root) if root else ProjectPaths.discover()
     with project_lock(paths.reports, "sveval run", wait=wait):
         return _run(paths, spec_paths, force=force, workers=workers, keep_going=keep_going,
                     kernel=kernel, retries=retries, timeout=timeout, echo=echo,
                     fresh_kernels=fresh_kernels, scheduler=scheduler, progress=progress,
-                    keep_kernels=kept.idle_from_env(keep_kernels))
+                    keep_kernels=kept.idle_from_env(keep_kernels), shared=workers_shared)
 
 
 def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, workers: int | None,
          keep_going: bool, kernel: str, retries: int, timeout: int, echo: Callable[[str], None],
          fresh_kernels: bool = False, scheduler: str | None = None,
-         progress: bool | None = None, keep_kernels: float | None = None) -> RunReport:
+         progress: bool | None = None, keep_kernels: float | None = None,
+         shared: batch.Workers | None = None) -> RunReport:
     specs = [Path(p).resolve() for p in (spec_paths or discover_specs(paths))]
     report = RunReport()
     out_dir = paths.report_evaluations
@@ -384,20 +395,24 @@ def _run(paths: ProjectPaths, spec_paths: list[Path] | None, *, force: bool, wor
             return report
     # warm kernels start (and import sveval, pandas, statsmodels ...) while the files are validated
     prestart = not fresh_kernels and not scheduler
-    n_threads = batch.worker_count(workers, len(specs))
-    threads = ThreadPoolExecutor(max_workers=n_threads) if prestart else None
-    pool = batch.KernelPool(kernel, starter=_kept_starter(paths, keep_kernels)) if prestart else None
+    own = shared is None or not prestart or shared.kernel != kernel
+    if own:
+        n_threads = batch.worker_count(workers, len(specs))
+        threads = ThreadPoolExecutor(max_workers=n_threads) if prestart else None
+        pool = batch.KernelPool(kernel, starter=_kept_starter(paths, keep_kernels)) if prestart else None
+    else:  # the command's shared workers, some perhaps busy with another step's notebook
+        n_threads, threads, pool = min(shared.n, len(specs)), shared.threads, shared.pool
     try:
         if pool is not None:
-            batch.prestart(pool, threads, n_threads, paths.root)
+            batch.prestart(pool, threads, n_threads, paths.root, together=own)
         return _validate_and_run(paths, specs, report, manifest, code_hash, cached_ids, force=force,
                                  workers=workers, keep_going=keep_going, kernel=kernel, retries=retries,
                                  timeout=timeout, echo=echo, fresh_kernels=fresh_kernels,
                                  scheduler=scheduler, progress=progress, threads=threads, pool=pool)
     finally:
-        if threads is not None:
+        if own and threads is not None:
             threads.shutdown(wait=True)
-        if pool is not None:
+        if own and pool is not None:
             pool.close()
 
 

@@ -751,7 +751,7 @@ def reading(ms: MeasureSpec, rows: pd.DataFrame, baseline: str, chart: pd.DataFr
 # ------------------------------------------------------------------------------------------------
 def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: bool = False,
                  notebook: Path | None = None, retries: int = 2, wait: float = 0.0,
-                 timeout: int = 1800) -> bool:
+                 timeout: int = 1800, pool: Any = None) -> bool:
     """Execute ``evaluations/tracking.ipynb`` for each tracking spec into ``reports/tracking/<id>.ipynb``.
 
     Also writes the controlled tables and JSON summary beside it. Runs through the shared executor
@@ -759,7 +759,9 @@ def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: boo
     evaluations: a report whose parameter file, registries, notebook, data and sveval sources are
     unchanged since its last successful run is skipped unless ``force``
     (``reports/.sveval/tracking-manifest.json``). Returns True when every report ran; a failed
-    notebook is kept (with its error visible) and the failing cell is named on stderr.
+    notebook is kept (with its error visible) and the failing cell is named on stderr. ``pool``:
+    warm kernels (:class:`sveval.pipeline.batch.KernelPool`) to run on instead of a new kernel per
+    report (``sveval pipeline`` shares its evaluations' workers).
     """
     import sys
     from datetime import UTC, datetime
@@ -795,7 +797,8 @@ def run_tracking(spec_paths: list[Path], *, root: Path | None = None, force: boo
             try:
                 ex = executor.execute(nb, out, {"spec_path": str(sp), "root": str(paths.root),
                                                 "out_dir": str(out_dir)},
-                                      work=work, cwd=paths.root, retries=retries, timeout=timeout)
+                                      work=work, cwd=paths.root, retries=retries, timeout=timeout,
+                                      pool=pool)
             finally:
                 import shutil
 
