@@ -863,14 +863,13 @@ def _gz_write(path: Path, header: bytes, body: memoryview) -> None:
 
 
 def _write_groups(df: pd.DataFrame, keys: np.ndarray, path_of, tmp_dir: Path,
-                  pool: ThreadPoolExecutor | None = None) -> list[Future]:
+                  pool: ThreadPoolExecutor) -> list[Future]:
     """Write ``df`` as one gzip CSV per value of ``keys`` (rows already in output order, keys sorted).
 
     The CSV text is rendered by DuckDB (fast, single thread, insertion order kept), then cut into
-    the groups at its line ends and gzip-compressed deterministically. With a ``pool``, the groups
-    are compressed and written by its threads (zlib and file writes release the GIL) and the
-    futures of those writes are returned (the caller waits for them); without, they are written
-    before returning (no futures).
+    the groups at its line ends; each group is gzip-compressed deterministically and written by a
+    thread of ``pool`` (zlib and file writes release the GIL). Returns the futures of those writes:
+    the caller waits for them.
     """
     text = _render_csv(df, tmp_dir)
     ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == ord("\n")) + 1  # one past each line
@@ -883,11 +882,7 @@ def _write_groups(df: pd.DataFrame, keys: np.ndarray, path_of, tmp_dir: Path,
     futures = []
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         start = int(ends[lo - 1]) if lo else 0
-        args = (path_of(keys[lo]), header, view[start:int(ends[hi - 1])])
-        if pool is None:
-            _gz_write(*args)
-        else:
-            futures.append(pool.submit(_gz_write, *args))
+        futures.append(pool.submit(_gz_write, path_of(keys[lo]), header, view[start:int(ends[hi - 1])]))
     return futures
 
 
