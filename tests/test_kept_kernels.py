@@ -17,6 +17,7 @@ from test_batch import _outputs, fresh  # noqa: F401 - the fixture, run once on 
 from test_faults import IDS
 
 from sveval.cli import main
+from sveval.errors import SvevalError
 from sveval.pipeline import kept
 from sveval.pipeline.runner import run
 
@@ -221,3 +222,24 @@ def test_one_file_starts_before_validation_and_an_invalid_one_writes_nothing(fre
     assert len(started) == 2 and started[1] is not None
     assert _outputs(root) == before
     assert not [p for p in (root / "reports" / "evaluations").iterdir() if p.name.startswith(".")]
+
+
+def test_kept_by_default_only_for_a_run_typed_at_a_terminal(monkeypatch):
+    from sveval.cli import keep_kernels_for
+
+    monkeypatch.delenv(kept.ENV_VAR, raising=False)
+    # an evaluator at a terminal rerunning the file they edit: kept for the default idle time
+    assert keep_kernels_for(None, local_warm=True, interactive=True) == (kept.DEFAULT_IDLE, True)
+    # scripts, pipes and CI leave no process behind; nor do fresh kernels, Dask or shared workers
+    assert keep_kernels_for(None, local_warm=True, interactive=False) == (None, False)
+    assert keep_kernels_for(None, local_warm=False, interactive=True) == (None, False)
+    # the option and the environment variable decide when given, 0 turning it off
+    assert keep_kernels_for(0.0, local_warm=True, interactive=True) == (None, False)
+    assert keep_kernels_for(30.0, local_warm=True, interactive=False) == (30.0, False)
+    monkeypatch.setenv(kept.ENV_VAR, "0")
+    assert keep_kernels_for(None, local_warm=True, interactive=True) == (None, False)
+    monkeypatch.setenv(kept.ENV_VAR, "45")
+    assert keep_kernels_for(None, local_warm=True, interactive=False) == (45.0, False)
+    monkeypatch.setenv(kept.ENV_VAR, "soon")
+    with pytest.raises(SvevalError, match="SVEVAL_KEEP_KERNELS='soon'"):
+        keep_kernels_for(None, local_warm=True, interactive=True)

@@ -78,6 +78,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID if errors else EXIT_OK
 
 
+def _interactive() -> bool:
+    """Typed at a terminal (not a script, a pipe or CI)."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def keep_kernels_for(requested: float | None, *, local_warm: bool, interactive: bool) -> tuple[float | None, bool]:
+    """Seconds to keep a run's warm kernels for the next run, and whether that is the default.
+
+    ``--keep-kernels`` as given (0: off), else ``$SVEVAL_KEEP_KERNELS``; else, for a run typed at a
+    terminal on this machine's warm kernels (an evaluator rerunning the file they edit), kept for
+    :data:`sveval.pipeline.kept.DEFAULT_IDLE` seconds; else off (scripts, pipes and CI leave no
+    process behind)."""
+    import os
+
+    from sveval.pipeline import kept
+
+    if requested is not None or os.environ.get(kept.ENV_VAR, "").strip():
+        return kept.idle_from_env(requested), False
+    if local_warm and interactive:
+        return kept.DEFAULT_IDLE, True
+    return None, False
+
+
 def cmd_run(args: argparse.Namespace, workers: Any = None) -> int:
     from sveval.pipeline.runner import run
 
@@ -89,12 +112,24 @@ def cmd_run(args: argparse.Namespace, workers: Any = None) -> int:
         raise SvevalError("--executor dask needs --scheduler ADDRESS (tcp://host:8786 or a scheduler file)")
     if executor == "local" and scheduler:
         raise SvevalError("--scheduler is for --executor dask")
+    fresh = getattr(args, "fresh_kernels", False)
+    keep, by_default = keep_kernels_for(getattr(args, "keep_kernels", None), interactive=_interactive(),
+                                        local_warm=executor == "local" and not fresh and workers is None)
     report = run(specs, root=paths.root, force=args.force, workers=args.workers, keep_going=args.keep_going,
-                 wait=getattr(args, "wait", 0.0), fresh_kernels=getattr(args, "fresh_kernels", False),
+                 wait=getattr(args, "wait", 0.0), fresh_kernels=fresh,
                  scheduler=scheduler if executor == "dask" else None,
-                 keep_kernels=getattr(args, "keep_kernels", None), workers_shared=workers)
+                 keep_kernels=keep if keep else 0.0, workers_shared=workers)
     counts = report.counts()
     print("summary: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    if by_default and keep:
+        from sveval.pipeline import kept
+        from sveval.pipeline.runner import STATE_DIR
+
+        n = sum(r["running"] for r in kept.registered(paths.reports / STATE_DIR / kept.REGISTRY))
+        if n:
+            print(f"kept {n} warm kernel(s) for {keep / 60:.0f} min so that your next run starts at once "
+                  "(`sveval kernels --stop` ends them; --keep-kernels 0 or SVEVAL_KEEP_KERNELS=0 turns "
+                  "this off)")
     if any(o.status == "invalid" for o in report.outcomes):
         return EXIT_INVALID
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -357,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--keep-kernels", nargs="?", type=float, const=600.0, default=None, metavar="SECONDS",
                     help="leave this run's warm kernels running for SECONDS (default 600) for the next run "
                          "to adopt: rerunning one evaluation then skips the kernel start and imports "
-                         "(also $SVEVAL_KEEP_KERNELS; 0: off; `sveval kernels --stop` ends them)")
+                         "(also $SVEVAL_KEEP_KERNELS; 0: off; `sveval kernels --stop` ends them). "
+                         "Default: on for 600 s when typed at a terminal, off in scripts, pipes and CI")
     sp.add_argument("--executor", choices=("local", "dask"), default="local",
                     help="where notebooks run: this machine (default) or a Dask distributed cluster")
     sp.add_argument("--scheduler", metavar="ADDRESS",
