@@ -910,29 +910,27 @@ def _day_labels(when: np.ndarray, keep: np.ndarray | None = None) -> pd.Categori
     return _categorical(codes if keep is None else np.where(keep, codes, -1), labels)
 
 
-def _police_uk_and_extract(b: _Builder, rec: pd.DataFrame, out: Path, seed: int) -> dict[str, int]:
-    """Write the force extract (partnership) and the police.uk street-level files (every area).
-
-    String columns are built as categoricals (codes into small label tables), DuckDB renders them;
-    the police.uk files are rendered on a worker thread while the force extract is assembled, and
-    every file is compressed and written on the worker threads.
-    """
-    with ThreadPoolExecutor(max_workers=_WRITE_THREADS) as pool:
-        counts, pending = _police_uk_and_extract_on(pool, b, rec, out, seed)
-        while pending:  # a render's futures, then the writes it queued
-            f = pending.pop(0)
-            r = f.result()
-            if isinstance(r, list):
-                pending.extend(r)
-    return counts
-
-
 #: threads that render, compress and write the gzip CSV files (the output does not depend on it)
 _WRITE_THREADS = 2
 
 
-def _police_uk_and_extract_on(pool: ThreadPoolExecutor, b: _Builder, rec: pd.DataFrame, out: Path,
-                              seed: int) -> tuple[dict[str, int], list[Future]]:
+def _wait(pending: list[Future]) -> None:
+    """Wait for the writes (a render's future gives the futures of the writes it queued)."""
+    while pending:
+        r = pending.pop(0).result()
+        if isinstance(r, list):
+            pending.extend(r)
+
+
+def _police_uk_and_extract(pool: ThreadPoolExecutor, b: _Builder, rec: pd.DataFrame, out: Path,
+                           seed: int) -> tuple[dict[str, int], list[Future]]:
+    """Write the force extract (partnership) and the police.uk street-level files (every area).
+
+    String columns are built as categoricals (codes into small label tables), DuckDB renders them;
+    the police.uk files are rendered on a thread of ``pool`` while the force extract is assembled,
+    and every file is compressed and written by the pool's threads. Returns the counts and the
+    futures to wait for (:func:`_wait`).
+    """
     rng = _rng(seed, "record-text")
     n = len(rec)
     lsoa = b.lsoa
@@ -1179,23 +1177,11 @@ def generate(out_dir: Path | str, seed: int = DEFAULT_SEED) -> Path:
     b = _Builder(seed)
     b.simulate()
     rec = b.records()
-    counts = _police_uk_and_extract(b, rec, out, seed)
-    tables = {
-        "aggregates/csp_flagged_offences.csv": b.csp_table(),
-        "aggregates/hes_sharp_object_admissions.csv": b.hospital_table(),
-        "aggregates/homicide_index.csv": b.homicide_table(),
-        "aggregates/youth_justice_fte.csv": b.youth_table(),
-        "aggregates/population_mye.csv": b.pop,
-        "lookups/areas.csv": pd.DataFrame(
-            [(a.code, a.name, a.role, FORCES[a.force], a.force, a.region, a.vru) for a in AREAS],
-            columns=["area_code", "area_name", "role", "force_name", "force_slug", "region", "vru"]),
-        "lookups/lsoa_lookup.csv": b.lsoa[["lsoa_code", "lsoa_name", "area_code", "area_name", "town",
-                                           "nte_zone", "population"]],
-    }
-    for rel, df in tables.items():
-        _write(out / rel, _csv(df))
-    _write(out / "truth.json", json.dumps(_truth(b, seed), indent=2) + "\n")
-    _write(out / "README.txt", README.format(version=GENERATOR_VERSION, seed=seed))
+    with ThreadPoolExecutor(max_workers=_WRITE_THREADS) as pool:
+        # the record-level files are compressed and written by the pool while the tables are made
+        counts, pending = _police_uk_and_extract(pool, b, rec, out, seed)
+        _write_tables(b, out, seed)
+        _wait(pending)
     note = ILLUSTRATIVE.format(version=GENERATOR_VERSION, seed=seed)
     files = {}
     for p in sorted(x for x in out.rglob("*") if x.is_file() and x.name != "manifest.json"):
@@ -1216,6 +1202,26 @@ def generate(out_dir: Path | str, seed: int = DEFAULT_SEED) -> Path:
     }
     _write(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def _write_tables(b: _Builder, out: Path, seed: int) -> None:
+    """The aggregate tables, lookups, truth.json and README.txt."""
+    tables = {
+        "aggregates/csp_flagged_offences.csv": b.csp_table(),
+        "aggregates/hes_sharp_object_admissions.csv": b.hospital_table(),
+        "aggregates/homicide_index.csv": b.homicide_table(),
+        "aggregates/youth_justice_fte.csv": b.youth_table(),
+        "aggregates/population_mye.csv": b.pop,
+        "lookups/areas.csv": pd.DataFrame(
+            [(a.code, a.name, a.role, FORCES[a.force], a.force, a.region, a.vru) for a in AREAS],
+            columns=["area_code", "area_name", "role", "force_name", "force_slug", "region", "vru"]),
+        "lookups/lsoa_lookup.csv": b.lsoa[["lsoa_code", "lsoa_name", "area_code", "area_name", "town",
+                                           "nte_zone", "population"]],
+    }
+    for rel, df in tables.items():
+        _write(out / rel, _csv(df))
+    _write(out / "truth.json", json.dumps(_truth(b, seed), indent=2) + "\n")
+    _write(out / "README.txt", README.format(version=GENERATOR_VERSION, seed=seed))
 
 
 def read_manifest(data_dir: Path | str) -> dict[str, Any] | None:
