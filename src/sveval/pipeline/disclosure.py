@@ -1494,6 +1494,7 @@ def scan_published(
     # usual clean file is read once instead of once per field; the fields are told apart only then
     any_field = (re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(f) for f in anywhere)
                             + r")(?![A-Za-z0-9])", re.I) if anywhere else None)
+    may_hold = _field_prefilter(anywhere)
     findings: list[str] = []
     for f in _iter_files(paths):
         suffix = f.suffix.lower()
@@ -1533,17 +1534,46 @@ def scan_published(
         except (OSError, ValueError, KeyError) as exc:
             findings.append(f"{f}: could not be scanned ({exc})")
             continue
-        if any_field is not None and any_field.search(text):
+        low = text.lower()
+        if any_field is not None and may_hold(text, low) and any_field.search(text):
             for name, rx in field_res:
                 if rx.search(text):
                     findings.append(f"{f}: record-level field '{name}' appears")
         for n in sorted({str(x).strip().lower() for x in names} & set(structural)):
             findings.append(f"{f}: record-level field '{structural[n]}' appears as a column or key")
-        low = text.lower()
         for v in values:
             if v.lower() in low:
                 findings.append(f"{f}: record-level value '{v}' appears")
     return findings
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _field_prefilter(fields: Sequence[str]) -> Any:
+    """``may_hold(text, text.lower())``: False only where none of ``fields`` can match ``text``
+    case-insensitively (``re.I``), so :func:`scan_published` skips its regular expression there
+    (slow on long pages: a case-insensitive alternation tried at every position).
+
+    A match of an ASCII field is either all ASCII characters, each equal to the field's in lower
+    case, so the field is a substring of ``text.lower()``; or it uses a non-ASCII character that
+    ``re.I`` takes for one of the field's (the Kelvin sign for ``k``, a dotless ``ı`` for ``i``):
+    with any such character in the text the regular expression runs, as it does for any
+    non-ASCII field. Same findings, fewer searches.
+    """
+    lowered = [f.lower() for f in fields]
+    if not all(f.isascii() for f in fields):
+        return lambda text, low: True
+    chars = re.compile("|".join(re.escape(c) for c in sorted(set("".join(fields)))), re.I) if fields else None
+
+    def may_hold(text: str, low: str) -> bool:
+        if any(f in low for f in lowered):
+            return True
+        if text.isascii() or chars is None:
+            return False
+        return any(chars.fullmatch(c) for c in set(_NON_ASCII.findall(text)))
+
+    return may_hold
 
 
 def assert_clean(paths: Iterable[Path | str], rules: DisclosureRules, **kwargs: Any) -> None:
