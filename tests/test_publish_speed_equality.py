@@ -48,7 +48,7 @@ def test_parallel_publish_writes_the_same_files(two_projects, monkeypatch):
 
     def spy(self, target, *args, **kwargs):
         if self.parallel:
-            submitted.append(target if target.endswith("notebook_file_html") else f"{target}:{args[0]}")
+            submitted.append(f"{target}:{args[0]}" if target.endswith("draw_svg") else target)
         return real_submit(self, target, *args, **kwargs)
 
     monkeypatch.setattr(workers.Helper, "submit", spy)
@@ -56,10 +56,11 @@ def test_parallel_publish_writes_the_same_files(two_projects, monkeypatch):
     assert submitted == []
     par = publish(par_dir, catalog=catalog, quarto=None, parallel=True)
     # the worker really had the figures and the notebooks to share
-    assert submitted.count("sveval.report.plots.overview:draw_svg:forest_plot") == 1
+    assert submitted.count("sveval.report.plots.overview:draw_svg:forest_plot_of") == 1
     assert submitted.count("sveval.report.plots.overview:draw_svg:spc_chart") == 2
     assert submitted.count("sveval.report.plots.overview:draw_svg:rolling_rates") == 2
     assert submitted.count("sveval.publish.render:notebook_file_html") == 4
+    assert submitted.count("sveval.designs.spc:latest_variation") == 2  # the measures page's readings
 
     seq_files, par_files = _files(seq_dir), _files(par_dir)
     assert any(f.startswith("_site/figures/") and f.endswith(".svg") for f in par_files)
@@ -107,3 +108,68 @@ def test_helper_runs_jobs_in_another_process_or_inline():
             helper.submit("sveval.publish.render:notebook_file_html", "/nonexistent/x.ipynb").result()
         with pytest.raises(PublishError):
             helper.wait()
+
+
+def test_scan_prefilter_never_skips_a_match():
+    """scan_published skips its case-insensitive field search where the prefilter says no field
+    can match: check that against the search itself, with the characters re.I folds onto ASCII
+    letters (Kelvin sign, dotless i, long s, dotted capital I) and random text."""
+    import random
+    import re
+
+    from sveval.pipeline.disclosure import _field_prefilter
+
+    fields = ["crime_id", "nhs_number", "victim_dob", "date_of_birth", "home_postcode", "k9_ref"]
+    rx = re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(f) for f in fields) + r")(?![A-Za-z0-9])", re.I)
+    may_hold = _field_prefilter(fields)
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz_CRIMEID9 \u212a\u0131\u017f\u0130\u00e9\u2013\u25bc"
+    texts = ["", "no fields here", "CRIME_ID", "x nhs_NUMBER y", "\u212a9_ref", "cr\u0131me_id", "crime_\u0130d",
+             "hom\u0435_postcode", "date_of_birth\u2013", "\u017f" + "ome"]
+    for _ in range(3000):
+        f = rng.choice(fields)
+        mutated = "".join(rng.choice(["\u212a", "\u0131", "\u017f", "\u0130", c.upper(), c])
+                          if c.isalpha() and rng.random() < 0.2 else c for c in f)
+        noise = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        texts.append(noise + mutated + noise[::-1])
+        texts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30))))
+    matched = 0
+    for t in texts:
+        hit = rx.search(t) is not None
+        matched += hit
+        assert may_hold(t, t.lower()) or not hit, t
+    assert matched > 100  # the check saw real matches, with and without folded characters
+    assert not may_hold("plain ascii text", "plain ascii text")
+    assert _field_prefilter(["n\u00famero_id"])("anything", "anything")  # a non-ASCII field: always searched
+
+
+def test_worker_does_not_rerun_the_callers_script(tmp_path):
+    """A script without an ``if __name__ == "__main__"`` guard runs once: the worker is a fresh
+    interpreter that imports sveval, not the caller's script (as multiprocessing's spawn would)."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import os\n"
+        "from sveval.publish.workers import Helper\n"
+        f"with open({str(marker)!r}, 'a') as f:\n"
+        "    f.write('run\\n')\n"
+        "with Helper(parallel=True) as h:\n"
+        "    assert h.submit('os:getpid').result() != os.getpid()\n",
+        encoding="utf-8",
+    )
+    subprocess.run([sys.executable, str(script)], check=True, cwd=tmp_path, timeout=120)
+    assert marker.read_text() == "run\n"
+
+
+def test_cancelled_jobs_never_run(tmp_path):
+    """The caller takes queued notebooks back by cancelling their jobs: a cancelled job is never sent."""
+    with workers.Helper(parallel=True) as helper:
+        slow = helper.submit("time:sleep", 0.5)
+        taken = helper.submit("pathlib:Path.touch", tmp_path / "ran")
+        assert taken.cancel()
+        slow.result()
+        helper.wait()
+    assert taken.cancelled() and not (tmp_path / "ran").exists()

@@ -19,6 +19,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,9 @@ def _display(e: Any) -> tuple[float, float, float, float] | None:
     return conv(e.estimate, math.nan), conv(e.ci_low, -math.inf), conv(e.ci_high, math.inf), 0.0
 
 
-def forest_rows(ov: Overview) -> list[Any]:
-    from sveval.report.plots.overview import ForestRow
-
+def forest_rows(ov: Overview) -> list[dict[str, Any]]:
+    """The forest plot's rows: the fields of :class:`sveval.report.plots.overview.ForestRow`, as
+    plain data (picklable, and built without importing matplotlib)."""
     rows = []
     for r in ov.mains:
         if r.failed or r.headline is None:
@@ -207,9 +208,9 @@ def forest_rows(ov: Overview) -> list[Any]:
         label = f"P{p} · " if p is not None else ""
         measure = ov.short_names.get(str(r.data.get("measure")), r.measure_name)
         label += f"{_short(measure, 40)} · {DESIGN_SHORT.get(r.design, r.design)}"
-        rows.append(ForestRow(label=label, unit=_upper_first(effect_unit_short(r.headline)),
-                              estimate=est, low=lo, high=hi, verdict=verdict_class(r), null=null,
-                              ratio=r.headline.scale == "rate_ratio"))
+        rows.append({"label": label, "unit": _upper_first(effect_unit_short(r.headline)),
+                     "estimate": est, "low": lo, "high": hi, "verdict": verdict_class(r), "null": null,
+                     "ratio": r.headline.scale == "rate_ratio"})
     return rows
 
 
@@ -228,14 +229,14 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
-def forest_alt(rows: Sequence[Any]) -> str:
-    """Alt text of the forest plot: what it shows and every row in words."""
+def forest_alt(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Alt text of the forest plot: what it shows and every row (:func:`forest_rows`) in words."""
     parts = [f"Forest plot of {len(rows)} headline effect(s) with 95% confidence intervals, one panel per unit."]
     for r in rows:
-        lo = "no lower limit" if not math.isfinite(r.low) else f"{r.low:+.1f}"
-        hi = "no upper limit" if not math.isfinite(r.high) else f"{r.high:+.1f}"
-        parts.append(f"{r.label}: {r.estimate:+.1f} ({lo} to {hi}) {r.unit.lower()}, "
-                     f"{VERDICT_WORDS.get(r.verdict, r.verdict).lower()}.")
+        lo = "no lower limit" if not math.isfinite(r["low"]) else f"{r['low']:+.1f}"
+        hi = "no upper limit" if not math.isfinite(r["high"]) else f"{r['high']:+.1f}"
+        parts.append(f"{r['label']}: {r['estimate']:+.1f} ({lo} to {hi}) {r['unit'].lower()}, "
+                     f"{VERDICT_WORDS.get(r['verdict'], r['verdict']).lower()}.")
     return " ".join(parts)
 
 
@@ -258,7 +259,7 @@ def write_forest(ov: Overview, stage: Path, figures: Any = None) -> tuple[str, s
     rows = forest_rows(ov)
     if not rows:
         return None
-    draw_figure(figures, "forest_plot", stage / FIGURES_DIR / "forest.svg", rows)
+    draw_figure(figures, "forest_plot_of", stage / FIGURES_DIR / "forest.svg", rows)
     return f"{FIGURES_DIR}/forest.svg", forest_alt(rows)
 
 
@@ -759,6 +760,19 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
     ``<id>_spc.csv``, ``<id>.json``, written by :meth:`sveval.pipeline.tracking.TrackingResult.save`).
     Its figures are drawn as :func:`draw_figure` says for ``figures``.
     """
+    page = measures_page_deferred(reports_dir, catalog, gate, stage, figures)
+    return None if page is None else (page[0], page[1]())
+
+
+def measures_page_deferred(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
+                           figures: Any = None) -> tuple[str, Callable[[], str]] | None:
+    """:func:`measures_page` with its Markdown left to a call: ``(source, make_markdown)``.
+
+    Everything but the readings of the control charts is done here (tables through ``gate``, in
+    order); with ``figures`` (a :class:`sveval.publish.workers.Helper`) the readings
+    (:func:`sveval.designs.spc.latest_variation`) are asked of it first, so that a worker, which
+    imports scipy to draw anyway, answers them while this process builds the other pages.
+    """
     tdir = Path(reports_dir) / "tracking"
     summaries = sorted(tdir.glob("*.json")) if tdir.is_dir() else []
     summary = None
@@ -786,7 +800,15 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
                 splits.setdefault(m.parent, []).append(m.id)
     else:
         splits = {k: [f"{k}_u25"] for k in ho}
-    from sveval.designs.spc import latest_variation
+    charts = {mid: spc[spc["measure"] == mid].reset_index(drop=True)
+              for parent in order for mid in [parent, *splits.get(parent, [])]
+              if spc is not None and (spc["measure"] == mid).any()}
+    if figures is not None:
+        readings = {mid: figures.submit("sveval.designs.spc:latest_variation", ch) for mid, ch in charts.items()}
+    else:
+        from sveval.designs.spc import latest_variation
+
+        readings = {mid: _done(latest_variation(ch)) for mid, ch in charts.items()}
 
     sections = []
     annual = pd.DataFrame(((doc.get("tables") or {}).get("annual")) or [])
@@ -831,8 +853,8 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
                 frame = pd.DataFrame(rows)
                 item["annual"] = gate.table(frame, f"measures.{mid}.annual",
                                             {c: ("label" if c == "Year" else "estimate") for c in frame.columns})
-            if spc is not None and (spc["measure"] == mid).any():
-                ch = spc[spc["measure"] == mid].reset_index(drop=True)
+            if mid in charts:
+                ch = charts[mid]
                 spc_path_out = draw_figure(
                     figures, "spc_chart", stage / FIGURES_DIR / f"measure-{mid}-spc.svg", ch, title=None,
                     ylabel="Count" + (" a quarter" if ch["aggregation"].iloc[0] == "quarter" else " a month"))
@@ -846,11 +868,11 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
                     "alt": (f"Statistical process control chart of {name.lower()} for the partnership ("
                             f"{'quarterly' if ch['aggregation'].iloc[0] == 'quarter' else 'monthly'} counts, "
                             f"{ch['period'].iloc[0]} to {ch['period'].iloc[-1]}), with the mean and process "
-                            f"limits. {latest_variation(ch)} {_signals(ch)}"),
+                            "limits. "),  # + the reading and signals, in make_markdown()
                     "caption": md_escape(note or "Statistical process control chart"),
                     "variation": variation_icon(ch, better_if),
                     "assurance": assurance_icon(ch, target, better_if, baseline),
-                    "reading": md_escape(latest_variation(ch) + " " + _signals(ch)),
+                    "signals": _signals(ch),
                 }
             reading = (doc.get("readings") or {}).get(mid)
             item["reading"] = md_escape(reading) if reading else ""
@@ -864,12 +886,29 @@ def measures_page(reports_dir: Path, catalog: Any, gate: Gate, stage: Path,
         f"rolling 12-month rates since {baseline or 'the baseline year'}, statistical process control "
         "signals with Making Data Count icons, and the comparison areas.",
     }
-    text = env().get_template("measures.qmd.j2").render(
-        front_matter=front_matter(fm), sections=sections, baseline=baseline, comparison=comparison,
-        data_end=doc.get("data_end") or "", tracking_page=f"tracking/{tid}.ipynb"
-        if (tdir / f"{tid}.ipynb").exists() else None,
-    )
-    return "measures.qmd", tidy(text)
+    tracking_page = f"tracking/{tid}.ipynb" if (tdir / f"{tid}.ipynb").exists() else None
+
+    def make_markdown() -> str:
+        done = []
+        for item in sections:
+            if "spc" in item:
+                reading, signals = readings[item["id"]].result(), item["spc"]["signals"]
+                item = {**item, "spc": {**item["spc"], "alt": item["spc"]["alt"] + f"{reading} {signals}",
+                                        "reading": md_escape(reading + " " + signals)}}
+            done.append(item)
+        text = env().get_template("measures.qmd.j2").render(
+            front_matter=front_matter(fm), sections=done, baseline=baseline, comparison=comparison,
+            data_end=doc.get("data_end") or "", tracking_page=tracking_page,
+        )
+        return tidy(text)
+
+    return "measures.qmd", make_markdown
+
+
+def _done(value: Any) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
 
 
 def _fmt(value: Any, pattern: str) -> str:

@@ -640,15 +640,15 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None,
     )
     downloads = overview_pages.write_downloads(content, stage, gate)
     returns = overview_pages.copy_latest_returns(reports_dir.parent / "outputs", stage)
-    measures = overview_pages.measures_page(reports_dir, catalog, gate, stage, figures)
-    texts = {"index.qmd": overview_pages.index_page(
+    measures = overview_pages.measures_page_deferred(reports_dir, catalog, gate, stage, figures)
+    texts: dict[str, Any] = {"index.qmd": overview_pages.index_page(
         content, title, catalog, gate, stage, description=pages[0].description, downloads=downloads,
         returns=returns, measures_page=measures[0] if measures else None, figures=figures)}
     listing_qmd, listing_yml = overview_pages.listing_page(content, catalog)
     texts["evaluations.qmd"] = listing_qmd
     (stage / "evaluations.yml").write_text(listing_yml, encoding="utf-8")
     if measures:
-        texts[measures[0]] = measures[1]
+        texts[measures[0]] = measures[1]  # made last: its chart readings may come from the worker
     for rec in records:
         if rec.notebook_path is None:
             continue
@@ -675,6 +675,8 @@ def build_project(reports_dir: Path, stage: Path, catalog: Any = None,
     texts["methods.qmd"] = methods_page(content, reports_dir, tables)
     texts["data.qmd"] = data_page(content, catalog, tables)
     for src, text in texts.items():
+        if callable(text):
+            text = text()
         fm = yaml.safe_load(text.split("---", 2)[1])
         if src != "index.qmd":
             pages.append(Page(src, fm["title"], fm["description"], "markdown"))

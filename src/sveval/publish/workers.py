@@ -6,26 +6,36 @@ BeautifulSoup) and scanning the result. On a machine with a second core, :class:
 figures, and whichever notebooks it reaches first, to one worker process while this process builds
 the pages, renders the rest and waits for nothing until it needs the files.
 
-The worker is started with the ``spawn`` method (a fresh interpreter, never a fork of a process
-that may be running threads, as ``sveval pipeline`` is). Work is named as ``"module:function"``
-strings so that submitting it imports nothing here (in particular not matplotlib): only the worker
-imports the drawing code. Without a second core, or with ``parallel=False``, every call runs in
-this process, in the order submitted, through the same functions: the output is the same files,
-byte for byte (``tests/test_publish_speed_equality.py``).
+The worker is a fresh interpreter (``python -c`` :data:`WORKER_CODE`, started with
+:mod:`subprocess`): never a fork of a process that may be running threads, as ``sveval pipeline``
+is, and, unlike :mod:`multiprocessing`'s ``spawn``, it does not re-run the caller's ``__main__``
+script (a script calling :func:`sveval.publish.site.publish` needs no ``if __name__ ==
+"__main__"`` guard). Jobs go to it one at a time, pickled, over its standard input; results come
+back over its standard output. A job not yet sent can be cancelled (``Future.cancel()``), which is
+how this process takes notebooks back from the worker's queue.
+
+Work is named as ``"module:function"`` strings so that submitting it imports nothing here (in
+particular not matplotlib): only the worker imports the drawing code. Without a second core, or
+with ``parallel=False``, every call runs in this process, in the order submitted, through the same
+functions: the output is the same files, byte for byte (``tests/test_publish_speed_equality.py``).
 """
 
 from __future__ import annotations
 
+import collections
 import importlib
-import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, BinaryIO
 
-#: modules the worker imports while this process starts up (the drawing code and nbconvert)
-WARM_MODULES = ("sveval.report.plots.overview", "sveval.report.plots.tracking", "sveval.publish.render")
+#: modules the worker imports while this process starts up: the drawing code (its first jobs;
+#: nbconvert only when it gets to a notebook, which this process may have rendered by then)
+WARM_MODULES = ("sveval.report.plots.overview", "sveval.report.plots.tracking")
 
 
 def resolve(target: str) -> Callable[..., Any]:
@@ -37,12 +47,6 @@ def resolve(target: str) -> Callable[..., Any]:
 def call(target: str, *args: Any, **kwargs: Any) -> Any:
     """Call the function named by ``target`` (what the worker runs for every job)."""
     return resolve(target)(*args, **kwargs)
-
-
-def call_pickled(job: bytes) -> Any:
-    """Run a job pickled by :meth:`Helper.submit`."""
-    target, args, kwargs = pickle.loads(job)
-    return call(target, *args, **kwargs)
 
 
 def warm(modules: tuple[str, ...] = WARM_MODULES) -> None:
@@ -58,56 +62,155 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+class WorkerGone(RuntimeError):
+    """The worker process stopped before answering."""
+
+
 class Helper:
     """Jobs for one worker process, or run inline (``parallel=False``, or a single core).
 
-    Use as a context manager; leaving it stops the worker (unstarted jobs are cancelled).
+    Use as a context manager, or call :meth:`close`: it cancels the jobs not yet started and
+    stops the worker.
     """
 
     def __init__(self, parallel: bool | None = None) -> None:
         if parallel is None:
             parallel = available_cores() > 1
-        self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future] = []
-        if parallel:
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            self._pool.submit(warm)
+        self._proc: subprocess.Popen | None = None
+        if not parallel:
+            return
+        self._jobs: collections.deque[tuple[Future, bytes]] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self._proc.stdin is not None
+        pickle.dump(list(sys.path), self._proc.stdin)  # it imports what this process imports
+        self._proc.stdin.flush()
+        self._thread = threading.Thread(target=self._feed, name="sveval-publish-worker", daemon=True)
+        self._thread.start()
+        self.submit("sveval.publish.workers:warm")
 
     @property
     def parallel(self) -> bool:
-        return self._pool is not None
+        return self._proc is not None
 
     def submit(self, target: str, *args: Any, **kwargs: Any) -> Future:
         """Run ``target(*args, **kwargs)`` in the worker (inline without one); a future of its result.
 
         The arguments are pickled here and now, so changing them afterwards does not reach the job.
         """
-        if self._pool is not None:
-            job = pickle.dumps((target, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-            fut = self._pool.submit(call_pickled, job)
-            self._futures.append(fut)
-            return fut
-        fut = Future()
-        try:
-            fut.set_result(call(target, *args, **kwargs))
-        except Exception as exc:  # handed to the caller through the future, as the worker's would be
-            fut.set_exception(exc)
+        fut: Future = Future()
         self._futures.append(fut)
+        if self._proc is None:
+            try:
+                fut.set_result(call(target, *args, **kwargs))
+            except Exception as exc:  # handed to the caller through the future, as the worker's would be
+                fut.set_exception(exc)
+            return fut
+        job = pickle.dumps((target, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the publish helper is closed")
+            self._jobs.append((fut, job))
+            self._cond.notify()
         return fut
+
+    def _feed(self) -> None:
+        """Send queued jobs one at a time and hand each result to its future (a thread)."""
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                fut, job = self._jobs.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue  # taken back by the caller
+            try:
+                proc.stdin.write(job)
+                proc.stdin.flush()
+                ok, value = pickle.load(proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                fut.set_exception(WorkerGone(f"the publish worker process stopped ({exc!r})"))
+                with self._cond:
+                    rest, self._jobs = list(self._jobs), collections.deque()
+                for f, _ in rest:
+                    if f.set_running_or_notify_cancel():
+                        f.set_exception(WorkerGone("the publish worker process stopped"))
+                return
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
 
     def wait(self) -> None:
         """Wait for every job submitted so far (cancelled ones aside); raise the first one's error."""
-        for fut in self._futures:
+        for fut in list(self._futures):
             if not fut.cancelled():
                 fut.result()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Cancel the jobs not started, let the running one finish, stop the worker."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with self._cond:
+            self._closing = True
+            for fut, _ in self._jobs:
+                fut.cancel()
+            self._jobs.clear()
+            self._cond.notify()
+        self._thread.join()
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def __enter__(self) -> Helper:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: what the worker runs: this process's ``sys.path`` first (so it imports the same sveval), then
+#: :func:`worker_main`
+WORKER_CODE = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+               "from sveval.publish.workers import worker_main; worker_main()")
+
+
+def worker_main() -> None:
+    """The worker process: answers go to a private copy of standard output, and anything the
+    jobs print goes to standard error."""
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    serve(sys.stdin.buffer, results)
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """The worker's loop: jobs ``(target, args, kwargs)`` until the input ends, each answered
+    with ``(True, result)`` or ``(False, exception)``."""
+    while True:
+        try:
+            target, args, kwargs = pickle.load(inp)
+        except EOFError:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, call(target, *args, **kwargs))
+        except Exception as exc:  # the caller's future raises it
+            answer = (False, exc)
+        try:
+            data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an unpicklable result or exception: say what it was
+            data = pickle.dumps((False, RuntimeError(f"{target}: {answer[1]!r} (not picklable: {exc})")))
+        out.write(data)
+        out.flush()
+

@@ -10,9 +10,10 @@ marker's shape, never by colour alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 
@@ -120,9 +121,14 @@ def save_svg(fig, path: Path) -> Path:
     return path
 
 
+def forest_plot_of(rows: Sequence[Mapping[str, Any]], title: str | None = None):
+    """:func:`forest_plot` of rows given as the fields of :class:`ForestRow` (plain data)."""
+    return forest_plot([ForestRow(**r) for r in rows], title=title)
+
+
 #: the figures :func:`draw_svg` draws, by name: ``(module, function)``, each returning ``(fig, axes)``
 FIGURES = {
-    "forest_plot": ("sveval.report.plots.overview", "forest_plot"),
+    "forest_plot_of": ("sveval.report.plots.overview", "forest_plot_of"),
     "rolling_rates": ("sveval.report.plots.tracking", "rolling_rates"),
     "spc_chart": ("sveval.report.plots.tracking", "spc_chart"),
 }
