@@ -149,3 +149,21 @@ def test_bad_quarter_argument_is_refused_with_the_expected_form(given, capsys):
         main(["returns", "--quarter", given])
     assert info.value.code == 2
     assert "expected Q1, Q2, Q3 or Q4" in capsys.readouterr().err
+
+
+def test_returns_do_not_draw_the_spc_charts(built, tmp_path, monkeypatch):
+    # the charts (and scipy.stats, about 0.6 s to import) are computed only when asked for: the
+    # returns use the tables alone
+    import sveval.pipeline.tracking as tracking
+
+    def no_charts(*a, **k):
+        raise AssertionError("the returns drew an SPC chart")
+
+    monkeypatch.setattr(tracking, "_chart", no_charts)
+    root, long, _ = built
+    rep = build_returns(root, year="2025/26", quarter=2, long=long, out_dir=tmp_path / "q2")
+    assert rep.workbook.exists()
+    spec = next((root / "parameters" / "tracking").glob("*.yaml"))
+    tr = tracking.track(spec, root=root, long=long)
+    with pytest.raises(AssertionError, match="drew an SPC chart"):
+        tr.charts  # noqa: B018 - the lazy property is what is tested

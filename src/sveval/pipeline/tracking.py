@@ -134,8 +134,8 @@ class TrackingResult:
     ``monthly`` and ``annual`` carry every area (``area_type`` ``partnership``, ``area``,
     ``comparison`` for the pooled comparison group). Use :meth:`published` for anything that leaves
     the machine. ``totals`` are the financial-year totals (:func:`period_totals`); ``annual`` adds
-    the baseline comparisons (:func:`compare_to_baseline`), computed when first asked for (the
-    returns do not need them).
+    the baseline comparisons (:func:`compare_to_baseline`) and ``charts`` the SPC charts (with
+    ``chart_notes``), each computed when first asked for (the returns need neither).
     """
 
     spec: TrackingSpec
@@ -143,8 +143,9 @@ class TrackingResult:
     measures: list[MeasureSpec]
     monthly: pd.DataFrame
     totals: pd.DataFrame
-    charts: dict[str, pd.DataFrame]
-    chart_notes: dict[str, str]
+    #: what each measure's SPC chart is drawn from: (its monthly table, the measure, the chart's
+    #: first month, the suppression limit of its disclosure class or None)
+    chart_inputs: list[tuple[pd.DataFrame, MeasureSpec, str, int | None]]
     partnership_code: str
     partnership_name: str
     data_end: str
@@ -157,6 +158,25 @@ class TrackingResult:
 
     def measure(self, mid: str) -> MeasureSpec:
         return next(m for m in self.measures if m.id == mid)
+
+    @property
+    def charts(self) -> dict[str, pd.DataFrame]:
+        """Each measure's SPC chart (:func:`sveval.designs.spc.xmr` on the partnership's monthly or
+        quarterly counts), by measure id."""
+        return self._spc()[0]
+
+    @property
+    def chart_notes(self) -> dict[str, str]:
+        """How each chart was drawn (monthly or quarterly counts; where the limits were recalculated)."""
+        return self._spc()[1]
+
+    def _spc(self) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+        if "spc" not in self._memo:
+            charts, notes = {}, {}
+            for m, ms, start, smax in self.chart_inputs:
+                charts[ms.id], notes[ms.id] = _chart(m, ms, self.spec, start, self.partnership_code, smax)
+            self._memo["spc"] = (charts, notes)
+        return self._memo["spc"]
 
     @property
     def annual(self) -> pd.DataFrame:
@@ -669,7 +689,7 @@ def track(
 
         rules = load_rules(catalog.parameters_dir)
     notes: list[str] = []
-    monthly, charts, chart_notes = [], {}, {}
+    monthly, chart_inputs = [], []
     end_all = []
     for ms, m, start, end in _monthly_tables(long, measures, areas, comp, pcode, catalog, spec_path):
         end_all.append(end)
@@ -678,8 +698,7 @@ def track(
         monthly.append(m)
         rule = rules.rules.get(ms.disclosure) if rules is not None else None
         smax = rule.suppress_max if rule is not None and not rule.exempt else None
-        chart, note = _chart(m, ms, spec, spec.spc.start or start, pcode, smax)
-        charts[ms.id], chart_notes[ms.id] = chart, note
+        chart_inputs.append((m, ms, spec.spc.start or start, smax))  # charted when first asked for
         for b in ms.breaks:
             notes.append(f"{ms.name}: recording break in {b.get('period')}: {b.get('name', '')}.")
     monthly_df = pd.concat(monthly, ignore_index=True)
@@ -698,7 +717,7 @@ def track(
         from sveval.pipeline.disclosure import plan_cache_dir
 
         plan_cache = plan_cache_dir(paths.root)
-    return TrackingResult(spec, catalog, measures, monthly_df, totals, charts, chart_notes, pcode, pname,
+    return TrackingResult(spec, catalog, measures, monthly_df, totals, chart_inputs, pcode, pname,
                           data_end, notes, Path(plan_cache) if plan_cache is not False else None)
 
 
