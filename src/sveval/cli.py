@@ -259,12 +259,16 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from sveval.pipeline.lock import project_lock
 
     with project_lock(paths.reports, "sveval pipeline", wait=ns.wait):  # one lock for every step
-        step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
+        from sveval.data.example import is_current
         from sveval.pipeline import batch
 
         # outcome tracking does not read the evaluations: it runs alongside them, first on one of
         # their worker threads and its warm kernel (no kernel of its own); the returns read both
         with batch.Workers(batch.worker_count(None, 1 + len(list(paths.evaluation_specs.glob("*.y*ml"))))) as workers:
+            if not is_current(paths.example_data):  # new data: everything after runs, so the kernels
+                # start and import while the data are generated (one core each)
+                batch.prestart(workers.pool, workers.threads, workers.n, paths.root)
+            step("example data", lambda: cmd_example(argparse.Namespace(root=str(paths.root), force=False)))
             tracking = None
             if paths.tracking_specs.is_dir() and any(paths.tracking_specs.glob("*.yaml")):
                 tracking = workers.threads.submit(step, "outcome tracking (alongside the evaluations)",
