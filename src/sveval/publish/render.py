@@ -313,13 +313,23 @@ def _copy_resources(project: Path, site: Path, dirs: Sequence[str]) -> None:
             shutil.copytree(src, site / d, dirs_exist_ok=True)
 
 
+def copy_figures(project: Path, helper: Any = None) -> None:
+    """Copy the project's ``figures`` into ``project/_site``, once ``helper`` (if any) has drawn them."""
+    if helper is not None:
+        helper.wait()
+    _copy_resources(project, project / "_site", ["figures"])
+
+
 def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, Any],
-                    why: str = "Quarto is not installed", helper: Any = None) -> list[str]:
+                    why: str = "Quarto is not installed", helper: Any = None,
+                    with_figures: bool = True) -> list[str]:
     """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto.
 
     ``helper`` (a :class:`sveval.publish.workers.Helper`, optional) renders notebooks alongside
     this process; any figures it is still drawing for the project are waited for before the
     project's ``figures`` are copied. The files written are the same with or without it.
+    ``with_figures=False`` leaves that last step to the caller (:func:`copy_figures`), who may
+    do other work on the site meanwhile.
     """
     template = env().get_template("fallback_page.html.j2")
     site = project / "_site"
@@ -337,9 +347,9 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
     website = config["website"]
     warnings: list[str] = []
     bodies = _page_bodies(project, pages, helper)
-    if helper is not None:
-        helper.wait()  # the figures, before they are copied
-    _copy_resources(project, site, ["figures", "downloads"])
+    _copy_resources(project, site, ["downloads"])
+    if with_figures:
+        copy_figures(project, helper)
     for page in pages:
         body = bodies[page.source]
         kind = "notebook" if page.kind == "notebook" else "page"

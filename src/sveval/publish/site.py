@@ -704,6 +704,20 @@ def _project_files(stage: Path) -> list[str]:
                   if p.is_file() and p.relative_to(stage).parts[0] not in skip)
 
 
+def _site_files(site: Path) -> list[Path]:
+    """Every file of the rendered site, in the order :func:`sveval.pipeline.disclosure.scan_published`
+    scans a folder."""
+    return sorted(x for x in site.rglob("*") if x.is_file())
+
+
+def _scan_files(files: Sequence[Path], rules: Any) -> dict[Path, list[str]]:
+    """The disclosure findings of each file (``scan_published`` looks at one file at a time, so
+    the findings of a folder are these, file after file)."""
+    from sveval.pipeline.disclosure import scan_published
+
+    return {f: scan_published([f], rules=rules) for f in files}
+
+
 def _write_notebook(path: Path, nb: nbformat.NotebookNode) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
@@ -775,12 +789,14 @@ def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: st
     from sveval.publish.workers import Helper
 
     helper = Helper(parallel)  # started first: the worker imports while this process does
-    from sveval.publish.render import render_fallback, render_quarto
+    from sveval.publish.render import copy_figures, render_fallback, render_quarto
 
     _clean_staging(state)
     stage = Path(tempfile.mkdtemp(prefix="publish-", dir=state))
     try:
         pages, content, tables = build_project(reports_dir, stage, catalog, helper)
+        rules = _disclosure_rules(catalog)
+        scanned: dict[Path, list[str]] = {}
         if quarto_bin is not None:
             renderer: Literal["quarto", "fallback"] = "quarto"
             helper.wait()  # the figures
@@ -788,15 +804,17 @@ def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: st
         else:
             renderer = "fallback"
             render_warnings = render_fallback(stage, pages, quarto_config(_site_title(catalog), pages, content),
-                                              why=why, helper=helper)
+                                              why=why, helper=helper, with_figures=False)
+            if rules is not None and helper.parallel:  # scan the pages while the worker draws
+                scanned = _scan_files(_site_files(stage / "_site"), rules)
+            copy_figures(stage, helper)
         missing = [p.output for p in pages if not (stage / "_site" / p.output).exists()]
         if missing:
             raise PublishError(f"the {renderer} render did not produce {missing}; the site was left unchanged")
-        rules = _disclosure_rules(catalog)
         if rules is not None:
-            from sveval.pipeline.disclosure import scan_published
-
-            findings = scan_published([stage / "_site"], rules=rules)
+            files = _site_files(stage / "_site")
+            scanned.update(_scan_files([f for f in files if f not in scanned], rules))
+            findings = [x for f in files for x in scanned[f]]  # as scan_published([site]) lists them
             if findings:
                 shown = "\n  - ".join(f.replace(str(stage), str(reports_dir)) for f in findings[:20])
                 raise PublishError(

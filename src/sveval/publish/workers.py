@@ -193,6 +193,9 @@ def worker_main() -> None:
     results = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     serve(sys.stdin.buffer, results)
+    results.flush()
+    sys.stderr.flush()
+    os._exit(0)  # nothing left to do: skip tearing down matplotlib, pandas and the rest
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
