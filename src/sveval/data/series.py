@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from sveval.errors import DataError
-from sveval.periods import PERIOD_NOUN, granularity_of, granularity_of_all, parse_any_period, period_range
+from sveval.periods import (
+    PERIOD_NOUN,
+    granularity_of,
+    granularity_of_all,
+    parse_any_period,
+    period_range,
+)
 from sveval.spec import add_months, months_between, parse_period
 
 
