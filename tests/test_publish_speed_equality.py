@@ -173,3 +173,24 @@ def test_cancelled_jobs_never_run(tmp_path):
         slow.result()
         helper.wait()
     assert taken.cancelled() and not (tmp_path / "ran").exists()
+
+
+def test_file_by_file_scan_lists_what_the_folder_scan_lists(two_projects):
+    """publish scans the rendered pages file by file (while the worker draws): the findings, in
+    order, are those of scanning the whole site at once."""
+    from sveval.pipeline.disclosure import load_rules, scan_published
+    from sveval.publish.site import _scan_files, _site_files
+
+    rules = load_rules(REPO / "parameters")
+    reports, _ = two_projects
+    publish(reports, quarto=None, parallel=False)
+    site = reports / "_site"
+    (site / "downloads" / "leak.json").write_text('{"rows": [{"nhs_number": "1", "date_of_birth": "x"}]}')
+    (site / "a-leak.html").write_text("<p>patient_id 12</p><table><tr><th>nhs_number</th></tr><tr><td>3</td></tr></table>")
+    (site / "figures").mkdir(exist_ok=True)
+    (site / "figures" / "z.svg").write_text("<svg><text>home_postcode</text></svg>")
+    whole = scan_published([site], rules=rules)
+    assert len(whole) >= 4
+    files = _site_files(site)
+    by_file = _scan_files(files[::-1], rules)  # in any order: merged back in the folder's order
+    assert [x for f in files for x in by_file[f]] == whole
