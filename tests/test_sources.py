@@ -136,3 +136,33 @@ def test_catalog_refuses_a_measure_with_an_unknown_source(tmp_path):
     (pdir / "measures.yaml").write_text(text)
     with pytest.raises(SpecError, match="holds no counts"):
         Catalog.load(pdir)
+
+
+def test_files_under_lists_what_rglob_lists(tmp_path):
+    """The scandir listing of a source folder equals the rglob expression it replaced: dot files out,
+    files in hidden folders in (or out with hidden_folders=False), links to files in, linked folders
+    not entered, sorted as paths."""
+    import os
+
+    from sveval.data.sources import files_under
+
+    root = tmp_path / "src"
+    for rel in ("b.csv", "a/z.csv", "a/.hidden.csv", "a/b/c/deep.csv", ".store/part.parquet",
+                "a-b/x.csv", "A/y.csv", ".dot/.also.csv", "empty/.keep"):
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("x")
+    (root / "emptydir").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.csv").write_text("o")
+    os.symlink(outside / "o.csv", root / "link.csv")
+    os.symlink(outside, root / "linked-folder")
+    os.symlink(tmp_path / "missing.csv", root / "dangling.csv")
+
+    old = sorted(x for x in root.rglob("*") if x.is_file() and not x.name.startswith("."))
+    assert files_under(root) == old
+    assert root / ".store" / "part.parquet" in old and root / "link.csv" in old
+    old_visible = sorted(x for x in root.rglob("*") if x.is_file()
+                         and not any(part.startswith(".") for part in x.relative_to(root).parts))
+    assert files_under(root, hidden_folders=False) == old_visible

@@ -81,6 +81,7 @@ def _load_long(data: DataSpec, spec_path: Path | None, paths: ProjectPaths, cata
         continuous = [m.id for m in catalog.measures.values() if m.kind == "continuous"]
         return LoadedData(read_long_csv(p, continuous=continuous), [p], None)
     from sveval.data.example import ensure_example
+    from sveval.data.sources import files_under
 
     if data.source == "store":
         sources = project_sources(paths, spec_path)
@@ -89,8 +90,7 @@ def _load_long(data: DataSpec, spec_path: Path | None, paths: ProjectPaths, cata
     data_dir = ensure_example(paths.example_data)
     # the input files only: not the store or caches sveval keeps beside them (hidden folders), whose
     # bookkeeping changes when another step ingests, and would make provenance and caching unstable
-    files = sorted(x for x in data_dir.rglob("*") if x.is_file() and x.suffix in (".csv", ".json")
-                   and not any(part.startswith(".") for part in x.relative_to(data_dir).parts))
+    files = [x for x in files_under(data_dir, hidden_folders=False) if x.suffix in (".csv", ".json")]
     sources = project_sources(paths, spec_path, required=False)
     if sources is None or sources.spec.base != "example":
         # no catalogue of the example (an older project): the direct ingestion of its layout

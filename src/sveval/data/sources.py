@@ -53,6 +53,7 @@ March); see :func:`normalise_period`.
 from __future__ import annotations
 
 import glob as _glob
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -243,7 +244,7 @@ class Sources:
         if not p.exists():
             raise DataError(f"source '{s.id}': path does not exist", path=p)
         if p.is_dir():
-            return sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith("."))
+            return files_under(p)
         if not p.is_file():
             raise DataError(f"source '{s.id}': not a regular file or folder (a device or socket?)",
                             path=p)
@@ -254,6 +255,29 @@ class Sources:
         if s.format and s.format != "zip":
             return s.format
         return infer_format(path, s.id)
+
+
+def files_under(folder: Path, *, hidden_folders: bool = True) -> list[Path]:
+    """The regular files in ``folder`` and its subfolders, sorted: what
+    ``sorted(x for x in folder.rglob("*") if x.is_file() and not x.name.startswith("."))`` gives
+    (symbolic links to files included, linked folders not entered, unreadable folders skipped), with
+    one ``scandir`` per folder instead of a ``stat`` per file (a source of 1,300 police.uk files is
+    listed before every evaluation). ``hidden_folders=False`` also leaves out folders whose name
+    starts with a dot."""
+    out: list[Path] = []
+    stack = [os.fspath(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        if hidden_folders or not e.name.startswith("."):
+                            stack.append(e.path)
+                    elif not e.name.startswith(".") and e.is_file():
+                        out.append(Path(e.path))
+        except (PermissionError, FileNotFoundError):
+            continue
+    return sorted(out)
 
 
 def infer_format(path: Path, source_id: str = "?") -> str:

@@ -450,8 +450,7 @@ class Store:
             written: list[Path] = []
             self.parts_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=self.root))
-            con = _connect()
-            con.execute(f"SET temp_directory = {_q((tmp / 'spill').as_posix())}")
+            con = None  # DuckDB is connected only when a file is to be read (an unchanged store: never)
             try:
                 plan = []
                 for s in sources:
@@ -472,6 +471,9 @@ class Store:
                     plan.append((s, sig, files, keep, todo))
                     report.sources.append(SourceReport(s.id, s.kind, len(files), len(todo)))
                 total = sum(f.size for *_, todo in plan for f in todo)
+                if any(todo for *_, todo in plan):
+                    con = _connect()
+                    con.execute(f"SET temp_directory = {_q((tmp / 'spill').as_posix())}")
                 bar = _bar(total, progress)
                 for (s, sig, _files, keep, todo), rep in zip(plan, report.sources, strict=True):
                     entries = dict(keep)
@@ -515,7 +517,8 @@ class Store:
                     p.unlink(missing_ok=True)
                 raise
             finally:
-                con.close()
+                if con is not None:
+                    con.close()
                 shutil.rmtree(tmp, ignore_errors=True)
             live = {e["part"] for src in new["sources"].values() for e in src["files"].values()}
             live |= {f"shared-{p}" for p in live}
