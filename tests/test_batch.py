@@ -128,6 +128,8 @@ def test_a_kernel_only_warmed_up_skips_the_reset_and_later_ones_do_not(tmp_path,
         warm = workers.threads.submit(workers.pool.acquire, "python3", tmp_path).result()
         assert calls == ["other", "chdir"] and not warm.pristine
         warm._run(f"import os; assert os.getcwd() == {str(tmp_path)!r}; leak = 1", timeout=30)
+        # the warm-up froze what the imports made (resets then collect only notebooks' objects)
+        warm._run("import gc; assert gc.get_freeze_count() > 10_000, gc.get_freeze_count()", timeout=30)
         workers.pool.release(warm)  # (on another thread: kept for that thread)
         warm.reset(tmp_path)
         assert calls[-1] == "reset"

@@ -184,6 +184,13 @@ def kernel_warm_up(modules: Iterable[str] = WARM_IMPORTS) -> None:
         snap["np_print"] = np.get_printoptions()
     _SNAPSHOT.clear()
     _SNAPSHOT.update(snap)
+    # the imported modules' objects (about 200,000) live as long as the kernel: moved out of the
+    # collector's reach, so that the full collections of every reset (IPython's and ours) and the
+    # automatic ones while a notebook runs walk only what notebooks create (a reset: 0.16 -> 0.02-0.06 s)
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def _pandas_keys() -> list[str]:
