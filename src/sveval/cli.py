@@ -136,16 +136,19 @@ def cmd_run(args: argparse.Namespace, workers: Any = None) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from sveval.catalog import Catalog
-    from sveval.publish.site import collect_coverage, publish
+    from sveval.publish.workers import Helper
 
-    paths = _paths(args)
-    catalog = Catalog.load(paths.parameters)
-    from sveval.pipeline.lock import project_lock
+    with Helper() as helper:  # first: its worker imports the drawing code while this process loads the rest
+        from sveval.catalog import Catalog
+        from sveval.publish.site import collect_coverage, publish
 
-    with project_lock(paths.reports, "sveval publish", wait=getattr(args, "wait", 0.0)):
-        collect_coverage(paths.root / "benchmarks" / "results", paths.reports)
-        rep = publish(paths.reports, catalog=catalog, quarto=None if args.no_quarto else "auto")
+        paths = _paths(args)
+        catalog = Catalog.load(paths.parameters)
+        from sveval.pipeline.lock import project_lock
+
+        with project_lock(paths.reports, "sveval publish", wait=getattr(args, "wait", 0.0)):
+            collect_coverage(paths.root / "benchmarks" / "results", paths.reports)
+            rep = publish(paths.reports, catalog=catalog, quarto=None if args.no_quarto else "auto", helper=helper)
     print(rep.message)
     for w in rep.warnings:
         print(f"warning: {w}")

@@ -740,7 +740,7 @@ def _swap_in(stage: Path, reports_dir: Path, sources: Sequence[str]) -> None:
 
 
 def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "auto",
-            parallel: bool | None = None) -> PublishReport:
+            parallel: bool | None = None, helper: Any = None) -> PublishReport:
     """Write ``reports_dir`` as a Quarto website project and render it to ``reports_dir/_site``.
 
     Parameters
@@ -754,6 +754,9 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
     parallel : draw the figures and render notebooks partly in a second process
         (:mod:`sveval.publish.workers`); ``None`` does when this machine has a second core. The
         files written are the same either way.
+    helper : a :class:`sveval.publish.workers.Helper` started by the caller (``parallel`` is then
+        ignored), so that its worker imports the drawing code while the caller loads the catalog;
+        publish closes it
 
     Returns
     -------
@@ -765,15 +768,19 @@ def publish(reports_dir: Path, *, catalog: Any = None, quarto: str | None = "aut
         no evaluations, an unreadable JSON or notebook (named), or a failed render; ``reports_dir``
         is then left as it was.
     """
-    reports_dir = Path(reports_dir).resolve()
-    if not reports_dir.is_dir():
-        raise PublishError(f"{reports_dir}: no such reports folder")
-    quarto_bin = _resolve_quarto(quarto)
-    state = reports_dir / STATE_DIR
-    state.mkdir(parents=True, exist_ok=True)
-    why = "Quarto not used (--no-quarto)" if quarto is None else "Quarto is not installed"
-    with project_lock(reports_dir, "sveval publish"):
-        return _publish_locked(reports_dir, state, catalog, quarto_bin, why, parallel)
+    try:
+        reports_dir = Path(reports_dir).resolve()
+        if not reports_dir.is_dir():
+            raise PublishError(f"{reports_dir}: no such reports folder")
+        quarto_bin = _resolve_quarto(quarto)
+        state = reports_dir / STATE_DIR
+        state.mkdir(parents=True, exist_ok=True)
+        why = "Quarto not used (--no-quarto)" if quarto is None else "Quarto is not installed"
+        with project_lock(reports_dir, "sveval publish"):
+            return _publish_locked(reports_dir, state, catalog, quarto_bin, why, parallel, helper)
+    finally:
+        if helper is not None:
+            helper.close()
 
 
 def _clean_staging(state: Path) -> None:
@@ -785,10 +792,12 @@ def _clean_staging(state: Path) -> None:
 
 
 def _publish_locked(reports_dir: Path, state: Path, catalog: Any, quarto_bin: str | None,
-                    why: str = "Quarto is not installed", parallel: bool | None = None) -> PublishReport:
+                    why: str = "Quarto is not installed", parallel: bool | None = None,
+                    helper: Any = None) -> PublishReport:
     from sveval.publish.workers import Helper
 
-    helper = Helper(parallel)  # started first: the worker imports while this process does
+    if helper is None:
+        helper = Helper(parallel)  # started first: the worker imports while this process does
     from sveval.publish.render import copy_figures, render_fallback, render_quarto
 
     _clean_staging(state)
