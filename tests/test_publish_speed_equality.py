@@ -1,4 +1,4 @@
-"""The parallel publish (figures and notebooks partly in a worker process, sveval.publish.workers)
+"""The parallel publish (figures and control-chart readings in a worker process, sveval.publish.workers)
 writes exactly the files of the sequential one, and its errors still reach the caller.
 
 The sequential path (``parallel=False``) draws and renders everything in this process, in page
@@ -55,11 +55,10 @@ def test_parallel_publish_writes_the_same_files(two_projects, monkeypatch):
     seq = publish(seq_dir, catalog=catalog, quarto=None, parallel=False)
     assert submitted == []
     par = publish(par_dir, catalog=catalog, quarto=None, parallel=True)
-    # the worker really had the figures and the notebooks to share
+    # the worker really had the figures and the readings to do
     assert submitted.count("sveval.report.plots.overview:draw_svg:forest_plot_of") == 1
     assert submitted.count("sveval.report.plots.overview:draw_svg:spc_chart") == 2
     assert submitted.count("sveval.report.plots.overview:draw_svg:rolling_rates") == 2
-    assert submitted.count("sveval.publish.render:notebook_file_html") == 4
     assert submitted.count("sveval.designs.spc:latest_variation") == 2  # the measures page's readings
 
     seq_files, par_files = _files(seq_dir), _files(par_dir)
@@ -74,7 +73,7 @@ def test_parallel_publish_writes_the_same_files(two_projects, monkeypatch):
 
 def test_render_errors_reach_the_caller(two_projects, monkeypatch):
     """A notebook that cannot be rendered (here: a staged copy cut short) fails the publish with
-    its name, whichever process rendered it, and the previous site stays."""
+    its name while the worker may still be drawing, and the previous site stays."""
     from sveval.publish import site
 
     _, reports = two_projects
@@ -165,7 +164,8 @@ def test_worker_does_not_rerun_the_callers_script(tmp_path):
 
 
 def test_cancelled_jobs_never_run(tmp_path):
-    """The caller takes queued notebooks back by cancelling their jobs: a cancelled job is never sent."""
+    """A job cancelled before the worker got it (as Helper.close cancels what a failed publish
+    leaves) is never sent."""
     with workers.Helper(parallel=True) as helper:
         slow = helper.submit("time:sleep", 0.5)
         taken = helper.submit("pathlib:Path.touch", tmp_path / "ran")

@@ -231,23 +231,8 @@ def _page_body(project: Path, page: Any) -> str:
     return body
 
 
-def _page_bodies(project: Path, pages: Sequence[Any], helper: Any) -> dict[str, str]:
-    """HTML bodies of ``pages``, by source. With a parallel ``helper`` every notebook is queued for
-    its worker first; this process renders the Markdown pages, then takes notebooks from the back
-    of the queue (cancelling each job it takes) until it meets one the worker has started: the two
-    share the notebooks and neither waits while any are left."""
-    notebooks = [p.source for p in pages if p.kind == "notebook"]
-    jobs = ({src: helper.submit("sveval.publish.render:notebook_file_html", project / src) for src in notebooks}
-            if helper is not None and helper.parallel else {})
-    bodies = {p.source: _page_body(project, p) for p in pages if p.kind != "notebook"}
-    for src in (reversed(notebooks) if jobs else notebooks):
-        if src in jobs and not jobs[src].cancel():
-            break
-        bodies[src] = notebook_file_html(project / src)
-    for src in notebooks:
-        if src not in bodies:
-            bodies[src] = jobs[src].result()
-    return bodies
+def _page_body_of(project: Path, page: Any) -> str:
+    return notebook_file_html(project / page.source) if page.kind == "notebook" else _page_body(project, page)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,9 +310,9 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
                     with_figures: bool = True) -> list[str]:
     """Render ``pages`` of the Quarto project in ``project`` to ``project/_site`` without Quarto.
 
-    ``helper`` (a :class:`sveval.publish.workers.Helper`, optional) renders notebooks alongside
-    this process; any figures it is still drawing for the project are waited for before the
-    project's ``figures`` are copied. The files written are the same with or without it.
+    ``helper`` (a :class:`sveval.publish.workers.Helper`, optional): any figures it is still
+    drawing for the project are waited for before the project's ``figures`` are copied (the pages
+    are rendered meanwhile). The files written are the same with or without it.
     ``with_figures=False`` leaves that last step to the caller (:func:`copy_figures`), who may
     do other work on the site meanwhile.
     """
@@ -346,12 +331,8 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
     (site / "sveval-fallback.css").write_text(template_text("fallback.css"), encoding="utf-8")
     website = config["website"]
     warnings: list[str] = []
-    bodies = _page_bodies(project, pages, helper)
-    _copy_resources(project, site, ["downloads"])
-    if with_figures:
-        copy_figures(project, helper)
     for page in pages:
-        body = bodies[page.source]
+        body = _page_body_of(project, page)
         kind = "notebook" if page.kind == "notebook" else "page"
         depth = len(Path(page.source).parts) - 1
         prefix = "../" * depth
@@ -373,6 +354,9 @@ def render_fallback(project: Path, pages: Sequence[Any], config: Mapping[str, An
         out = site / page.output
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(html, encoding="utf-8")
+    _copy_resources(project, site, ["downloads"])
+    if with_figures:
+        copy_figures(project, helper)
     warnings.append(
         f"{why}: the site was rendered by sveval's fallback renderer; "
         "run `quarto render reports` for the Quarto site"

@@ -3,16 +3,18 @@
 Publishing is mostly single-threaded Python: drawing the SVG figures of the home page and the
 Home Office measures page (matplotlib), turning executed notebooks into HTML (nbconvert and
 BeautifulSoup) and scanning the result. On a machine with a second core, :class:`Helper` hands the
-figures, and whichever notebooks it reaches first, to one worker process while this process builds
-the pages, renders the rest and waits for nothing until it needs the files.
+figures (and the control-chart readings of the measures page, which need scipy, as the drawing
+code does) to one worker process, while this process, which then never imports matplotlib or
+scipy, builds the pages, renders them and scans them, and waits only for the figure files.
+(Notebooks stay here: a worker that took one would first have to import nbconvert.)
 
 The worker is a fresh interpreter (``python -c`` :data:`WORKER_CODE`, started with
 :mod:`subprocess`): never a fork of a process that may be running threads, as ``sveval pipeline``
 is, and, unlike :mod:`multiprocessing`'s ``spawn``, it does not re-run the caller's ``__main__``
 script (a script calling :func:`sveval.publish.site.publish` needs no ``if __name__ ==
 "__main__"`` guard). Jobs go to it one at a time, pickled, over its standard input; results come
-back over its standard output. A job not yet sent can be cancelled (``Future.cancel()``), which is
-how this process takes notebooks back from the worker's queue.
+back over its standard output. A job not yet sent can be cancelled (``Future.cancel()``), as
+:meth:`Helper.close` does with whatever is left when a publish fails.
 
 Work is named as ``"module:function"`` strings so that submitting it imports nothing here (in
 particular not matplotlib): only the worker imports the drawing code. Without a second core, or
@@ -33,9 +35,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, BinaryIO
 
-#: modules the worker imports while this process starts up: the drawing code (its first jobs;
-#: nbconvert only when it gets to a notebook, which this process may have rendered by then)
-WARM_MODULES = ("sveval.report.plots.overview", "sveval.report.plots.tracking")
+#: modules the worker imports while this process starts up: the control charts' module (pandas and
+#: scipy, which the readings, asked for first, need; the first figure imports the drawing code)
+WARM_MODULES = ("sveval.designs.spc",)
 
 
 def resolve(target: str) -> Callable[..., Any]:
