@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,16 @@ def test_deterministic_byte_identical(example_dir, tmp_path):
     ref = json.loads(REFERENCE_DIGESTS.read_text(encoding="utf-8"))
     assert ref["generator_version"] == ex.GENERATOR_VERSION and ref["seed"] == ex.DEFAULT_SEED
     assert sorted(b) == sorted(ref["files"])
-    changed = sorted(k for k, v in ref["files"].items() if b[k] != v)
+    # deflate output may change between zlib versions: the gzip files and the manifest (which holds
+    # their digests) are compared under the zlib the reference was made with
+    same_zlib = ref["zlib"] == zlib.ZLIB_RUNTIME_VERSION
+    if not same_zlib:
+        warnings.warn(f"zlib {zlib.ZLIB_RUNTIME_VERSION}, reference made with {ref['zlib']}: "
+                      "gzip files and manifest not compared", stacklevel=1)
+    checked = {k: v for k, v in ref["files"].items()
+               if same_zlib or not (k.endswith(".gz") or k == "manifest.json")}
+    assert len(checked) >= 10
+    changed = sorted(k for k, v in checked.items() if b[k] != v)
     assert not changed, f"{len(changed)} files differ from the reference, e.g. {changed[:5]}"
 
 
