@@ -35,12 +35,18 @@ def bench(session):
     """Benchmarks, with the settings behind the committed results in ``benchmarks/results/``.
 
     ``nox -s bench`` runs all; ``nox -s bench -- its_coverage``, ``-- did_speed``, ``-- ingest_speed``,
-    ``-- its_speed``, ``-- run_speed`` or ``-- batch_stability`` runs one.
+    ``-- its_speed``, ``-- run_speed``, ``-- batch_stability``, ``-- example_speed`` or ``-- publish_speed``
+    runs one (the last two compare with an older commit, checked out in a temporary git worktree).
     The ITS coverage benchmark takes about 75 minutes of one core (Gaussian cells about 17, counts about 56).
     """
     session.install("-c", "constraints.txt", "-e", ".")
     wanted = set(session.posargs) or {"its_coverage", "did_speed", "ingest_speed", "its_speed", "run_speed",
-                                      "batch_stability"}
+                                      "batch_stability", "example_speed", "publish_speed"}
+    if "example_speed" in wanted:  # sveval example against the generator before it was sped up
+        session.run("python", "benchmarks/example_speed.py", "--repeats", "9",
+                    "--out", "benchmarks/results/example_speed.md")
+    if "publish_speed" in wanted:  # sveval publish against the sequential publish
+        session.run("python", "benchmarks/publish_speed.py", "--out", "benchmarks/results/publish_speed.md")
     if "ingest_speed" in wanted:
         session.run("python", "benchmarks/ingest_speed.py", "--out", "benchmarks/results/ingest_speed.md")
     if "did_speed" in wanted:
