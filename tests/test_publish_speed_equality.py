@@ -194,3 +194,14 @@ def test_file_by_file_scan_lists_what_the_folder_scan_lists(two_projects):
     files = _site_files(site)
     by_file = _scan_files(files[::-1], rules)  # in any order: merged back in the folder's order
     assert [x for f in files for x in by_file[f]] == whole
+
+
+def test_a_lost_worker_leaves_its_jobs_to_this_process():
+    """If the worker process dies (killed, or it could not start), the jobs still run: here."""
+    with workers.Helper(parallel=True) as helper:
+        assert helper.submit("os:getpid").result() != os.getpid()
+        helper._proc.kill()
+        helper._proc.wait()
+        assert helper.submit("os:getpid").result() == os.getpid()
+        assert helper.worker_lost and "stopped" in helper.worker_lost
+        assert helper.submit("math:sqrt", 9.0).result() == 3.0

@@ -64,10 +64,6 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-class WorkerGone(RuntimeError):
-    """The worker process stopped before answering."""
-
-
 class Helper:
     """Jobs for one worker process, or run inline (``parallel=False``, or a single core).
 
@@ -80,13 +76,18 @@ class Helper:
             parallel = available_cores() > 1
         self._futures: list[Future] = []
         self._proc: subprocess.Popen | None = None
+        self.worker_lost: str | None = None  # why the worker's jobs now run in this process
         if not parallel:
             return
         self._jobs: collections.deque[tuple[Future, bytes]] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
-        self._proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-c", WORKER_CODE],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        except OSError as exc:  # no interpreter to start: everything runs here
+            self.worker_lost = f"the publish worker process could not start ({exc})"
+            return
         assert self._proc.stdin is not None
         pickle.dump(list(sys.path), self._proc.stdin)  # it imports what this process imports
         self._proc.stdin.flush()
@@ -120,7 +121,11 @@ class Helper:
         return fut
 
     def _feed(self) -> None:
-        """Send queued jobs one at a time and hand each result to its future (a thread)."""
+        """Send queued jobs one at a time and hand each result to its future (a thread).
+
+        Should the worker process be lost (it could not start, or was killed), this job and the
+        ones after it run here, in this thread: slower, the same files.
+        """
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         while True:
@@ -131,23 +136,22 @@ class Helper:
                     return
                 fut, job = self._jobs.popleft()
             if not fut.set_running_or_notify_cancel():
-                continue  # taken back by the caller
+                continue  # cancelled before it was sent
+            if self.worker_lost is None:
+                try:
+                    proc.stdin.write(job)
+                    proc.stdin.flush()
+                    ok, value = pickle.load(proc.stdout)
+                except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                    self.worker_lost = f"the publish worker process stopped ({exc!r})"
+                else:
+                    (fut.set_result if ok else fut.set_exception)(value)
+                    continue
             try:
-                proc.stdin.write(job)
-                proc.stdin.flush()
-                ok, value = pickle.load(proc.stdout)
-            except (OSError, EOFError, pickle.UnpicklingError) as exc:
-                fut.set_exception(WorkerGone(f"the publish worker process stopped ({exc!r})"))
-                with self._cond:
-                    rest, self._jobs = list(self._jobs), collections.deque()
-                for f, _ in rest:
-                    if f.set_running_or_notify_cancel():
-                        f.set_exception(WorkerGone("the publish worker process stopped"))
-                return
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+                target, args, kwargs = pickle.loads(job)
+                fut.set_result(call(target, *args, **kwargs))
+            except Exception as exc:  # the caller's future raises it
+                fut.set_exception(exc)
 
     def wait(self) -> None:
         """Wait for every job submitted so far (cancelled ones aside); raise the first one's error."""
