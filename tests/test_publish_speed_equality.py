@@ -205,3 +205,39 @@ def test_a_lost_worker_leaves_its_jobs_to_this_process():
         assert helper.submit("os:getpid").result() == os.getpid()
         assert helper.worker_lost and "stopped" in helper.worker_lost
         assert helper.submit("math:sqrt", 9.0).result() == 3.0
+
+
+def test_quarto_gets_the_same_project_with_its_figures_drawn(two_projects, tmp_path, monkeypatch):
+    """With Quarto, publish waits for the worker's figures before `quarto render`: a stand-in
+    Quarto records every file of the project it is given (and writes the pages); the parallel and
+    the sequential publish hand it the same files, figures included."""
+    import json
+    import stat
+    import sys
+
+    fake = tmp_path / "quarto"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import hashlib, json, os, sys\n"
+        "from pathlib import Path\n"
+        "project = Path(sys.argv[2])\n"
+        "files = {p.relative_to(project).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()\n"
+        "         for p in sorted(project.rglob('*')) if p.is_file()}\n"
+        "Path(os.environ['FAKE_QUARTO_LOG']).write_text(json.dumps(files))\n"
+        "for src in files:\n"
+        "    if src.endswith(('.qmd', '.ipynb')):\n"
+        "        out = project / '_site' / Path(src).with_suffix('.html')\n"
+        "        out.parent.mkdir(parents=True, exist_ok=True)\n"
+        "        out.write_text('<html></html>')\n",
+        encoding="utf-8",
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    seen = {}
+    for name, reports, parallel in (("seq", two_projects[0], False), ("par", two_projects[1], True)):
+        log = tmp_path / f"{name}.json"
+        monkeypatch.setenv("FAKE_QUARTO_LOG", str(log))
+        report = publish(reports, quarto=str(fake), parallel=parallel)
+        assert report.renderer == "quarto"
+        seen[name] = json.loads(log.read_text())
+    assert sum(1 for f in seen["par"] if f.startswith("figures/") and f.endswith(".svg")) == 5
+    assert seen["par"] == seen["seq"]
