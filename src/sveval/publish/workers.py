@@ -89,8 +89,11 @@ class Helper:
             self.worker_lost = f"the publish worker process could not start ({exc})"
             return
         assert self._proc.stdin is not None
-        pickle.dump(list(sys.path), self._proc.stdin)  # it imports what this process imports
-        self._proc.stdin.flush()
+        try:
+            pickle.dump(list(sys.path), self._proc.stdin)  # it imports what this process imports
+            self._proc.stdin.flush()
+        except OSError as exc:  # it stopped at once: its jobs run here (see _feed)
+            self.worker_lost = f"the publish worker process stopped ({exc!r})"
         self._thread = threading.Thread(target=self._feed, name="sveval-publish-worker", daemon=True)
         self._thread.start()
         self.submit("sveval.publish.workers:warm")
