@@ -45,7 +45,7 @@ def bench(session):
     if "example_speed" in wanted:  # sveval example against the generator before it was sped up
         session.run("python", "benchmarks/example_speed.py", "--repeats", "9",
                     "--out", "benchmarks/results/example_speed.md")
-    if "publish_speed" in wanted:  # sveval publish against the sequential publish
+    if "publish_speed" in wanted:  # sveval publish against the code before the parallel publish
         session.run("python", "benchmarks/publish_speed.py", "--out", "benchmarks/results/publish_speed.md")
     if "ingest_speed" in wanted:
         session.run("python", "benchmarks/ingest_speed.py", "--out", "benchmarks/results/ingest_speed.md")
