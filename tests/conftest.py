@@ -68,3 +68,18 @@ def small_counts_copy(example: Path, dest: Path) -> Path:
     (dest / HES).unlink()
     hes.to_csv(dest / HES, index=False)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _no_figures_left_open(request):
+    """Close the pyplot figures a test leaves open: tests share a process (pytest-xdist runs many
+    files in one worker), and a test that turns warnings into errors must not fail on matplotlib's
+    "more than 20 figures" warning about figures another test left. Tests that import pyplot only."""
+    yield
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None and plt.get_fignums():
+        if os.environ.get("SVEVAL_REPORT_OPEN_FIGURES"):
+            print(f"\n{request.node.nodeid} left {len(plt.get_fignums())} figure(s) open")
+        plt.close("all")
