@@ -15,20 +15,24 @@ from sveval import cli
 pytestmark = pytest.mark.slow
 
 
+def _mark(events, name):
+    events.append((name, threading.current_thread().name, time.monotonic()))
+
+
 def _fake_steps(monkeypatch, events, track):
     def run(ns, workers=None):
-        events.append(("run-start", threading.current_thread().name, time.monotonic()))
+        _mark(events, "run-start")
         events.append(("run-workers", workers, 0.0))
         time.sleep(1.0)
-        events.append(("run-end", threading.current_thread().name, time.monotonic()))
+        _mark(events, "run-end")
         return 0
 
     def returns(ns):
-        events.append(("returns", threading.current_thread().name, time.monotonic()))
+        _mark(events, "returns")
         return 0
 
     def publish(ns):
-        events.append(("publish", threading.current_thread().name, time.monotonic()))
+        _mark(events, "publish")
         return 0
 
     monkeypatch.setattr(cli, "cmd_run", run)
@@ -43,10 +47,10 @@ def test_tracking_runs_alongside_the_evaluations_and_returns_wait(tmp_path, exam
     events: list[tuple[str, str, float]] = []
 
     def track(ns, pool=None):
-        events.append(("track-start", threading.current_thread().name, time.monotonic()))
+        _mark(events, "track-start")
         events.append(("track-pool", pool, 0.0))
         time.sleep(1.5)
-        events.append(("track-end", threading.current_thread().name, time.monotonic()))
+        _mark(events, "track-end")
         return 0
 
     _fake_steps(monkeypatch, events, track)

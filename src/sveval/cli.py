@@ -282,7 +282,9 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
         # outcome tracking does not read the evaluations: it runs alongside them, first on one of
         # their worker threads and its warm kernel (no kernel of its own); the returns read both
-        with batch.Workers(batch.worker_count(None, 1 + len(list(paths.evaluation_specs.glob("*.y*ml"))))) as workers:
+        from sveval.pipeline.runner import discover_specs
+
+        with batch.Workers(batch.worker_count(None, 1 + len(discover_specs(paths)))) as workers:
             if not is_current(paths.example_data):  # new data: everything after runs, so the kernels
                 # start and import while the data are generated (one core each)
                 batch.prestart(workers.pool, workers.threads, workers.n, paths.root)
