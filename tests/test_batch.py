@@ -137,6 +137,35 @@ def test_a_kernel_only_warmed_up_skips_the_reset_and_later_ones_do_not(tmp_path,
             run_code(warm, "leak", timeout=30)
 
 
+@pytest.mark.slow
+def test_a_warm_kernel_draws_each_figure_only_for_its_picture(tmp_path):
+    """pyplot's post-cell draw of new figures is dropped under the inline backend (the inline
+    backend draws them again for their PNGs and closes them): a figure is drawn exactly as many
+    times as making its PNG takes, and its picture is still shown."""
+    warm = batch.WarmKernel(modules=("matplotlib.pyplot",))
+    try:
+        warm.reset(tmp_path)
+        outputs: list[dict] = []
+
+        def run(code: str) -> None:
+            reply = batch._sync(warm.kc.execute_interactive(
+                code, timeout=60, output_hook=lambda m: outputs.append(m)
+                if m["msg_type"] in ("stream", "display_data", "error") else None))
+            assert reply["content"]["status"] == "ok", reply["content"]
+
+        run("import io\nimport matplotlib.pyplot as plt\ndraws = []\nfig, ax = plt.subplots()\n"
+            "fig.canvas.mpl_connect('draw_event', lambda e: draws.append(1))\nax.plot([1, 2])")
+        assert any("image/png" in m["content"].get("data", {}) for m in outputs)  # still shown
+        run("shown = len(draws)\nfig2, ax2 = plt.subplots()\nax2.plot([1, 2])\nd2 = []\n"
+            "fig2.canvas.mpl_connect('draw_event', lambda e: d2.append(1))\n"
+            "fig2.canvas.print_figure(io.BytesIO(), format='png', bbox_inches='tight')\n"
+            "plt.close(fig2)\nprint(shown, len(d2))")
+        shown, png_only = map(int, outputs[-1]["content"]["text"].split())
+        assert shown == png_only >= 1
+    finally:
+        warm.close()
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory, example_data):
     """The tiny project (two ITS evaluations) run once on fresh kernels, with SOURCE_DATE_EPOCH."""
