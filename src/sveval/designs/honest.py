@@ -68,7 +68,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from sveval.errors import DataError, EstimationError
 
@@ -620,9 +620,10 @@ def _default_m_grid(b, s, num_pre) -> tuple[float, ...]:
 def folded_normal_quantile(p: float, mu: float) -> float:
     """``p`` quantile of ``|N(mu, 1)|`` (exact; the package simulates 10^6 draws)."""
     mu = abs(float(mu))
+    ndtr = special.ndtr  # what stats.norm.cdf computes (bit for bit), without its per-call checks
 
     def f(c):
-        return stats.norm.cdf(c - mu) - stats.norm.cdf(-c - mu) - p
+        return ndtr(c - mu) - ndtr(-c - mu) - p
 
     hi = mu + 10.0
     return float(optimize.brentq(f, 0.0, hi, xtol=1e-14, rtol=1e-14))
