@@ -166,6 +166,30 @@ def test_a_warm_kernel_draws_each_figure_only_for_its_picture(tmp_path):
         warm.close()
 
 
+def test_ipython_kernels_keep_no_history_database_and_other_kernels_get_no_options(tmp_path):
+    """Kernels sveval starts write no input history to the user's IPython database (an SQLite file
+    in the home folder written after every cell and shared by the parallel kernels); a kernel
+    that is not IPython's gets no option it might not know."""
+    from sveval.pipeline import kept
+
+    assert executor.kernel_options(["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]) == \
+        list(executor.IPYKERNEL_OPTIONS)
+    assert executor.kernel_options(["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]) == []
+    assert kept.kernel_argv("python3", tmp_path / "c.json")[-len(executor.IPYKERNEL_OPTIONS):] == \
+        list(executor.IPYKERNEL_OPTIONS)
+    warm = batch.WarmKernel(modules=())
+    try:
+        warm.reset(tmp_path)
+        out: list[str] = []
+        reply = batch._sync(warm.kc.execute_interactive(
+            "h = get_ipython().history_manager\nprint(h.enabled, type(h.db).__name__)\nprint(In[-1][:6])",
+            timeout=60, output_hook=lambda m: out.append(m["content"]["text"]) if m["msg_type"] == "stream" else None))
+        assert reply["content"]["status"] == "ok"
+        assert "".join(out) == "False DummyDB\nh = ge\n"  # In still holds the session's cells, in memory
+    finally:
+        warm.close()
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory, example_data):
     """The tiny project (two ITS evaluations) run once on fresh kernels, with SOURCE_DATE_EPOCH."""

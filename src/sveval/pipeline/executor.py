@@ -260,14 +260,31 @@ def _ipc_supported() -> bool:
         return False
 
 
+#: options for an IPython kernel (``ipykernel``): no input history in the user's IPython history
+#: database. A notebook's history serves no one (its cells are in the notebook), and the database is
+#: an SQLite file in the home folder that every kernel writes after every cell (about 4 ms a cell,
+#: a second of a kernel's time in ``sveval run --all``) and which the parallel kernels share.
+IPYKERNEL_OPTIONS = ("--HistoryManager.enabled=False",)
+
+
+def kernel_options(argv: list[str]) -> list[str]:
+    """What sveval adds to a kernelspec's command ``argv``: :data:`IPYKERNEL_OPTIONS` for an IPython
+    kernel, nothing for another kernel (whose command line sveval does not know)."""
+    return list(IPYKERNEL_OPTIONS) if any("ipykernel" in str(a) for a in argv) else []
+
+
 def _manager_class() -> type:
-    """nbclient's own asynchronous kernel manager, starting kernels with a fixed hash seed."""
+    """nbclient's own asynchronous kernel manager, starting kernels with a fixed hash seed (and
+    :func:`kernel_options`)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class SvevalKernelManager(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw: Any) -> Any:
             # a fixed hash seed: set and dict orders alike in every run
             kw["env"] = {**kw.get("env", os.environ), "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}
+            extra = kernel_options(self.kernel_spec.argv)
+            if extra:
+                kw["extra_arguments"] = [*kw.get("extra_arguments", []), *extra]
             return await super()._async_pre_start_kernel(**kw)
 
     return SvevalKernelManager

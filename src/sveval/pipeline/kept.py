@@ -368,14 +368,17 @@ class KeptKernel(batch.WarmKernel):
 
 def kernel_argv(kernel: str, conn: Path) -> list[str]:
     """The kernelspec's command for ``conn``, with ``python`` meaning this Python (as jupyter_client's
-    kernel manager does)."""
+    kernel manager does), and the options every sveval kernel gets
+    (:func:`sveval.pipeline.executor.kernel_options`)."""
     from jupyter_client.kernelspec import KernelSpecManager
+
+    from sveval.pipeline.executor import kernel_options
 
     argv = [a.format(connection_file=str(conn)) for a in KernelSpecManager().get_kernel_spec(kernel).argv]
     if argv and argv[0] in ("python", f"python{sys.version_info[0]}",
                             f"python{sys.version_info[0]}.{sys.version_info[1]}"):
         argv[0] = sys.executable
-    return argv
+    return argv + kernel_options(argv)
 
 
 def _entries(registry: Path) -> list[tuple[str, Path]]:
