@@ -40,6 +40,7 @@ correlations use the actual month gaps, so leaving months out does not break the
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -52,8 +53,10 @@ from sveval.designs.its_profile import PoissonProfile
 from sveval.errors import DataError, EstimationError, OptionError
 
 COUNT_MODELS = ("poisson", "quasipoisson", "negbin")
+GAUSSIAN_MODELS = ("ols", "newey_west", "gls_ar", "arima")
 
 
+@functools.cache
 def _sm():
     """The statsmodels classes used here, imported from their own modules on first use
     (``statsmodels.api`` also imports every other model, the formula interface and the graphics:
@@ -65,8 +68,6 @@ def _sm():
     from statsmodels.regression.linear_model import OLS
 
     return SimpleNamespace(GLM=GLM, OLS=OLS, families=families)
-
-GAUSSIAN_MODELS = ("ols", "newey_west", "gls_ar", "arima")
 
 
 @dataclass
