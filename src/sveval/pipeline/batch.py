@@ -46,6 +46,7 @@ from sveval.pipeline import executor
 ENGINE = "sveval-warm"
 SAVE_EVERY = 30.0  # seconds between papermill's intermediate writes of a running notebook
 RESET_TIMEOUT = 60  # seconds for a warm kernel to answer the reset before it is replaced
+READY_DRAIN = 1000  # IOPub messages at most dropped once a new kernel answers (see wait_ready)
 WARM_IMPORTS = ("sveval", "sveval.report", "sveval.report.narrative", "sveval.report.plots",
                 "pandas", "numpy", "scipy.stats", "statsmodels.genmod.generalized_linear_model",
                 "statsmodels.regression.linear_model", "statsmodels.tsa.stattools", "matplotlib.pyplot",
@@ -308,6 +309,46 @@ def _sync(value: Any) -> Any:
     return ensure_event_loop().run_until_complete(value)
 
 
+async def wait_ready(kc: Any, timeout: float) -> None:
+    """Wait until the kernel behind the asynchronous client ``kc`` answers on its shell and IOPub
+    channels: jupyter_client's ``wait_for_ready`` without its last step.
+
+    That step waits until IOPub has been silent for 0.2 s, which every kernel start and every
+    adoption of a kept kernel paid in full (a quarter of the time an empty notebook takes). Here the
+    messages already received are dropped without waiting; one that arrives later (the idle status
+    of the ``kernel_info`` request) has another parent message than any later request, and
+    ``execute_interactive`` and nbclient skip such messages (so do they with more than
+    :data:`READY_DRAIN` messages waiting). Raises ``RuntimeError`` as
+    ``wait_for_ready`` does when the kernel dies or does not answer within ``timeout`` seconds.
+    """
+    from queue import Empty
+
+    deadline = time.monotonic() + timeout
+    while True:
+        kc.kernel_info()
+        try:
+            msg = await kc.shell_channel.get_msg(timeout=1)
+        except Empty:
+            msg = None
+        if msg is not None and msg["msg_type"] == "kernel_info_reply":
+            try:  # IOPub connected: the kernel's welcome or status messages reach it
+                await kc.iopub_channel.get_msg(timeout=0.2)
+            except Empty:
+                pass
+            else:
+                kc._handle_kernel_info_reply(msg)  # the protocol version the session speaks
+                break
+        if not await kc.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+    for _ in range(READY_DRAIN):  # what is already there; a kernel printing on its own never stops
+        try:
+            await kc.iopub_channel.get_msg(timeout=0)
+        except Empty:
+            return
+
+
 class WarmKernel:
     """A started kernel with its client, warmed up once (see :func:`kernel_warm_up`).
 
@@ -329,7 +370,7 @@ class WarmKernel:
             _sync(self.km.start_kernel(env={**ONE_BLAS_THREAD, **os.environ}))
             self.kc = self.km.client()
             self.kc.start_channels()
-            _sync(self.kc.wait_for_ready(timeout=start_timeout))
+            _sync(wait_ready(self.kc, start_timeout))
             self.kc.allow_stdin = False
             self._run("import sveval.pipeline.batch as _svb; "
                       f"_svb.kernel_warm_up({tuple(modules)!r}); del _svb", timeout=max(start_timeout, 120))
@@ -485,6 +526,16 @@ def prestart(pool: KernelPool, threads: Any, n: int, cwd: Path | str, *, togethe
     ``together=False`` for threads that may be busy with other work (:class:`Workers`): the start
     tasks then do not wait for one another, and a busy thread starts its kernel when it needs one."""
     barrier = threading.Barrier(n) if together else None
+    # jupyter_client's manager imported and the kernelspec found (which imports IPython) here,
+    # before the start tasks: done by them instead, it competes for the interpreter with the
+    # caller's next work (validating the parameter files) and the kernels start about 0.1 s later
+    from jupyter_client import manager  # noqa: F401
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        KernelSpecManager().get_kernel_spec(pool.kernel)
+    except Exception:  # noqa: BLE001 - no such kernel: the start tasks report it
+        pass
 
     def start() -> None:
         try:

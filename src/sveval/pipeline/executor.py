@@ -44,6 +44,7 @@ from sveval.paths import WORK_PREFIX, sha256_file, write_json_atomic
 
 PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
 START_TIMEOUT = 60
+SHUTDOWN_POLL = 0.005  # seconds between the checks that a kernel being shut down has ended
 SOCKETS_PREFIX = "svk"  # <tmp>/svk<pid>-xxxx/k-<n>: a kernel's IPC sockets
 
 
@@ -286,6 +287,11 @@ def _manager_class() -> type:
             if extra:
                 kw["extra_arguments"] = [*kw.get("extra_arguments", []), *extra]
             return await super()._async_pre_start_kernel(**kw)
+
+        async def _async_wait(self, pollinterval: float = 0.1) -> None:
+            # a kernel being shut down is polled every 0.1 s until its process has gone: a killed
+            # kernel is gone within milliseconds, so every shutdown waited about 0.1 s for nothing
+            await super()._async_wait(pollinterval=min(pollinterval, SHUTDOWN_POLL))
 
     return SvevalKernelManager
 

@@ -398,7 +398,7 @@ def _client(conn: Path, timeout: float) -> Any:
     # received for a dead kernel; liveness is the process's (KeptManager), readiness kernel_info's
     kc.start_channels(hb=False)
     try:
-        batch._sync(kc.wait_for_ready(timeout=timeout))
+        batch._sync(batch.wait_ready(kc, timeout))
     except BaseException:
         kc.stop_channels()
         raise

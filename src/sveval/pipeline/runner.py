@@ -500,6 +500,8 @@ def _validated_run(paths: ProjectPaths, specs: list[Path], report: RunReport, ma
             continue
         todo.append((ctx, notebook, key))
 
+    if todo and pool is not None and not scheduler:
+        batch.register_engine()  # imports papermill now, while the kernels warm up, not after
     expected = {ctx.spec.id: batch.estimate_seconds(ctx, manifest.get(ctx.spec.id)) for ctx, _, _ in todo}
     todo = batch.longest_first(todo, lambda item: expected[item[0].spec.id])
     client = batch.connect(scheduler) if scheduler and todo else None
