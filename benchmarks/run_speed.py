@@ -10,6 +10,9 @@ generated first, outside the timings):
 * ``one_its``   ``sveval run --force parameters/evaluations/focused-deterrence-violence-its.yaml``:
                 one default ITS evaluation of 132 months with all its checks and power
                 (target: at most 3x ``empty``);
+* ``one_its_script`` the same evaluation's work as a plain Python script (``its_floor.py``: the
+                imports, the fit with its checks and power, the record, the figures to PNG), no
+                kernel, papermill or notebook: a floor for ``one_its`` (no target);
 * ``one_its_kept`` the same command with ``--keep-kernels``, run twice: the second run, timed,
                 adopts the warm kernel the first left (an evaluator rerunning one parameter file;
                 :mod:`sveval.pipeline.kept`); the kernel is stopped afterwards;
@@ -131,6 +134,8 @@ def run_once(root: Path, tmp: Path, one_only: bool = False) -> dict[str, tuple[f
     res["empty"] = timed([_exe("papermill"), "--no-progress-bar", str(empty), str(tmp / "empty-out.ipynb")], tmp)
     one = root / "parameters" / "evaluations" / f"{ONE_ITS}.yaml"
     res["one_its"] = timed([sveval, "--root", str(root), "run", "--force", str(one)], root)
+    res["one_its_script"] = timed([sys.executable, str(Path(__file__).with_name("its_floor.py")), str(root),
+                                   ONE_ITS], root)
     keep = [sveval, "--root", str(root), "run", "--force", "--keep-kernels", "300", str(one)]
     try:
         timed(keep, root)  # leaves its warm kernel
@@ -184,6 +189,12 @@ def report(runs: list[dict[str, tuple[float, float, float]]], n_evals: int, quar
             f" | {best['one_its_kept']:.2f} s vs {empty:.2f} s | {best['one_its_kept'] / empty:.2f}x"
             f" | {'yes' if best['one_its_kept'] <= 3 * empty else 'no'} |",
         ]
+        if "one_its_script" in best:
+            lines += [
+                f"| (for scale, no target) the same evaluation's work as a plain Python script, no kernel or"
+                f" notebook (`its_floor.py`) | {best['one_its_script']:.2f} s vs {empty:.2f} s"
+                f" | {best['one_its_script'] / empty:.2f}x | |",
+            ]
     if "run_all" in best:
         lines += [
             f"| `sveval run --all --force` >= 2.5x faster than a sequential papermill CLI loop | {best['run_all']:.1f} s vs"
