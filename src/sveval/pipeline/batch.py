@@ -315,11 +315,11 @@ async def wait_ready(kc: Any, timeout: float) -> None:
 
     That step waits until IOPub has been silent for 0.2 s, which every kernel start and every
     adoption of a kept kernel paid in full (a quarter of the time an empty notebook takes). Here the
-    messages already received are dropped without waiting; one that arrives later (the idle status
-    of the ``kernel_info`` request) has another parent message than any later request, and
-    ``execute_interactive`` and nbclient skip such messages (so do they with more than
-    :data:`READY_DRAIN` messages waiting). Raises ``RuntimeError`` as
-    ``wait_for_ready`` does when the kernel dies or does not answer within ``timeout`` seconds.
+    messages already received are dropped without waiting (at most :data:`READY_DRAIN`); any message
+    left or arriving later (the idle status of the ``kernel_info`` request) has another parent
+    message than any later request, and ``execute_interactive`` and nbclient skip such messages.
+    Raises ``RuntimeError`` as ``wait_for_ready`` does when the kernel dies or does not answer
+    within ``timeout`` seconds.
     """
     from queue import Empty
 

@@ -65,8 +65,8 @@ def _dates(periods: pd.Series) -> pd.Series:
 def _line(ax: Any, x: pd.Series, y: pd.Series, **style: Any) -> None:
     """A line through ``(x, y)`` as seaborn's ``lineplot`` draws one series: missing values left
     out, sorted by ``x``, repeated ``x`` averaged (without seaborn's bootstrap band), the same
-    marker edge; the pixels are seaborn's (``tests/test_plots_titles.py`` compares them byte for
-    byte) at half the time of building the figure."""
+    marker edge; the pixels are seaborn's (``tests/test_plots_core_pixels.py`` compares them byte
+    for byte) at half the time of building the figure."""
     frame = pd.DataFrame({"x": x.to_numpy(), "y": pd.to_numeric(y, errors="coerce").to_numpy()}).dropna()
     line = frame.groupby("x", sort=True)["y"].mean()
     ax.plot(line.index, line.to_numpy(), markeredgewidth=0.75, markeredgecolor="w", **style)
